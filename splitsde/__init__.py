@@ -1,0 +1,71 @@
+"""splitsde: numerical SDE integrators built from splitting.
+
+Declare an SDE as a sum of sub-flows, get a derived solver for each, compose any splitting word,
+run it with :func:`integrate`, and verify it exactly where the theory allows.
+"""
+
+__version__ = "0.1.0"
+
+from splitsde import langevin, solvers
+from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError, StateError
+from splitsde.compose.presets import PRESETS, Preset, preset, word
+from splitsde.compose.program import Program
+from splitsde.compose.reduce import ReducedWord, Reduction, reduce
+from splitsde.compose.word import Word, WordError
+from splitsde.integrate import Result, integrate, make_grid
+from splitsde.langevin import potentials
+from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource, ZeroNoise
+from splitsde.observers import Observer, Running, observe
+from splitsde.symbolic.field import Field
+from splitsde.symbolic.flow import Flow, linear_drift
+from splitsde.symbolic.parse import ExpressionError, parse_expression
+from splitsde.symbolic.sde import SDE
+from splitsde.symbolic.solve import Solver, noise_symbol
+from splitsde.symbolic.symbols import Block, Parameter, blocks, h, parameters, t
+from splitsde.system import System
+
+__all__ = [
+    "PRESETS",
+    "SDE",
+    "Block",
+    "ExpressionError",
+    "Field",
+    "FieldError",
+    "FixedNoise",
+    "Flow",
+    "GaussianNoise",
+    "Integrator",
+    "NoiseSource",
+    "NonFiniteError",
+    "Observer",
+    "Parameter",
+    "Preset",
+    "Program",
+    "ReducedWord",
+    "Reduction",
+    "Result",
+    "Running",
+    "Solver",
+    "StateError",
+    "System",
+    "Word",
+    "WordError",
+    "ZeroNoise",
+    "__version__",
+    "blocks",
+    "h",
+    "integrate",
+    "langevin",
+    "linear_drift",
+    "make_grid",
+    "noise_symbol",
+    "observe",
+    "parameters",
+    "parse_expression",
+    "potentials",
+    "preset",
+    "reduce",
+    "solvers",
+    "t",
+    "word",
+]

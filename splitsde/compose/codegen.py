@@ -1,0 +1,469 @@
+r"""Lowering a step :class:`~splitsde.compose.program.Program` to torch.
+
+Two things happen here, once per run (not per step):
+
+1. **Coefficients.** Every state-free sub-expression of the program (``exp(-gamma h)``,
+   ``h/(2M)``, matrix-exponential entries, quadratures) is hoisted into a coefficient and
+   evaluated in float64 for every step of the grid (once in total when the grid is uniform and
+   the flows autonomous), then cast once to the state dtype (architecture rule 8).
+2. **Code.** The program becomes the Python source of one function ``_step`` made of torch
+   calls. A block update of the form :math:`y \leftarrow a y + \sum_i b_i x_i` becomes in-place
+   ``y.mul_(a); y.add_(x_i, alpha=b_i)`` -- the same operations a hand-written loop performs.
+   The source is generated from the program's sympy trees, whose symbol names the library
+   itself assigns; no user text reaches it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+
+from splitsde.compose.program import Assign, Draw, Eval, Let, Mark, Program
+from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
+from splitsde.symbolic.symbols import (
+    Block,
+    Coefficient,
+    FieldValue,
+    NoiseSymbol,
+    Parameter,
+    Temporary,
+    h,
+    t,
+)
+
+__all__ = ["CoefficientTable", "LoweredStep", "hoist_program", "lower"]
+
+_TENSOR = (Block, FieldValue, NoiseSymbol, Temporary)
+
+
+def _is_tensor(e: sympy.Basic) -> bool:
+    return any(isinstance(s, _TENSOR) for s in e.free_symbols)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hoisting
+# ---------------------------------------------------------------------------------------------
+class _Hoister:
+    def __init__(self) -> None:
+        self.defs: dict[sympy.Expr, Coefficient] = {}
+        self.order: list[tuple[Coefficient, sympy.Expr, int]] = []
+        self.substep = -1
+
+    def coef(self, e: sympy.Expr) -> sympy.Expr:
+        if e.is_Number:
+            return e
+        if isinstance(e, Coefficient):
+            return e
+        c = self.defs.get(e)
+        if c is None:
+            c = Coefficient(f"d{len(self.order)}")
+            self.defs[e] = c
+            self.order.append((c, e, self.substep))
+        return c
+
+    def hoist(self, e: sympy.Expr) -> sympy.Expr:
+        if not _is_tensor(e):
+            return self.coef(e)
+        if isinstance(e, sympy.Add | sympy.Mul):
+            const = [a for a in e.args if not _is_tensor(a)]
+            var = [self.hoist(a) for a in e.args if _is_tensor(a)]
+            if const:
+                c = self.coef(e.func(*const))
+                if not (isinstance(e, sympy.Add) and c == 0) and not (isinstance(e, sympy.Mul) and c == 1):
+                    var.insert(0, c)
+            if len(var) == 1:
+                return var[0]
+            return e.func(*var, evaluate=False)
+        if e.args:
+            return e.func(*[self.hoist(a) for a in e.args], evaluate=False)
+        return e
+
+
+@dataclass
+class HoistedProgram:
+    """The program's statements with state-free sub-expressions replaced by coefficients."""
+
+    program: Program
+    statements: list[Any]
+    hoisted: list[tuple[Coefficient, sympy.Expr, int]]
+
+
+def hoist_program(program: Program) -> HoistedProgram:
+    hz = _Hoister()
+    out: list[Any] = []
+    for s in program.statements:
+        if isinstance(s, Let):
+            out.append(Let(s.symbol, hz.hoist(s.expr)))
+        elif isinstance(s, Assign):
+            hz.substep = s.substep
+            out.append(Assign(s.targets, tuple(hz.hoist(e) for e in s.exprs), s.substep))
+        else:
+            out.append(s)
+    return HoistedProgram(program, out, hz.order)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coefficients in float64
+# ---------------------------------------------------------------------------------------------
+class CoefficientError(ValueError):
+    """A coefficient is not finite (or not computable) for the given parameters and grid."""
+
+
+class CoefficientTable:
+    """Float64 values of every coefficient of a hoisted program, per step of a grid."""
+
+    def __init__(self, hp: HoistedProgram, params: Mapping[Parameter, Any]) -> None:
+        self.hp = hp
+        self.params = dict(params)
+        self.prog_coefs = hp.program.coefficients
+        self.symbols: list[Coefficient] = [pc.symbol for pc in self.prog_coefs] + [
+            c for c, _, _ in hp.hoisted
+        ]
+        P = sorted(self.params, key=str)
+        self._P = P
+        self._expr_fns = {}
+        for pc in self.prog_coefs:
+            d = pc.definition
+            if d.expr is not None:
+                self._expr_fns[pc.symbol] = sympy.lambdify(
+                    [t, h, *P], d.expr, modules=[NUMPY_FUNCTIONS, "numpy"]
+                )
+        prog_syms = [pc.symbol for pc in self.prog_coefs]
+        self._hoisted_fns = [
+            sympy.lambdify([t, h, *P, *prog_syms], e, modules=[NUMPY_FUNCTIONS, "numpy"])
+            for _, e, _ in hp.hoisted
+        ]
+        self.autonomous = self._autonomous()
+
+    def _autonomous(self) -> bool:
+        for pc in self.prog_coefs:
+            d = pc.definition
+            if d.numeric is not None and not d.numeric.autonomous:
+                return False
+            if d.expr is not None and t in d.expr.free_symbols:
+                return False
+        return all(t not in e.free_symbols for _, e, _ in self.hp.hoisted)
+
+    def _param_values(self) -> list[Any]:
+        vals = []
+        for p in self._P:
+            v = self.params[p]
+            if isinstance(v, torch.Tensor):
+                v = v.detach().to("cpu", torch.float64).numpy()
+                if v.ndim == 0:
+                    v = float(v)
+            vals.append(v)
+        return vals
+
+    def evaluate(self, t_: np.ndarray, h_: np.ndarray) -> list[np.ndarray]:
+        """Coefficient values for steps starting at ``t_`` with lengths ``h_`` (1-D arrays).
+
+        Returns one array per coefficient with leading dimension ``len(t_)`` (trailing
+        dimensions from tensor-valued parameters).
+        """
+        t_ = np.asarray(t_, np.float64)
+        h_ = np.asarray(h_, np.float64)
+        pv = self._param_values()
+        scalar = all(np.ndim(v) == 0 for v in pv)
+        if scalar:
+            return self._evaluate_rows(t_, h_, pv)
+        rows = [self._evaluate_rows(t_[i : i + 1], h_[i : i + 1], pv) for i in range(len(t_))]
+        return [np.concatenate([r[k] for r in rows], axis=0) for k in range(len(self.symbols))]
+
+    def _evaluate_rows(self, t_: np.ndarray, h_: np.ndarray, pv: list[Any]) -> list[np.ndarray]:
+        n = len(t_)
+        pmap = dict(zip(self._P, pv))
+
+        values: dict[Coefficient, np.ndarray] = {}
+        groups: dict[tuple[int, Any, Any], dict] = {}
+        for pc in self.prog_coefs:
+            t0 = t_ + float(pc.offset) * h_
+            s = float(pc.weight) * h_
+            d = pc.definition
+            if d.expr is not None:
+                with np.errstate(all="ignore"):
+                    values[pc.symbol] = self._expand(self._expr_fns[pc.symbol](t0, s, *pv), n)
+            else:
+                key = (id(d.numeric), pc.offset, pc.weight)
+                if key not in groups:
+                    groups[key] = d.numeric.evaluate(t0, s, pmap)
+                values[pc.symbol] = self._expand(groups[key][d.key], n)
+        prog_vals = [values[pc.symbol] for pc in self.prog_coefs]
+        out = [values[pc.symbol] for pc in self.prog_coefs]
+        for fn in self._hoisted_fns:
+            with np.errstate(all="ignore"):
+                out.append(self._expand(fn(t_, h_, *pv, *prog_vals), n))
+        return [np.asarray(o, dtype=np.float64) for o in out]
+
+    @staticmethod
+    def _expand(v: Any, n: int) -> np.ndarray:
+        a = np.asarray(v, dtype=np.float64)
+        if a.ndim == 0:
+            return np.full((n,), float(a))
+        if a.shape[0] != n:
+            return np.broadcast_to(a, (n, *a.shape)).copy()
+        return a
+
+    def check_finite(self, values: list[np.ndarray], t_: np.ndarray, h_: np.ndarray) -> None:
+        names = self.describe_symbols()
+        for sym, v in zip(self.symbols, values):
+            bad = ~np.isfinite(v)
+            if bad.any():
+                i = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
+                raise CoefficientError(
+                    f"coefficient {names[sym]} is not finite at step start t={t_[i]:.6g}, "
+                    f"h={h_[i]:.6g} with parameters "
+                    + ", ".join(f"{p}={_short(self.params[p])}" for p in self._P)
+                )
+
+    def describe_symbols(self) -> dict[Coefficient, str]:
+        program = self.hp.program
+        names: dict[Coefficient, str] = {}
+        for pc in self.prog_coefs:
+            names[pc.symbol] = f"{pc.symbol.name} ({pc.definition.method})"
+        for c, e, k in self.hp.hoisted:
+            where = f" in sub-step {k} ({program.substeps[k].letter})" if k >= 0 else ""
+            names[c] = f"{sympy.sstr(e)}{where}"
+        return names
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, torch.Tensor) and v.numel() > 1:
+        return f"tensor{tuple(v.shape)}"
+    return f"{float(v):.6g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Source generation
+# ---------------------------------------------------------------------------------------------
+_FUNCS = {
+    sympy.exp: "torch.exp",
+    sympy.log: "torch.log",
+    sympy.sin: "torch.sin",
+    sympy.cos: "torch.cos",
+    sympy.tan: "torch.tan",
+    sympy.tanh: "torch.tanh",
+    sympy.sinh: "torch.sinh",
+    sympy.cosh: "torch.cosh",
+    sympy.atan: "torch.atan",
+    sympy.Abs: "torch.abs",
+    sympy.sign: "torch.sign",
+}
+
+
+class _Printer:
+    def __init__(self, names: Mapping[sympy.Basic, str]) -> None:
+        self.names = names
+
+    def __call__(self, e: sympy.Basic) -> str:
+        if e in self.names:
+            return self.names[e]
+        if e.is_Integer:
+            return str(int(e))
+        if e.is_Number or e.is_NumberSymbol:
+            return repr(float(e))
+        if isinstance(e, sympy.Add):
+            return "(" + " + ".join(self(a) for a in e.args) + ")"
+        if isinstance(e, sympy.Mul):
+            args = list(e.args)
+            if args and args[0] == -1:
+                return "(-" + self(sympy.Mul(*args[1:], evaluate=False)) + ")" if len(args) > 1 else "-1"
+            return "(" + " * ".join(self(a) for a in args) + ")"
+        if isinstance(e, sympy.Pow):
+            b, x = e.args
+            tensor = _is_tensor(b)
+            if x == sympy.Rational(1, 2):
+                return f"torch.sqrt({self(b)})" if tensor else f"math.sqrt({self(b)})"
+            if x == -1:
+                return f"torch.reciprocal({self(b)})" if tensor else f"(1.0 / {self(b)})"
+            if x == 2:
+                return f"torch.square({self(b)})" if tensor else f"({self(b)} ** 2)"
+            return f"({self(b)} ** {self(x)})"
+        if isinstance(e, phi1):
+            raise NotImplementedError("phi1 of a state-dependent argument is not supported")
+        fn = _FUNCS.get(e.func)
+        if fn is not None:
+            return f"{fn}({', '.join(self(a) for a in e.args)})"
+        raise NotImplementedError(f"cannot lower {e} ({e.func}) to torch")
+
+
+def _split(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    """``(coefficient part, tensor part)`` of a hoisted product."""
+    if isinstance(term, sympy.Mul):
+        c = [a for a in term.args if not _is_tensor(a)]
+        v = [a for a in term.args if _is_tensor(a)]
+        cc = c[0] if len(c) == 1 else sympy.Mul(*c) if c else sympy.Integer(1)
+        vv = v[0] if len(v) == 1 else sympy.Mul(*v, evaluate=False)
+        return cc, vv
+    return sympy.Integer(1), term
+
+
+@dataclass
+class LoweredStep:
+    """Generated step functions and what they need at run time."""
+
+    source: str
+    fast: Callable
+    checked: Callable
+    hooked: Callable
+    n_draws: int
+
+
+def lower(
+    hp: HoistedProgram,
+    tensor_coefficients: set[Coefficient],
+    *,
+    inplace: bool = True,
+    draws_take_times: bool = False,
+    namespace: Mapping[str, Any],
+) -> LoweredStep:
+    """Generate the step source for a hoisted program and compile its three variants."""
+    program = hp.program
+    names: dict[sympy.Basic, str] = {t: "t", h: "h"}
+    for b in program.blocks:
+        names[b] = f"b_{b.name}"
+    coef_syms = [pc.symbol for pc in program.coefficients] + [c for c, _, _ in hp.hoisted]
+    for i, c in enumerate(coef_syms):
+        names[c] = f"c{i}"
+    counter = itertools.count()
+    for s in hp.statements:
+        if isinstance(s, Eval):
+            for o in s.outs:
+                names[o] = f"v{next(counter)}"
+        elif isinstance(s, Draw):
+            names[s.symbol] = f"n{next(counter)}"
+        elif isinstance(s, Let):
+            names[s.symbol] = f"k{next(counter)}"
+    pr = _Printer(names)
+    field_index = {f: i for i, f in enumerate(program.fields)}
+
+    def body(mode: str) -> list[str]:
+        L: list[str] = []
+        draw_i = 0
+        for s in hp.statements:
+            if isinstance(s, Eval):
+                i = field_index[s.field]
+                outs = ", ".join(names[o] for o in s.outs)
+                call = f"_f{i}({', '.join(pr(a) for a in s.args)})"
+                lines = [f"{outs} = {call}", f"_nfe[{i}] += 1"]
+                if mode == "checked":
+                    deps = ", ".join(pr(a) for a in s.args[: len(s.field.depends)])
+                    lines.append(f"_check_field({i}, ({outs},), ({deps}{',' if deps else ''}))")
+                if s.carry is not None:
+                    L.append("if _carry is None:")
+                    L.extend("    " + x for x in lines)
+                    L.append("else:")
+                    L.append(f"    {outs} = _carry[{s.carry}]")
+                else:
+                    L.extend(lines)
+            elif isinstance(s, Draw):
+                args = f"{pr(s.start)}, {pr(s.stop)}" if draws_take_times else ""
+                L.append(f"{names[s.symbol]} = _draw{draw_i}({args})")
+                draw_i += 1
+            elif isinstance(s, Let):
+                L.append(f"{names[s.symbol]} = {pr(s.expr)}")
+            elif isinstance(s, Assign):
+                L.extend(_assign(s, names, pr, tensor_coefficients, inplace))
+                if mode == "checked":
+                    tg = ", ".join(names[b] for b in s.targets)
+                    bn = ", ".join(repr(b.name) for b in s.targets)
+                    L.append(f"_check_state({s.substep}, ({bn},), ({tg},))")
+            elif isinstance(s, Mark) and mode == "hooked":
+                L.append(f"_hook({s.substep}, ({', '.join(names[b] for b in program.blocks)},))")
+        return L
+
+    blocks = ", ".join(names[b] for b in program.blocks)
+    head = [f"    {blocks}, = _state"]
+    if coef_syms:
+        head.append(f"    {', '.join(names[c] for c in coef_syms)}, = _C")
+    carry = ", ".join(
+        "(" + ", ".join(names[o] for o in outs) + ",)" if len(outs) > 1 else names[outs[0]]
+        for outs in program.carry
+    )
+    ret = f"    return ({blocks},), ({carry}{',' if program.carry else ''})"
+    src = []
+    for mode in ("fast", "checked", "hooked"):
+        src.append(f"def _step_{mode}(_state, _C, _carry, t, h):")
+        src.extend(head)
+        src.extend("    " + x for x in body(mode))
+        src.append(ret)
+        src.append("")
+    source = "\n".join(src)
+    ns: dict[str, Any] = {"torch": torch, "math": __import__("math")}
+    ns.update(namespace)
+    code = compile(source, "<splitsde step>", "exec")
+    exec(code, ns)  # noqa: S102 - source generated from the library's own program, not user text
+    return LoweredStep(
+        source, ns["_step_fast"], ns["_step_checked"], ns["_step_hooked"], len(program.draws)
+    )
+
+
+def _assign(
+    s: Assign,
+    names: Mapping[sympy.Basic, str],
+    pr: _Printer,
+    tensor_coefs: set[Coefficient],
+    inplace: bool,
+) -> list[str]:
+    L: list[str] = []
+    n = len(s.targets)
+    new_names = []
+    for k, (y, e) in enumerate(zip(s.targets, s.exprs)):
+        last = k == n - 1
+        if inplace and last:
+            code = _inplace(y, e, names, pr, tensor_coefs)
+            if code is not None:
+                L.extend(code)
+                new_names.append(None)
+                continue
+        rhs = pr(e)
+        if inplace and isinstance(e, _TENSOR):
+            rhs += ".clone()"
+        tmp = f"_new{k}" if n > 1 else names[y]
+        L.append(f"{tmp} = {rhs}")
+        new_names.append(tmp if n > 1 else None)
+    for y, tmp in zip(s.targets, new_names):
+        if tmp is not None:
+            L.append(f"{names[y]} = {tmp}")
+    return L
+
+
+def _inplace(
+    y: Block,
+    e: sympy.Expr,
+    names: Mapping[sympy.Basic, str],
+    pr: _Printer,
+    tensor_coefs: set[Coefficient],
+) -> list[str] | None:
+    terms = sympy.Add.make_args(e)
+    split = [_split(term) for term in terms]
+    own = [i for i, (_, v) in enumerate(split) if v == y]
+    if len(own) != 1:
+        return None
+    others = [sv for i, sv in enumerate(split) if i != own[0]]
+    if any(y in v.free_symbols for _, v in others):
+        return None
+    yn = names[y]
+    c_own = split[own[0]][0]
+    L = []
+    if c_own != 1:
+        L.append(f"{yn}.mul_({pr(c_own)})")
+    for c, v in others:
+        vc = pr(v)
+        if c == 1:
+            L.append(f"{yn}.add_({vc})")
+        elif c == -1:
+            L.append(f"{yn}.sub_({vc})")
+        elif isinstance(c, Coefficient) and c in tensor_coefs:
+            L.append(f"{yn}.addcmul_({vc}, {pr(c)})")
+        elif c.is_Number or isinstance(c, Coefficient):
+            L.append(f"{yn}.add_({vc}, alpha={pr(c)})")
+        else:
+            L.append(f"{yn}.add_({pr(c)} * {vc})")
+    return L

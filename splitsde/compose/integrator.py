@@ -1,0 +1,499 @@
+r"""An integrator: an SDE, a word, parameter values and bound fields, lowered to torch.
+
+>>> import splitsde as sd
+>>> system = sd.langevin.underdamped(sd.potentials.Harmonic(omega=1.0), gamma=1.0, kT=1.0)
+>>> integ = system.integrator("BAOAB")
+>>> integ.weak_order, integ.evaluations_per_step
+(2, 1)
+
+The integrator owns the symbolic :class:`~splitsde.compose.program.Program` of one step. At
+run time :meth:`Integrator.prepare` evaluates its coefficients for a time grid (float64, cast
+once), generates the torch step and binds the noise source; :func:`splitsde.integrate` is the
+only loop that calls it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+
+from splitsde.compose.codegen import CoefficientTable, LoweredStep, hoist_program, lower
+from splitsde.compose.presets import word as parse_word
+from splitsde.compose.program import Program, SubstepInfo, build_program
+from splitsde.compose.reduce import ReducedWord, Reduction
+from splitsde.compose.word import Word
+from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource
+from splitsde.symbolic.field import Field
+from splitsde.symbolic.sde import SDE
+from splitsde.symbolic.solve import SolverStrategy
+from splitsde.symbolic.symbols import Parameter, t
+
+__all__ = ["BoundField", "Integrator", "NonFiniteError", "PreparedRun", "StateError"]
+
+
+class StateError(ValueError):
+    """A state that does not fit the integrator (missing block, dtype, device, shape)."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A non-finite value appeared; names the step, the sub-step and the block."""
+
+    def __init__(self, message: str, *, step: int | None = None, substep: int | None = None,
+                 block: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.substep = substep
+        self.block = block
+
+
+class FieldError(ValueError):
+    """A bound field returned something unusable (shape, dtype, device, aliasing)."""
+
+
+@dataclass
+class BoundField:
+    """A field with the torch callable that evaluates it."""
+
+    field: Field
+    fn: Callable[..., Any]
+    from_definition: bool = False
+
+
+def _definition_callable(f: Field, params: Mapping[Parameter, Any]) -> Callable[..., Any]:
+    exprs = [f.definition[o] for o in f.outputs]
+    ps = sorted({s for e in exprs for s in e.free_symbols if isinstance(s, Parameter)}, key=str)
+    missing = [p for p in ps if p not in params]
+    if missing:
+        raise ValueError(f"field {f.name}: definition needs parameter(s) {missing}")
+    fns = [sympy.lambdify([*f.args, *ps], e, modules="torch") for e in exprs]
+    values = [params[p] for p in ps]
+
+    def call(*args: Any) -> Any:
+        like = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        outs = []
+        for fn in fns:
+            v = fn(*args, *values)
+            if not isinstance(v, torch.Tensor) or (like is not None and v.shape != like.shape):
+                v = torch.as_tensor(v, dtype=like.dtype, device=like.device).expand_as(like).clone()
+            outs.append(v)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return call
+
+
+class Integrator:
+    """A splitting integrator lowered to torch.
+
+    Parameters
+    ----------
+    sde:
+        The symbolic SDE.
+    word:
+        A word, a preset name, or a :class:`~splitsde.compose.reduce.ReducedWord`.
+    params:
+        Values of the SDE's parameters, by name or symbol: numbers (float64) or tensors that
+        broadcast against the blocks (per-particle masses).
+    fields:
+        Torch callables for the SDE's fields, by name. A field with a symbolic definition
+        needs none. Callables receive the dependency blocks (and the time as a Python float
+        for time-dependent fields) and return one tensor per output.
+    reduction:
+        Evaluation-reuse rules (default: reuse only provably unchanged values).
+    solvers:
+        Solver strategies overriding the derived ones, by letter.
+    allow_missing:
+        Allow a word that leaves out some flows of the SDE.
+    inplace:
+        Update blocks in place (fast); ``False`` keeps every operation out of place (for
+        autograd through the sampler).
+    dtype, device:
+        If given, states must have this dtype / live on this device.
+    """
+
+    def __init__(
+        self,
+        sde: SDE,
+        word: str | Word | ReducedWord,
+        params: Mapping[str | Parameter, Any] | None = None,
+        fields: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        reduction: Reduction | None = None,
+        solvers: Mapping[str, SolverStrategy] | None = None,
+        allow_missing: bool = False,
+        inplace: bool = True,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if isinstance(word, ReducedWord):
+            if reduction is not None:
+                raise ValueError("give the reduction either in the word or as reduction=, not both")
+            reduction = word.reduction
+            word = word.word
+        self.sde = sde.with_solvers(solvers) if solvers else sde
+        self.word: Word = parse_word(word)
+        self.reduction = reduction or Reduction()
+        self.program: Program = build_program(self.sde, self.word, self.reduction, allow_missing)
+        self.params = self._bind_params(params or {})
+        self.fields = self._bind_fields(fields or {})
+        self.inplace = inplace
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else None
+        self.nfe_counts = [0] * len(self.program.fields)
+
+    # -- binding --------------------------------------------------------------------------------
+    def _bind_params(self, params: Mapping[str | Parameter, Any]) -> dict[Parameter, Any]:
+        by_name = {p.name: p for p in self.sde.parameters}
+        needed = set(self.sde.parameters)
+        for f in self.program.fields:
+            for e in (f.definition or {}).values():
+                for s in e.free_symbols:
+                    if isinstance(s, Parameter):
+                        by_name.setdefault(s.name, s)
+                        needed.add(s)
+        out: dict[Parameter, Any] = {}
+        for key, value in params.items():
+            name = key.name if isinstance(key, Parameter) else str(key)
+            if name not in by_name:
+                raise ValueError(
+                    f"unknown parameter {name!r}; the SDE has {', '.join(sorted(by_name)) or 'none'}"
+                )
+            if isinstance(value, torch.Tensor):
+                if not value.is_floating_point():
+                    value = value.to(torch.float64)
+                v = value.detach()
+                if not torch.isfinite(v).all():
+                    raise ValueError(f"parameter {name} is not finite")
+                out[by_name[name]] = float(v) if v.numel() == 1 and v.ndim == 0 else v
+            else:
+                try:
+                    fv = float(value)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"parameter {name} must be a number or a tensor, got {value!r}") from exc
+                if not math.isfinite(fv):
+                    raise ValueError(f"parameter {name} = {fv} is not finite")
+                out[by_name[name]] = fv
+        missing = sorted(p.name for p in needed if p not in out)
+        if missing:
+            raise ValueError(f"missing value(s) for parameter(s): {', '.join(missing)}")
+        return out
+
+    def _bind_fields(self, fns: Mapping[str, Callable[..., Any]]) -> list[BoundField]:
+        names = {f.name for f in self.program.fields}
+        known = set(self.sde.fields)
+        unknown = set(fns) - known
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {sorted(unknown)}; the SDE's fields: {', '.join(sorted(known)) or 'none'}"
+            )
+        out = []
+        for f in self.program.fields:
+            fn = fns.get(f.name)
+            if fn is not None:
+                if not callable(fn):
+                    raise TypeError(f"field {f.name} must be bound to a callable")
+                out.append(BoundField(f, fn))
+            elif f.definition is not None:
+                out.append(BoundField(f, _definition_callable(f, self.params), True))
+            else:
+                raise ValueError(
+                    f"field {f.name} needs a callable (fields={{'{f.name}': fn}}) or a symbolic "
+                    f"definition; fields the word evaluates: {', '.join(sorted(names))}"
+                )
+        return out
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.sde.blocks)
+
+    @property
+    def substeps(self) -> list[SubstepInfo]:
+        return self.program.substeps
+
+    @property
+    def evaluations_per_step(self) -> int:
+        """Field evaluations per step in steady state, as the program is compiled (the measured
+        count is in :class:`~splitsde.integrate.Result`)."""
+        return self.program.evaluations_per_step()
+
+    @property
+    def exact(self) -> bool:
+        """Whether one step reproduces the SDE's transition law exactly (single exact flow)."""
+        subs = self.program.substeps
+        return len(self.word.letters) == 1 and len(self.sde.flows) == 1 and all(
+            s.solver.exact for s in subs
+        )
+
+    @property
+    def weak_order(self) -> int | None:
+        """Declared finite-time weak order (``None`` if exact).
+
+        Exact sub-flows: 2 for a symmetric word, 1 otherwise. Approximate sub-flow solvers cap
+        it at their own order; ``per_step`` reuse of moved-state evaluations caps it at 1.
+        """
+        if self.exact:
+            return None
+        order = 2 if self.word.is_symmetric else 1
+        for s in self.program.substeps:
+            if not s.solver.exact:
+                order = min(order, s.solver.weak_order or 1)
+        if self.reduction.reuse == "per_step":
+            order = min(order, 1)
+        return order
+
+    @property
+    def is_stochastic(self) -> bool:
+        return bool(self.program.draws)
+
+    def describe(self) -> str:
+        lines = [
+            f"word {self.word} on {self.sde.name or 'SDE'} (reduction: {self.reduction})",
+            f"  weak order: {self.weak_order if self.weak_order else 'exact'}; symmetric: "
+            f"{self.word.is_symmetric}; field evaluations per step: {self.evaluations_per_step}",
+        ]
+        for s in self.program.substeps:
+            o = s.occurrence
+            lines.append(
+                f"  {s.index}: {o.letter}[{o.weight}] over [{s.start}, {s.stop}]  "
+                f"{s.solver.method} ({'exact' if s.solver.exact else 'weak order ' + str(s.solver.weak_order)})"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Integrator({self.word}, {self.sde.name or 'SDE'}, {self.reduction})"
+
+    # -- lowering -------------------------------------------------------------------------------
+    @cached_property
+    def _hoisted(self):
+        return hoist_program(self.program)
+
+    @cached_property
+    def coefficient_table(self) -> CoefficientTable:
+        return CoefficientTable(self._hoisted, self.params)
+
+    def check_state(self, state: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Validate a state mapping and return its blocks in order."""
+        if not isinstance(state, Mapping):
+            raise StateError("a state is a mapping block name -> tensor")
+        unknown = set(state) - set(self.blocks)
+        if unknown:
+            raise StateError(f"unknown block(s) {sorted(unknown)}; blocks: {', '.join(self.blocks)}")
+        missing = [b for b in self.blocks if b not in state]
+        if missing:
+            raise StateError(f"state misses block(s) {', '.join(missing)}")
+        tensors = tuple(state[b] for b in self.blocks)
+        first = tensors[0]
+        for name, x in zip(self.blocks, tensors):
+            if not isinstance(x, torch.Tensor):
+                raise StateError(f"block {name} is a {type(x).__name__}, not a tensor")
+            if not x.is_floating_point():
+                raise StateError(f"block {name} has dtype {x.dtype}; states must be floating point")
+            if x.dtype != first.dtype:
+                raise StateError(
+                    f"block {name} has dtype {x.dtype} but block {self.blocks[0]} has {first.dtype}"
+                )
+            if x.device != first.device:
+                raise StateError(
+                    f"block {name} is on {x.device} but block {self.blocks[0]} is on {first.device}"
+                )
+            if x.ndim == 0:
+                raise StateError(f"block {name} is 0-dimensional; give it a batch dimension")
+        if self.dtype is not None and first.dtype != self.dtype:
+            raise StateError(f"the integrator was built for {self.dtype}, the state is {first.dtype}")
+        if self.device is not None and first.device != self.device:
+            raise StateError(f"the integrator was built for {self.device}, the state is on {first.device}")
+        for p, v in self.params.items():
+            if isinstance(v, torch.Tensor):
+                if v.device != first.device:
+                    raise StateError(f"parameter {p} is on {v.device}, the state on {first.device}")
+                for name, x in zip(self.blocks, tensors):
+                    try:
+                        torch.broadcast_shapes(v.shape, x.shape)
+                    except RuntimeError:
+                        raise StateError(
+                            f"parameter {p} of shape {tuple(v.shape)} does not broadcast against "
+                            f"block {name} of shape {tuple(x.shape)}"
+                        ) from None
+        return tensors
+
+    def prepare(
+        self,
+        state: Sequence[torch.Tensor],
+        times: np.ndarray,
+        noise: NoiseSource,
+    ) -> PreparedRun:
+        """Coefficients for the grid ``times`` and the generated step, bound to ``noise``."""
+        times = np.asarray(times, dtype=np.float64)
+        t_, h_ = times[:-1], np.diff(times)
+        like = state[0]
+        table = self.coefficient_table
+        if table.autonomous:
+            uniq, inverse = np.unique(h_, return_inverse=True)
+            vals = table.evaluate(np.zeros_like(uniq), uniq)
+            table.check_finite(vals, np.zeros_like(uniq), uniq)
+        else:
+            inverse = np.arange(len(h_))
+            vals = table.evaluate(t_, h_)
+            table.check_finite(vals, t_, h_)
+        tensor_syms = set()
+        converted: list[Any] = []
+        for sym, v in zip(table.symbols, vals):
+            if v.ndim > 1:
+                tensor_syms.add(sym)
+                converted.append(torch.as_tensor(v, dtype=like.dtype, device=like.device))
+            else:
+                converted.append(v.tolist())
+        rows = [
+            tuple(c[i] for c in converted) for i in range(len(vals[0]) if vals else 1)
+        ] if vals else [()]
+        per_step = [rows[i] for i in inverse] if len(rows) > 1 else None
+        constant = rows[0] if len(rows) == 1 else None
+
+        shapes = []
+        block_index = {b: i for i, b in enumerate(self.program.blocks)}
+        for d in self.program.draws:
+            shapes.append(state[block_index[d.like]].shape)
+        draws = noise.bind(shapes, like)
+        namespace: dict[str, Any] = {"_nfe": self.nfe_counts}
+        for i, bf in enumerate(self.fields):
+            namespace[f"_f{i}"] = bf.fn
+        for i, d in enumerate(draws):
+            namespace[f"_draw{i}"] = d
+        checks = _Checks(self, state)
+        namespace["_check_field"] = checks.check_field
+        namespace["_check_state"] = checks.check_state
+        hook = _Hook()
+        namespace["_hook"] = hook
+        lowered = lower(
+            self._hoisted,
+            tensor_syms,
+            inplace=self.inplace,
+            draws_take_times=noise.takes_times,
+            namespace=namespace,
+        )
+        return PreparedRun(self, lowered, constant, per_step, t_, h_, hook)
+
+    # -- convenience ----------------------------------------------------------------------------
+    def step(
+        self,
+        state: Mapping[str, torch.Tensor],
+        t0: float,
+        h: float,
+        *,
+        generator: torch.Generator | None = None,
+        noise: NoiseSource | Sequence[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One checked step from ``state`` (not modified) at time ``t0`` with length ``h``.
+
+        ``noise`` may be a :class:`~splitsde.noise.NoiseSource` or a list of tensors, one per
+        draw of the program (exact probing of the step).
+        """
+        tensors = tuple(x.clone() for x in self.check_state(state))
+        if noise is None:
+            if generator is None and self.is_stochastic:
+                raise ValueError("a stochastic step needs a generator or a noise source")
+            noise = GaussianNoise(generator or torch.Generator(device=tensors[0].device))
+        elif not isinstance(noise, NoiseSource):
+            noise = FixedNoise(noise)
+        run = self.prepare(tensors, np.array([t0, t0 + h], dtype=np.float64), noise)
+        with torch.no_grad():
+            out, _ = run.call(0, tensors, None, checked=True)
+        return dict(zip(self.blocks, out))
+
+
+class _Hook:
+    """Per-sub-step callback target for the hooked step variant."""
+
+    def __init__(self) -> None:
+        self.callback: Callable[[int, tuple[torch.Tensor, ...]], None] | None = None
+
+    def __call__(self, substep: int, state: tuple[torch.Tensor, ...]) -> None:
+        if self.callback is not None:
+            self.callback(substep, state)
+
+
+class _Checks:
+    def __init__(self, integ: Integrator, state: Sequence[torch.Tensor]) -> None:
+        self.integ = integ
+        self.like = {b: x for b, x in zip(integ.program.blocks, state)}
+
+    def check_field(self, i: int, outs: tuple, inputs: tuple) -> None:
+        bf = self.integ.fields[i]
+        f = bf.field
+        for name, out, like_block in zip(f.outputs, outs, f.like):
+            like = self.like.get(like_block) if like_block is not None else None
+            where = f"field {f.name}" + (f" output {name}" if len(f.outputs) > 1 else "")
+            if not isinstance(out, torch.Tensor):
+                raise FieldError(f"{where} returned {type(out).__name__}, not a tensor")
+            if like is not None:
+                if out.shape != like.shape:
+                    raise FieldError(
+                        f"{where} returned shape {tuple(out.shape)}, expected {tuple(like.shape)} "
+                        f"(the shape of block {like_block})"
+                    )
+                if out.dtype != like.dtype:
+                    raise FieldError(f"{where} returned dtype {out.dtype}, the state is {like.dtype}")
+                if out.device != like.device:
+                    raise FieldError(f"{where} returned a tensor on {out.device}, the state is on {like.device}")
+            if not torch.isfinite(out).all():
+                raise FieldError(f"{where} returned non-finite values")
+            if self.integ.inplace:
+                for x in inputs:
+                    if isinstance(x, torch.Tensor) and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                        raise FieldError(
+                            f"{where} returned a view of its input; return a new tensor (the "
+                            "integrator updates blocks in place)"
+                        )
+
+    def check_state(self, substep: int, names: tuple[str, ...], tensors: tuple) -> None:
+        for name, x in zip(names, tensors):
+            if not torch.isfinite(x).all():
+                sub = self.integ.program.substeps[substep]
+                o = sub.occurrence
+                raise NonFiniteError(
+                    f"non-finite values in block {name} after sub-step {substep} "
+                    f"({o.letter}[{o.weight}], {sub.solver.method})",
+                    substep=substep,
+                    block=name,
+                )
+
+
+class PreparedRun:
+    """A lowered step with its per-step coefficients; what :func:`integrate` drives."""
+
+    def __init__(
+        self,
+        integ: Integrator,
+        lowered: LoweredStep,
+        constant: tuple | None,
+        per_step: list[tuple] | None,
+        t_: np.ndarray,
+        h_: np.ndarray,
+        hook: _Hook,
+    ) -> None:
+        self.integrator = integ
+        self.lowered = lowered
+        self.constant = constant
+        self.per_step = per_step
+        self.t = t_.tolist()
+        self.h = h_.tolist()
+        self.hook = hook
+
+    @property
+    def source(self) -> str:
+        return self.lowered.source
+
+    def coefficients(self, k: int) -> tuple:
+        return self.constant if self.constant is not None else self.per_step[k]
+
+    def call(self, k: int, state: tuple, carry: tuple | None, *, checked: bool = False,
+             hooked: bool = False) -> tuple[tuple, tuple]:
+        fn = self.lowered.checked if checked else self.lowered.hooked if hooked else self.lowered.fast
+        return fn(state, self.coefficients(k), carry, self.t[k], self.h[k])

@@ -1,0 +1,347 @@
+r"""A compiled word: the straight-line program of one step.
+
+Building a :class:`Program` from (SDE, word, reduction) inlines each occurrence's solver
+update over its slice (architecture rule 4), turns every field application into an explicit
+:class:`Eval` (reused according to the :class:`~splitsde.compose.reduce.Reduction`), every
+noise into a :class:`Draw`, and records which field values can be carried to the next step
+(first-same-as-last). The program is symbolic: the torch lowering
+(:mod:`splitsde.compose.codegen`) and the exact analysis both read it, so they cannot drift.
+
+Inside a program, ``t`` is the start of the step and ``h`` its length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import sympy
+
+from splitsde.compose.reduce import Reduction
+from splitsde.compose.word import Occurrence, Word, WordError
+from splitsde.symbolic.field import Field, field_applications, field_of
+from splitsde.symbolic.sde import SDE
+from splitsde.symbolic.solve import Solver
+from splitsde.symbolic.symbols import (
+    Block,
+    Coefficient,
+    FieldValue,
+    NoiseSymbol,
+    Temporary,
+    h,
+    t,
+)
+from splitsde.symbolic.update import CoefficientDef
+
+__all__ = [
+    "Assign",
+    "Draw",
+    "Eval",
+    "Let",
+    "Mark",
+    "Program",
+    "ProgramCoefficient",
+    "SubstepInfo",
+    "build_program",
+]
+
+
+@dataclass(frozen=True)
+class Eval:
+    """Evaluate ``field`` at ``args`` (dependency values, then the time label if any)."""
+
+    field: Field
+    outs: tuple[FieldValue, ...]
+    args: tuple[sympy.Expr, ...]
+    carry: int | None = None
+
+    @property
+    def time_label(self) -> sympy.Expr | None:
+        return self.args[-1] if self.field.time else None
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Draw a standard normal tensor shaped like ``like`` for the interval ``[start, stop]``."""
+
+    symbol: NoiseSymbol
+    like: Block
+    start: sympy.Expr
+    stop: sympy.Expr
+
+
+@dataclass(frozen=True)
+class Let:
+    symbol: Temporary
+    expr: sympy.Expr
+
+
+@dataclass(frozen=True)
+class Assign:
+    """Simultaneous update of blocks."""
+
+    targets: tuple[Block, ...]
+    exprs: tuple[sympy.Expr, ...]
+    substep: int
+
+
+@dataclass(frozen=True)
+class Mark:
+    """End of sub-step ``substep`` (observers and checks hook in here)."""
+
+    substep: int
+
+
+Statement = Eval | Draw | Let | Assign | Mark
+
+
+@dataclass(frozen=True)
+class SubstepInfo:
+    """One occurrence of a letter as it runs inside a step."""
+
+    index: int
+    occurrence: Occurrence
+    solver: Solver
+    start: sympy.Expr
+    stop: sympy.Expr
+
+    @property
+    def letter(self) -> str:
+        return self.occurrence.letter
+
+
+@dataclass(frozen=True)
+class ProgramCoefficient:
+    """A solver coefficient instantiated for one occurrence (slice ``[t+offset h, +weight h]``)."""
+
+    symbol: Coefficient
+    definition: CoefficientDef
+    offset: Fraction
+    weight: Fraction
+
+
+@dataclass
+class Program:
+    blocks: tuple[Block, ...]
+    word: Word
+    reduction: Reduction
+    statements: list[Statement]
+    substeps: list[SubstepInfo]
+    coefficients: list[ProgramCoefficient]
+    carry: list[tuple[FieldValue, ...]] = field(default_factory=list)
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        out: list[Field] = []
+        for s in self.statements:
+            if isinstance(s, Eval) and s.field not in out:
+                out.append(s.field)
+        return tuple(out)
+
+    @property
+    def evals(self) -> list[Eval]:
+        return [s for s in self.statements if isinstance(s, Eval)]
+
+    @property
+    def draws(self) -> list[Draw]:
+        return [s for s in self.statements if isinstance(s, Draw)]
+
+    def evaluations_per_step(self, first: bool = False) -> int:
+        """Field evaluations the program makes per step (``first``: without carried values)."""
+        return sum(1 for e in self.evals if first or e.carry is None)
+
+    def listing(self) -> str:
+        """A readable listing of the step program."""
+        lines = []
+        for s in self.statements:
+            if isinstance(s, Eval):
+                outs = ", ".join(map(str, s.outs))
+                carry = f"   [carried from the previous step if available: slot {s.carry}]" if s.carry is not None else ""
+                lines.append(f"  {outs} = {s.field.name}({', '.join(map(str, s.args))}){carry}")
+            elif isinstance(s, Draw):
+                lines.append(f"  {s.symbol} ~ N(0, 1) like {s.like}   [{s.start}, {s.stop}]")
+            elif isinstance(s, Let):
+                lines.append(f"  {s.symbol} = {s.expr}")
+            elif isinstance(s, Assign):
+                for tgt, e in zip(s.targets, s.exprs):
+                    lines.append(f"  {tgt} <- {e}")
+            elif isinstance(s, Mark):
+                sub = self.substeps[s.substep]
+                o = sub.occurrence
+                lines.append(
+                    f"  -- end of sub-step {s.substep}: {o.letter}[{o.weight}] over "
+                    f"[{sub.start}, {sub.stop}] ({sub.solver.method})"
+                )
+        if self.carry:
+            lines.append("  carry to next step: " + ", ".join(",".join(map(str, c)) for c in self.carry))
+        return "\n".join(lines)
+
+
+@dataclass
+class _EvalRecord:
+    stmt: Eval
+    position: int
+    key: tuple
+    label: sympy.Expr | None
+    versions: tuple
+
+
+def build_program(
+    sde: SDE,
+    word: Word,
+    reduction: Reduction | None = None,
+    allow_missing: bool = False,
+) -> Program:
+    """Compile ``word`` over ``sde`` into a step program (symbolic)."""
+    reduction = reduction or Reduction()
+    word.check_alphabet(sde.letters)
+    missing = [letter for letter in sde.letters if letter not in word.counts]
+    if missing and not allow_missing:
+        raise WordError(
+            f"word {word} leaves out flow(s) {', '.join(missing)} of the SDE; every flow must "
+            "appear (pass allow_missing=True to integrate only part of the SDE)"
+        )
+    if word.groups:
+        raise WordError(
+            f"word {word} has a Metropolized group {{ }}, which needs the Metropolis support of "
+            "the GHMC integrator (not available in this build)"
+        )
+    for occ in word:
+        flow = sde.flows[occ.letter]
+        if occ.weight < 0 and flow.is_stochastic:
+            raise WordError(
+                f"letter {occ.letter} has negative weight {occ.weight} but its flow is stochastic: "
+                "noise cannot run backwards in time"
+            )
+
+    statements: list[Statement] = []
+    substeps: list[SubstepInfo] = []
+    coefs: list[ProgramCoefficient] = []
+    versions: dict[Block, int] = {b: 0 for b in sde.blocks}
+    records: list[_EvalRecord] = []
+    per_step: dict[Field, tuple[FieldValue, ...]] = {}
+    counter = {"v": 0}
+
+    def label_for(f: Field, label: sympy.Expr | None) -> sympy.Expr | None:
+        if not f.time:
+            return None
+        if reduction.time_label is not None and reduction.applies_to(f.name):
+            return t + sympy.Rational(reduction.time_label.numerator, reduction.time_label.denominator) * h
+        return label
+
+    def emit_eval(f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None) -> tuple[FieldValue, ...]:
+        outs = []
+        for o in f.outputs:
+            counter["v"] += 1
+            outs.append(FieldValue(f"{f.name}{'_' + o if len(f.outputs) > 1 else ''}_{counter['v']}"))
+        full = (*args, label) if f.time else args
+        stmt = Eval(f, tuple(outs), tuple(full))
+        vers = tuple(versions.get(a) if isinstance(a, Block) else None for a in args)
+        key = (f, tuple((a, v) for a, v in zip(args, vers)), label)
+        records.append(_EvalRecord(stmt, len(statements), key, label, vers))
+        statements.append(stmt)
+        return tuple(outs)
+
+    def plain(f: Field, args: tuple[sympy.Expr, ...]) -> bool:
+        return tuple(args) == tuple(f.depends)
+
+    def value_of(f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None) -> tuple[FieldValue, ...]:
+        label = label_for(f, label)
+        if reduction.reuse == "per_step" and reduction.applies_to(f.name) and plain(f, args):
+            if f not in per_step:
+                per_step[f] = emit_eval(f, args, label)
+            return per_step[f]
+        if reduction.reuse != "none":
+            vers = tuple(versions.get(a) if isinstance(a, Block) else None for a in args)
+            key = (f, tuple((a, v) for a, v in zip(args, vers)), label)
+            if all(v is not None for v in vers):
+                for rec in reversed(records):
+                    if rec.key == key:
+                        return rec.stmt.outs
+        return emit_eval(f, args, label)
+
+    def pre_evaluate() -> None:
+        for occ in word:
+            for f in sde.flows[occ.letter].solver.fields:
+                if f not in per_step and reduction.applies_to(f.name):
+                    per_step[f] = emit_eval(f, f.depends, label_for(f, t if f.time else None))
+
+    for k, occ in enumerate(word):
+        if reduction.reuse == "per_step" and (
+            (reduction.eval_at == "start" and k == 0)
+            or (not isinstance(reduction.eval_at, str) and reduction.eval_at == k)
+        ):
+            pre_evaluate()
+        solver = sde.flows[occ.letter].solver
+        upd = solver.update
+        t0 = t + sympy.Rational(occ.offset.numerator, occ.offset.denominator) * h
+        s = sympy.Rational(occ.weight.numerator, occ.weight.denominator) * h
+        rename: dict[sympy.Basic, sympy.Basic] = {t: t0, h: s}
+        for xi, spec in upd.noises:
+            new = NoiseSymbol(f"{xi.name}_{k}")
+            rename[xi] = new
+            a = sympy.Rational(spec.start.numerator, spec.start.denominator)
+            b = sympy.Rational(spec.stop.numerator, spec.stop.denominator)
+            statements.append(Draw(new, spec.like, sympy.expand(t0 + a * s), sympy.expand(t0 + b * s)))
+        for c, d in upd.coefficients.items():
+            new = Coefficient(f"c{k}_{c.name}")
+            rename[c] = new
+            coefs.append(ProgramCoefficient(new, d, occ.offset, occ.weight))
+        for tmp, _ in upd.lets:
+            rename[tmp] = Temporary(f"k{k}_{tmp.name}")
+
+        def lower(e: sympy.Expr) -> sympy.Expr:
+            e = e.xreplace(rename)
+            apps = sorted(field_applications(e), key=sympy.default_sort_key)
+            if not apps:
+                return e
+            repl = {}
+            for app in apps:
+                f, out = field_of(app)
+                n_dep = len(f.depends)
+                args = tuple(app.args[:n_dep])
+                label = sympy.expand(app.args[n_dep]) if f.time else None
+                repl[app] = value_of(f, args, label)[out]
+            return e.xreplace(repl)
+
+        for tmp, e in upd.lets:
+            statements.append(Let(rename[tmp], lower(e)))
+        exprs = tuple(lower(e) for e in upd.exprs)
+        statements.append(Assign(upd.targets, exprs, k))
+        for b in upd.targets:
+            versions[b] += 1
+        statements.append(Mark(k))
+        substeps.append(SubstepInfo(k, occ, solver, t0, sympy.expand(t0 + s)))
+
+    if reduction.reuse == "per_step" and not isinstance(reduction.eval_at, str) and reduction.eval_at == len(word):
+        raise WordError("eval_at equal to the number of sub-steps evaluates after the step; use 'start'")
+
+    program = Program(sde.blocks, word, reduction, statements, substeps, coefs)
+    if reduction.reuse == "exact":
+        _mark_carry(program, records, versions)
+    return program
+
+
+def _mark_carry(program: Program, records: list[_EvalRecord], final: dict[Block, int]) -> None:
+    """First-same-as-last: carry a field value to the next step when it is provably current."""
+    by_field: dict[Field, list[_EvalRecord]] = {}
+    for rec in records:
+        by_field.setdefault(rec.stmt.field, []).append(rec)
+    for f, recs in by_field.items():
+        first, last = recs[0], recs[-1]
+        if any(v != 0 for v in first.versions) or not all(
+            isinstance(a, Block) for a in first.stmt.args[: len(f.depends)]
+        ):
+            continue
+        if any(v is None or v != final[b] for b, v in zip(f.depends, last.versions)):
+            continue
+        if tuple(last.stmt.args[: len(f.depends)]) != tuple(f.depends):
+            continue
+        if f.time:
+            l0, l1 = first.label, last.label
+            if h in l0.free_symbols or sympy.simplify(l1 - l0.xreplace({t: t + h})) != 0:
+                continue
+        slot = len(program.carry)
+        program.carry.append(last.stmt.outs)
+        i = program.statements.index(first.stmt)
+        program.statements[i] = Eval(first.stmt.field, first.stmt.outs, first.stmt.args, slot)

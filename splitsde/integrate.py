@@ -1,0 +1,325 @@
+"""The one time loop (architecture rule 2).
+
+:func:`integrate` runs any :class:`~splitsde.compose.integrator.Integrator` over a uniform or
+given time grid with a seeded generator, calls observers, saves states, shows a progress bar
+(only on a terminal), checks for non-finite values and reports the measured number of field
+evaluations.
+
+Non-finite values are checked every ``check_every`` steps; when one is found the run is
+replayed deterministically from the last good snapshot with per-sub-step checks, so the error
+names the exact step, sub-step and block at no per-step cost.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import sys
+import time as _time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError
+from splitsde.noise import GaussianNoise, NoiseSource
+from splitsde.observers import Observer
+
+__all__ = ["Result", "integrate", "make_grid"]
+
+
+@dataclass
+class Result:
+    """What a run returns.
+
+    Attributes
+    ----------
+    final:
+        The state after the last step (block name -> tensor).
+    times, states:
+        Saved times and states (block name -> tensor of shape ``(n_saved, *block_shape)``).
+    observables:
+        Recorded observer values (name -> stacked tensor or array) and their times in
+        ``observable_times``; ``finals`` holds what observers returned from ``finish``.
+    nfe, nfe_by_field, nfe_first_step:
+        Field evaluations counted during the run (measured, not computed).
+    """
+
+    final: dict[str, torch.Tensor]
+    times: np.ndarray
+    states: dict[str, torch.Tensor]
+    observables: dict[str, Any]
+    observable_times: dict[str, np.ndarray]
+    finals: dict[str, Any]
+    nfe: int
+    nfe_by_field: dict[str, int]
+    nfe_first_step: int
+    steps: int
+    seed: int | None
+    wall_time: float
+    grid: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+    @property
+    def nfe_per_step(self) -> float:
+        """Measured field evaluations per step after the first (steady state)."""
+        if self.steps <= 1:
+            return float(self.nfe)
+        return (self.nfe - self.nfe_first_step) / (self.steps - 1)
+
+
+def make_grid(
+    t0: float = 0.0,
+    *,
+    h: float | None = None,
+    steps: int | None = None,
+    t1: float | None = None,
+    grid: Any = None,
+) -> np.ndarray:
+    """A float64 time grid from exactly one of: ``grid``; ``h`` and ``steps``; ``t1`` and
+    ``steps``; ``t1`` and ``h`` (when ``(t1 - t0)/h`` is an integer)."""
+    if grid is not None:
+        if h is not None or steps is not None or t1 is not None:
+            raise ValueError("give either grid= or h/steps/t1, not both")
+        g = grid.detach().cpu().numpy() if isinstance(grid, torch.Tensor) else np.asarray(grid)
+        g = g.astype(np.float64)
+        if g.ndim != 1 or g.size < 2:
+            raise ValueError("a grid is a 1-D sequence of at least two times")
+        if not np.all(np.isfinite(g)):
+            raise ValueError("the grid has non-finite times")
+        if not np.all(np.diff(g) > 0):
+            i = int(np.argmax(np.diff(g) <= 0))
+            raise ValueError(f"the grid must be strictly increasing; it is not at index {i}: {g[i]} -> {g[i + 1]}")
+        return g
+    if steps is not None:
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        steps = int(steps)
+    if h is not None and steps is not None and t1 is None:
+        if not (h > 0 and math.isfinite(h)):
+            raise ValueError(f"h must be positive and finite, got {h}")
+        return t0 + h * np.arange(steps + 1, dtype=np.float64)
+    if t1 is not None and steps is not None and h is None:
+        if not t1 > t0:
+            raise ValueError(f"t1 = {t1} must exceed t0 = {t0}")
+        return np.linspace(t0, t1, steps + 1, dtype=np.float64)
+    if t1 is not None and h is not None and steps is None:
+        n = (t1 - t0) / h
+        if not (n > 0 and abs(n - round(n)) < 1e-9 * max(1.0, n)):
+            raise ValueError(f"(t1 - t0)/h = {n} is not a positive integer; give steps= instead")
+        return t0 + h * np.arange(round(n) + 1, dtype=np.float64)
+    raise ValueError("give grid=, or two of h=, steps=, t1=")
+
+
+def _progress(total: int, enabled: bool | None, desc: str):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, mininterval=0.25)
+
+
+@dataclass
+class _Snapshot:
+    step: int
+    state: tuple[torch.Tensor, ...]
+    carry: Any
+    noise: dict[str, Any]
+    nfe: list[int]
+
+
+def _clone(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, tuple):
+        return tuple(_clone(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _clone(v) for k, v in x.items()}
+    return x
+
+
+def integrate(
+    integrator: Integrator,
+    y0: Mapping[str, torch.Tensor],
+    *,
+    t0: float = 0.0,
+    h: float | None = None,
+    steps: int | None = None,
+    t1: float | None = None,
+    grid: Any = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    noise: NoiseSource | None = None,
+    observers: Sequence[Observer] = (),
+    save_every: int | None = None,
+    save: Sequence[str] | None = None,
+    progress: bool | None = None,
+    check_every: int = 100,
+) -> Result:
+    """Run ``integrator`` from ``y0`` over a time grid.
+
+    Parameters
+    ----------
+    y0:
+        Initial state, block name -> tensor ``(batch, ...)``; it is copied, never modified.
+    t0, h, steps, t1, grid:
+        The time grid (see :func:`make_grid`).
+    seed, generator, noise:
+        Randomness: a seed (a new CPU/device generator), a :class:`torch.Generator`, or any
+        :class:`~splitsde.noise.NoiseSource`. With none of them a random seed is drawn and
+        recorded in the result.
+    observers:
+        :class:`~splitsde.observers.Observer` objects (see :func:`splitsde.observe`).
+    save_every, save:
+        Save the state every ``save_every`` steps (and at the start and end); ``save`` limits
+        which blocks.
+    progress:
+        Show a tqdm bar (default: only when stderr is a terminal).
+    check_every:
+        Steps between non-finite checks (a failure is replayed to name the exact sub-step).
+    """
+    state = tuple(x.detach().clone() for x in integrator.check_state(y0))
+    times = make_grid(t0, h=h, steps=steps, t1=t1, grid=grid)
+    n_steps = len(times) - 1
+    if check_every < 1:
+        raise ValueError("check_every must be at least 1")
+    used_seed = None
+    if noise is None:
+        if generator is None:
+            used_seed = secrets.randbits(62) if seed is None else int(seed)
+            generator = torch.Generator(device=state[0].device)
+            generator.manual_seed(used_seed)
+        elif seed is not None:
+            raise ValueError("give seed= or generator=, not both")
+        noise = GaussianNoise(generator)
+    elif seed is not None or generator is not None:
+        raise ValueError("give noise= or seed=/generator=, not both")
+
+    names = integrator.blocks
+    save_names = tuple(save) if save is not None else names
+    bad = set(save_names) - set(names)
+    if bad:
+        raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
+    save_idx = [names.index(s) for s in save_names]
+
+    counts = integrator.nfe_counts
+    counts[:] = [0] * len(counts)
+    run = integrator.prepare(state, times, noise)
+    observers = list(observers)
+    sub_obs = [o for o in observers if o.substeps]
+    records: dict[str, list[Any]] = {o.name: [] for o in observers}
+    record_t: dict[str, list[float]] = {o.name: [] for o in observers}
+    if len(records) != len(observers):
+        raise ValueError("observer names must be distinct")
+    saved: list[tuple[torch.Tensor, ...]] = []
+    saved_t: list[float] = []
+
+    def as_map(s: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        return dict(zip(names, s))
+
+    step_ctx = {"k": 0}
+    if sub_obs:
+        subs = integrator.program.substeps
+
+        def on_sub(i: int, s: tuple[torch.Tensor, ...]) -> None:
+            m = as_map(s)
+            for o in sub_obs:
+                o.on_substep(step_ctx["k"], subs[i], m)
+
+        run.hook.callback = on_sub
+
+    started = _time.perf_counter()
+    nfe_first = 0
+    bar = _progress(n_steps, progress, f"{integrator.word}")
+    stride = max(1, n_steps // 200)
+    with torch.no_grad():
+        for o in observers:
+            o.start(float(times[0]), as_map(state), integrator)
+        if save_every:
+            saved.append(tuple(state[i].clone() for i in save_idx))
+            saved_t.append(float(times[0]))
+        snapshot = _Snapshot(0, _clone(state), None, _clone(noise.state_dict()), list(counts))
+        carry = None
+        hooked = bool(sub_obs)
+        for k in range(n_steps):
+            step_ctx["k"] = k
+            try:
+                state, carry = run.call(k, state, carry, checked=(k == 0), hooked=hooked)
+            except NonFiniteError as err:
+                raise NonFiniteError(
+                    f"step {k} (t = {times[k]:.6g}): {err}", step=k, substep=err.substep, block=err.block
+                ) from None
+            except FieldError as err:
+                raise FieldError(f"step {k} (t = {times[k]:.6g}): {err}") from None
+            if k == 0:
+                nfe_first = sum(counts)
+            if observers:
+                m = as_map(state)
+                for o in observers:
+                    v = o.on_step(k, float(times[k + 1]), m)
+                    if v is not None and (k + 1) % o.every == 0:
+                        records[o.name].append(v.detach().clone() if isinstance(v, torch.Tensor) else v)
+                        record_t[o.name].append(float(times[k + 1]))
+            if save_every and ((k + 1) % save_every == 0 or k + 1 == n_steps):
+                saved.append(tuple(state[i].clone() for i in save_idx))
+                saved_t.append(float(times[k + 1]))
+            if (k + 1) % check_every == 0 or k + 1 == n_steps:
+                if not all(bool(torch.isfinite(x).all()) for x in state):
+                    _replay(run, integrator, snapshot, noise, times, k + 1)
+                snapshot = _Snapshot(k + 1, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts))
+            if bar is not None and ((k + 1) % stride == 0 or k + 1 == n_steps):
+                bar.update((k + 1) - bar.n)
+        finals = {o.name: o.finish() for o in observers}
+    if bar is not None:
+        bar.close()
+    wall = _time.perf_counter() - started
+    observables = {name: _stack(v) for name, v in records.items() if v}
+    obs_times = {name: np.asarray(v) for name, v in record_t.items() if v}
+    states = (
+        {n: torch.stack([s[j] for s in saved]) for j, n in enumerate(save_names)} if saved else {}
+    )
+    return Result(
+        final=as_map(state),
+        times=np.asarray(saved_t),
+        states=states,
+        observables=observables,
+        observable_times=obs_times,
+        finals={k: v for k, v in finals.items() if v is not None},
+        nfe=sum(counts),
+        nfe_by_field={bf.field.name: c for bf, c in zip(integrator.fields, counts)},
+        nfe_first_step=nfe_first,
+        steps=n_steps,
+        seed=used_seed,
+        wall_time=wall,
+        grid=times,
+    )
+
+
+def _stack(values: list[Any]) -> Any:
+    if all(isinstance(v, torch.Tensor) for v in values):
+        return torch.stack(values)
+    return np.asarray(values)
+
+
+def _replay(run: Any, integ: Integrator, snap: _Snapshot, noise: NoiseSource, times: np.ndarray, upto: int) -> None:
+    """Re-run from the last good snapshot with per-sub-step checks to name the culprit."""
+    state = _clone(snap.state)
+    carry = _clone(snap.carry)
+    noise.load_state_dict(_clone(snap.noise))
+    for k in range(snap.step, upto):
+        try:
+            state, carry = run.call(k, state, carry, checked=True)
+        except NonFiniteError as err:
+            raise NonFiniteError(
+                f"step {k} (t = {times[k]:.6g}, h = {times[k + 1] - times[k]:.6g}): {err}; "
+                "the step size may exceed the scheme's stability bound",
+                step=k,
+                substep=err.substep,
+                block=err.block,
+            ) from None
+        except FieldError as err:
+            raise FieldError(f"step {k} (t = {times[k]:.6g}): {err}") from None
+    raise NonFiniteError(f"non-finite values appeared between steps {snap.step} and {upto}")

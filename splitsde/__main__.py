@@ -1,0 +1,5 @@
+import sys
+
+from splitsde.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+r"""Error bars from independent walkers (batch means).
+
+Every walker of a Langevin run is an independent chain, so its time average after burn-in is
+one independent estimate. Walkers are grouped into at most ``batches`` groups; the spread of
+the group estimates gives the standard error of the mean and of the variance. This is the
+batch-means method with batches made of whole independent chains, which needs no estimate of
+the autocorrelation time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["walker_batch_means"]
+
+
+def walker_batch_means(mean: torch.Tensor, mean_sq: torch.Tensor, batches: int = 64) -> dict[str, Any]:
+    """Mean, variance and their standard errors per coordinate.
+
+    ``mean`` and ``mean_sq`` are per-walker time averages of :math:`x` and :math:`x^2`, shape
+    ``(walkers, ...)``; results have the trailing shape.
+    """
+    m = mean.detach().to("cpu", torch.float64).numpy()
+    s = mean_sq.detach().to("cpu", torch.float64).numpy()
+    w = m.shape[0]
+    if w < 2:
+        raise ValueError("error bars need at least 2 independent walkers")
+    nb = min(batches, w)
+    groups = np.array_split(np.arange(w), nb)
+    gm = np.stack([m[g].mean(axis=0) for g in groups])
+    gs = np.stack([s[g].mean(axis=0) for g in groups])
+    gv = gs - gm * gm
+    sizes = np.array([len(g) for g in groups], dtype=float)
+    wts = (sizes / sizes.sum()).reshape(-1, *([1] * (m.ndim - 1)))
+    mu = (wts * gm).sum(axis=0)
+    var = (wts * gs).sum(axis=0) - mu * mu
+    se = lambda x: x.std(axis=0, ddof=1) / math.sqrt(nb)  # noqa: E731
+    return {"mean": mu, "mean_se": se(gm), "var": var, "var_se": se(gv), "batches": nb}

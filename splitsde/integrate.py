@@ -13,21 +13,52 @@ names the exact step, sub-step and block at no per-step cost.
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import sys
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from splitsde.checkpoint import (
+    CheckpointError,
+    check_fingerprint,
+    read_checkpoint,
+    run_fingerprint,
+    write_checkpoint,
+)
 from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError
 from splitsde.noise import GaussianNoise, NoiseSource
 from splitsde.observers import Observer
+from splitsde.trajectory import Trajectory, TrajectoryWriter
 
-__all__ = ["Result", "integrate", "make_grid"]
+__all__ = ["Acceptance", "Result", "integrate", "make_grid"]
+
+
+@dataclass
+class Acceptance:
+    """Metropolis statistics of one ``{ }`` group: accepted proposals per walker out of
+    ``trials`` (one test per walker and step)."""
+
+    group: str
+    accepted: torch.Tensor
+    trials: int
+
+    @property
+    def rate(self) -> float:
+        return float(self.accepted.sum()) / max(1, self.accepted.numel() * self.trials)
+
+    @property
+    def rate_se(self) -> float:
+        """Standard error of :attr:`rate` from the spread of independent walkers."""
+        per = self.accepted.to(torch.float64) / max(1, self.trials)
+        n = per.numel()
+        return float(per.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
 
 
 @dataclass
@@ -45,6 +76,11 @@ class Result:
         ``observable_times``; ``finals`` holds what observers returned from ``finish``.
     nfe, nfe_by_field, nfe_first_step:
         Field evaluations counted during the run (measured, not computed).
+    acceptance:
+        Metropolis statistics, one :class:`Acceptance` per ``{ }`` group of the word.
+    trajectory:
+        The streamed :class:`~splitsde.trajectory.Trajectory` when ``trajectory=`` was given
+        (``states`` is then empty).
     """
 
     final: dict[str, torch.Tensor]
@@ -60,6 +96,16 @@ class Result:
     seed: int | None
     wall_time: float
     grid: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    acceptance: list[Acceptance] = field(default_factory=list)
+    trajectory: Trajectory | None = None
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Fraction of accepted Metropolis proposals over all groups, walkers and steps."""
+        if not self.acceptance:
+            return None
+        acc = sum(int(a.accepted.sum()) for a in self.acceptance)
+        return acc / sum(a.accepted.numel() * a.trials for a in self.acceptance)
 
     @property
     def nfe_per_step(self) -> float:
@@ -158,6 +204,11 @@ def integrate(
     save: Sequence[str] | None = None,
     progress: bool | None = None,
     check_every: int = 100,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    trajectory: str | os.PathLike | None = None,
+    chunk: int = 100,
 ) -> Result:
     """Run ``integrator`` from ``y0`` over a time grid.
 
@@ -180,16 +231,44 @@ def integrate(
         Show a tqdm bar (default: only when stderr is a terminal).
     check_every:
         Steps between non-finite checks (a failure is replayed to name the exact sub-step).
+    checkpoint, checkpoint_every:
+        Write a checkpoint file (see :mod:`splitsde.checkpoint`) every ``checkpoint_every``
+        steps and at the end, atomically.
+    resume:
+        If the ``checkpoint`` file exists, continue from it (bit for bit the run that wrote
+        it, on the same device and dtype); a checkpoint of another run or a damaged file is
+        refused with :class:`~splitsde.checkpoint.CheckpointError`. Without a file the run
+        starts from ``y0``, so the same call both starts and restarts a job.
+    trajectory, chunk:
+        Stream the saved states to this directory in chunks of ``chunk`` frames instead of
+        keeping them in memory (see :class:`~splitsde.trajectory.Trajectory`); a crash loses
+        at most one chunk.
     """
-    state = tuple(x.detach().clone() for x in integrator.check_state(y0))
+    initial = integrator.check_state(y0)
+    state = tuple(x.detach().clone() for x in initial)
     times = make_grid(t0, h=h, steps=steps, t1=t1, grid=grid)
     n_steps = len(times) - 1
     if check_every < 1:
         raise ValueError("check_every must be at least 1")
+    if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
+        raise ValueError("checkpoint_every needs checkpoint= and must be at least 1")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint= (the file to resume from)")
+    if trajectory is not None and not save_every:
+        raise ValueError("trajectory= streams the saved states: give save_every= as well")
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    stored = read_checkpoint(ckpt, state[0].device) if resume and ckpt.exists() else None
     used_seed = None
     if noise is None:
         if generator is None:
-            used_seed = secrets.randbits(62) if seed is None else int(seed)
+            if stored is not None and seed is not None and stored["seed"] != seed:
+                raise CheckpointError(
+                    f"checkpoint {ckpt} was written with seed {stored['seed']}, this run has seed {seed}"
+                )
+            if stored is not None and stored["seed"] is not None:
+                used_seed = stored["seed"]
+            else:
+                used_seed = secrets.randbits(62) if seed is None else int(seed)
             generator = torch.Generator(device=state[0].device)
             generator.manual_seed(used_seed)
         elif seed is not None:
@@ -204,11 +283,17 @@ def integrate(
     if bad:
         raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
     save_idx = [names.index(s) for s in save_names]
+    observers = list(observers)
+    fingerprint = run_fingerprint(
+        integrator, initial, times, noise=noise, observers=observers, save_every=save_every,
+        save=save_names, chunk=chunk if trajectory is not None else None,
+    )
+    if stored is not None:
+        check_fingerprint(ckpt, stored["fingerprint"], fingerprint)
 
     counts = integrator.nfe_counts
     counts[:] = [0] * len(counts)
     run = integrator.prepare(state, times, noise)
-    observers = list(observers)
     sub_obs = [o for o in observers if o.substeps]
     records: dict[str, list[Any]] = {o.name: [] for o in observers}
     record_t: dict[str, list[float]] = {o.name: [] for o in observers}
@@ -216,35 +301,88 @@ def integrate(
         raise ValueError("observer names must be distinct")
     saved: list[tuple[torch.Tensor, ...]] = []
     saved_t: list[float] = []
+    writer = TrajectoryWriter(trajectory, save_names, chunk) if trajectory is not None else None
 
     def as_map(s: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         return dict(zip(names, s))
 
+    def keep(t: float, s: tuple[torch.Tensor, ...]) -> None:
+        frame = tuple(s[i].clone() for i in save_idx)
+        if writer is not None:
+            writer.append(t, frame)
+        else:
+            saved.append(frame)
+            saved_t.append(t)
+
     step_ctx = {"k": 0}
     if sub_obs:
-        subs = integrator.program.substeps
+        points = [*integrator.program.substeps, *integrator.program.groups]
 
         def on_sub(i: int, s: tuple[torch.Tensor, ...]) -> None:
             m = as_map(s)
             for o in sub_obs:
-                o.on_substep(step_ctx["k"], subs[i], m)
+                o.on_substep(step_ctx["k"], points[i], m)
 
         run.hook.callback = on_sub
 
-    started = _time.perf_counter()
+    first = 0
+    carry = None
     nfe_first = 0
-    bar = _progress(n_steps, progress, f"{integrator.word}")
-    stride = max(1, n_steps // 200)
+    elapsed = 0.0
+    started = _time.perf_counter()
     with torch.no_grad():
         for o in observers:
             o.start(float(times[0]), as_map(state), integrator)
-        if save_every:
-            saved.append(tuple(state[i].clone() for i in save_idx))
-            saved_t.append(float(times[0]))
-        snapshot = _Snapshot(0, _clone(state), None, _clone(noise.state_dict()), list(counts))
-        carry = None
+        if stored is not None:
+            first = int(stored["step"])
+            state = tuple(x.to(state[0].device) for x in stored["state"])
+            carry = stored["carry"]
+            noise.load_state_dict(stored["noise"])
+            counts[:] = list(stored["nfe"])
+            nfe_first = int(stored["nfe_first"])
+            for acc, a in zip(run.accepted, stored["accepted"]):
+                acc.copy_(a)
+            for o in observers:
+                o.load_state_dict(stored["observers"][o.name])
+            records = {k: list(v) for k, v in stored["records"].items()}
+            record_t = {k: list(v) for k, v in stored["record_t"].items()}
+            saved, saved_t = [tuple(f) for f in stored["saved"]], list(stored["saved_t"])
+            if writer is not None:
+                writer.load_state_dict(stored["trajectory"])
+            elapsed = float(stored["wall_time"])
+        else:
+            if writer is not None:
+                writer.create()
+            if save_every:
+                keep(float(times[0]), state)
+
+        def write(k_done: int) -> None:
+            write_checkpoint(ckpt, {
+                "fingerprint": fingerprint,
+                "step": k_done,
+                "seed": used_seed,
+                "state": state,
+                "carry": carry,
+                "noise": noise.state_dict(),
+                "nfe": list(counts),
+                "nfe_first": nfe_first,
+                "accepted": list(run.accepted),
+                "observers": {o.name: o.state_dict() for o in observers},
+                "records": records,
+                "record_t": record_t,
+                "saved": saved,
+                "saved_t": saved_t,
+                "trajectory": writer.state_dict() if writer is not None else None,
+                "wall_time": elapsed + _time.perf_counter() - started,
+            })
+
+        bar = _progress(n_steps, progress, f"{integrator.word}")
+        if bar is not None and first:
+            bar.update(first)
+        stride = max(1, n_steps // 200)
+        snapshot = _Snapshot(first, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts))
         hooked = bool(sub_obs)
-        for k in range(n_steps):
+        for k in range(first, n_steps):
             step_ctx["k"] = k
             try:
                 state, carry = run.call(k, state, carry, checked=(k == 0), hooked=hooked)
@@ -264,23 +402,31 @@ def integrate(
                         records[o.name].append(v.detach().clone() if isinstance(v, torch.Tensor) else v)
                         record_t[o.name].append(float(times[k + 1]))
             if save_every and ((k + 1) % save_every == 0 or k + 1 == n_steps):
-                saved.append(tuple(state[i].clone() for i in save_idx))
-                saved_t.append(float(times[k + 1]))
+                keep(float(times[k + 1]), state)
             if (k + 1) % check_every == 0 or k + 1 == n_steps:
                 if not all(bool(torch.isfinite(x).all()) for x in state):
                     _replay(run, integrator, snapshot, noise, times, k + 1)
                 snapshot = _Snapshot(k + 1, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts))
+            if ckpt is not None and checkpoint_every and (k + 1) % checkpoint_every == 0 and k + 1 < n_steps:
+                write(k + 1)
             if bar is not None and ((k + 1) % stride == 0 or k + 1 == n_steps):
                 bar.update((k + 1) - bar.n)
+        if writer is not None:
+            writer.flush()
+        if ckpt is not None:
+            write(n_steps)
         finals = {o.name: o.finish() for o in observers}
     if bar is not None:
         bar.close()
-    wall = _time.perf_counter() - started
+    wall = elapsed + _time.perf_counter() - started
     observables = {name: _stack(v) for name, v in records.items() if v}
     obs_times = {name: np.asarray(v) for name, v in record_t.items() if v}
     states = (
         {n: torch.stack([s[j] for s in saved]) for j, n in enumerate(save_names)} if saved else {}
     )
+    acceptance = [
+        Acceptance(g.letter, acc.clone(), n_steps) for g, acc in zip(integrator.program.groups, run.accepted)
+    ]
     return Result(
         final=as_map(state),
         times=np.asarray(saved_t),
@@ -295,6 +441,8 @@ def integrate(
         seed=used_seed,
         wall_time=wall,
         grid=times,
+        acceptance=acceptance,
+        trajectory=Trajectory(trajectory) if trajectory is not None else None,
     )
 
 

@@ -24,7 +24,17 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.compose.program import Assign, Draw, Eval, Let, Mark, Program
+from splitsde.compose.program import (
+    Assign,
+    Draw,
+    Eval,
+    GroupBegin,
+    Let,
+    Mark,
+    Metropolis,
+    Program,
+)
+from splitsde.symbolic.energy import ElementSum
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
 from splitsde.symbolic.symbols import (
     Block,
@@ -254,6 +264,7 @@ _FUNCS = {
     sympy.atan: "torch.atan",
     sympy.Abs: "torch.abs",
     sympy.sign: "torch.sign",
+    ElementSum: "_esum",
 }
 
 
@@ -313,6 +324,7 @@ class LoweredStep:
     checked: Callable
     hooked: Callable
     n_draws: int
+    n_uniforms: int = 0
 
 
 def lower(
@@ -340,7 +352,13 @@ def lower(
             names[s.symbol] = f"n{next(counter)}"
         elif isinstance(s, Let):
             names[s.symbol] = f"k{next(counter)}"
+        elif isinstance(s, Metropolis):
+            names[s.uniform] = f"u{s.group}"
+            for m in s.merges:
+                for o in m.outs:
+                    names[o] = f"v{next(counter)}"
     pr = _Printer(names)
+    n_sub = len(program.substeps)
     field_index = {f: i for i, f in enumerate(program.fields)}
 
     def body(mode: str) -> list[str]:
@@ -376,6 +394,12 @@ def lower(
                     L.append(f"_check_state({s.substep}, ({bn},), ({tg},))")
             elif isinstance(s, Mark) and mode == "hooked":
                 L.append(f"_hook({s.substep}, ({', '.join(names[b] for b in program.blocks)},))")
+            elif isinstance(s, GroupBegin):
+                L.extend(f"_s{s.group}_{b.name} = {names[b]}.clone()" for b in s.saved)
+            elif isinstance(s, Metropolis):
+                L.extend(_metropolis(s, names, inplace))
+                if mode == "hooked":
+                    L.append(f"_hook({n_sub + s.group}, ({', '.join(names[b] for b in program.blocks)},))")
         return L
 
     blocks = ", ".join(names[b] for b in program.blocks)
@@ -400,8 +424,47 @@ def lower(
     code = compile(source, "<splitsde step>", "exec")
     exec(code, ns)  # noqa: S102 - source generated from the library's own program, not user text
     return LoweredStep(
-        source, ns["_step_fast"], ns["_step_checked"], ns["_step_hooked"], len(program.draws)
+        source,
+        ns["_step_fast"],
+        ns["_step_checked"],
+        ns["_step_hooked"],
+        len(program.draws),
+        len(program.uniforms),
     )
+
+
+def _metropolis(s: Metropolis, names: Mapping[sympy.Basic, str], inplace: bool) -> list[str]:
+    r"""Accept where :math:`\log u < -W/k_BT` (a NaN work rejects); else restore and flip."""
+    g = s.group
+    a = f"_a{g}"
+    L = [
+        f"{names[s.uniform]} = _udraw{g}()",
+        f"{a} = torch.log({names[s.uniform]}) < -{names[s.work]}",
+        f"_accepted[{g}].add_({a})",
+    ]
+    if inplace:
+        L.append(f"_r{g} = ~{a}")
+        for b in s.saved:
+            src = f"_s{g}_{b.name}[_r{g}]"
+            L.append(f"{names[b]}[_r{g}] = {src}.neg()" if b in s.momenta else f"{names[b]}[_r{g}] = {src}")
+    else:
+        for b in s.saved:
+            src = f"_s{g}_{b.name}.neg()" if b in s.momenta else f"_s{g}_{b.name}"
+            L.append(f"{names[b]} = _select({a}, {names[b]}, {src})")
+    for m in s.merges:
+        for o, acc, rej in zip(m.outs, m.accepted, m.rejected):
+            L.append(f"{names[o]} = _select({a}, {names[acc]}, {names[rej]})")
+    return L
+
+
+def element_sum(x: torch.Tensor) -> torch.Tensor:
+    """Per-walker sum over all non-batch axes (the lowering of :class:`ElementSum`)."""
+    return x.reshape(x.shape[0], -1).sum(-1)
+
+
+def select_walkers(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` for walkers where ``mask`` holds, ``b`` elsewhere (mask of shape ``(batch,)``)."""
+    return torch.where(mask.reshape(mask.shape[0], *([1] * (a.ndim - 1))), a, b)
 
 
 def _assign(

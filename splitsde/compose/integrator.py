@@ -24,7 +24,14 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.compose.codegen import CoefficientTable, LoweredStep, hoist_program, lower
+from splitsde.compose.codegen import (
+    CoefficientTable,
+    LoweredStep,
+    element_sum,
+    hoist_program,
+    lower,
+    select_walkers,
+)
 from splitsde.compose.presets import word as parse_word
 from splitsde.compose.program import Program, SubstepInfo, build_program
 from splitsde.compose.reduce import ReducedWord, Reduction
@@ -141,6 +148,7 @@ class Integrator:
         self.reduction = reduction or Reduction()
         self.program: Program = build_program(self.sde, self.word, self.reduction, allow_missing)
         self.params = self._bind_params(params or {})
+        self._callables = dict(fields or {})
         self.fields = self._bind_fields(fields or {})
         self.inplace = inplace
         self.dtype = dtype
@@ -208,6 +216,21 @@ class Integrator:
                 )
         return out
 
+    def field_function(self, name: str) -> Callable[..., Any]:
+        """The torch callable of any field of the SDE (also those the word does not evaluate,
+        such as an energy read by observers); calls through it are not counted as NFE."""
+        for bf in self.fields:
+            if bf.field.name == name:
+                return bf.fn
+        f = self.sde.fields.get(name)
+        if f is None:
+            raise ValueError(f"no field {name!r}; the SDE's fields: {', '.join(sorted(self.sde.fields))}")
+        if name in self._callables:
+            return self._callables[name]
+        if f.definition is not None:
+            return _definition_callable(f, self.params)
+        raise ValueError(f"field {name} needs a callable (fields={{'{name}': fn}})")
+
     # -- properties -----------------------------------------------------------------------------
     @property
     def blocks(self) -> tuple[str, ...]:
@@ -246,6 +269,8 @@ class Integrator:
                 order = min(order, s.solver.weak_order or 1)
         if self.reduction.reuse == "per_step":
             order = min(order, 1)
+        if self.program.groups:
+            order = min(order, 1)  # Metropolized words: the GHMC preset's declared order
         return order
 
     @property
@@ -362,6 +387,13 @@ class Integrator:
             shapes.append(state[block_index[d.like]].shape)
         draws = noise.bind(shapes, like)
         namespace: dict[str, Any] = {"_nfe": self.nfe_counts}
+        tests = self.program.uniforms
+        accepted = [torch.zeros(like.shape[0], dtype=torch.int64, device=like.device) for _ in tests]
+        if tests:
+            uniforms = noise.bind_uniform([torch.Size([like.shape[0]])] * len(tests), like)
+            for m, u in zip(tests, uniforms):
+                namespace[f"_udraw{m.group}"] = u
+        namespace.update(_accepted=accepted, _esum=element_sum, _select=select_walkers)
         for i, bf in enumerate(self.fields):
             namespace[f"_f{i}"] = bf.fn
         for i, d in enumerate(draws):
@@ -378,7 +410,9 @@ class Integrator:
             draws_take_times=noise.takes_times,
             namespace=namespace,
         )
-        return PreparedRun(self, lowered, constant, per_step, t_, h_, hook)
+        run = PreparedRun(self, lowered, constant, per_step, t_, h_, hook)
+        run.accepted = accepted
+        return run
 
     # -- convenience ----------------------------------------------------------------------------
     def step(
@@ -485,6 +519,8 @@ class PreparedRun:
         self.t = t_.tolist()
         self.h = h_.tolist()
         self.hook = hook
+        #: Accepted Metropolis proposals per walker, one int64 tensor per ``{ }`` group.
+        self.accepted: list[torch.Tensor] = []
 
     @property
     def source(self) -> str:

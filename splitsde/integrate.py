@@ -8,6 +8,10 @@ evaluations.
 Non-finite values are checked every ``check_every`` steps; when one is found the run is
 replayed deterministically from the last good snapshot with per-sub-step checks, so the error
 names the exact step, sub-step and block at no per-step cost.
+
+Long runs write checkpoints (``checkpoint=``, ``checkpoint_every=``; see
+:mod:`splitsde.checkpoint`) and resume from them bit for bit (``resume=True``); saved states can
+stream to disk in chunks (``trajectory=``; see :mod:`splitsde.trajectory`).
 """
 
 from __future__ import annotations

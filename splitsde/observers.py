@@ -29,7 +29,8 @@ class Observer:
         """Called once before the first step."""
 
     def on_substep(self, step: int, substep: Any, state: Mapping[str, torch.Tensor]) -> None:
-        """Called after every sub-step when ``substeps`` is true (``substep`` is a SubstepInfo)."""
+        """Called after every sub-step when ``substeps`` is true (``substep`` is a SubstepInfo),
+        and after every Metropolis test of a ``{ }`` group (``substep`` is then a GroupInfo)."""
 
     def on_step(self, step: int, t: float, state: Mapping[str, torch.Tensor]) -> Any:
         """Called after every step; the return value is recorded every ``every`` steps."""
@@ -40,10 +41,11 @@ class Observer:
         return None
 
     def state_dict(self) -> dict[str, Any]:
+        """Accumulators to checkpoint (tensors, arrays, numbers, strings, containers)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore accumulators when a run resumes (called after :meth:`start`)."""
 
 
 class _FunctionObserver(Observer):

@@ -392,13 +392,13 @@ def lower(
                     tg = ", ".join(names[b] for b in s.targets)
                     bn = ", ".join(repr(b.name) for b in s.targets)
                     L.append(f"_check_state({s.substep}, ({bn},), ({tg},))")
-            elif isinstance(s, Mark) and mode == "hooked":
+            elif isinstance(s, Mark) and mode != "fast":
                 L.append(f"_hook({s.substep}, ({', '.join(names[b] for b in program.blocks)},))")
             elif isinstance(s, GroupBegin):
                 L.extend(f"_s{s.group}_{b.name} = {names[b]}.clone()" for b in s.saved)
             elif isinstance(s, Metropolis):
                 L.extend(_metropolis(s, names, inplace))
-                if mode == "hooked":
+                if mode != "fast":
                     L.append(f"_hook({n_sub + s.group}, ({', '.join(names[b] for b in program.blocks)},))")
         return L
 

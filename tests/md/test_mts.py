@@ -93,6 +93,8 @@ def test_openmm_respa_matches_the_exact_analysis():
 
 
 def test_openmm_same_rate_force_groups_equal_summed_forces():
+    """Deterministic part (friction 0): OpenMM's random streams depend on the system's forces,
+    so two programs are compared draw for draw in the torch backend only."""
     rng = np.random.default_rng(0)
     x0, v0 = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
     out = []
@@ -100,7 +102,7 @@ def test_openmm_same_rate_force_groups_equal_summed_forces():
         ("B0 B1 A O A B1 B0", harmonic_openmm_system(np.full(50, M), [K_SLOW, K_FAST], groups=[0, 1])),
         ("BAOAB", harmonic_openmm_system(np.full(50, M), K_SLOW + K_FAST)),
     ):
-        integ = LangevinSplittingIntegrator(word, H, 1.0 / BOLTZMANN, GAMMA)
+        integ = LangevinSplittingIntegrator(word, H / 4, 1.0 / BOLTZMANN, 0.0)
         ctx = make_context(system, integ, x0, platform="Reference", seed=11, velocities=v0)
         integ.step(40)
         out.append(ctx.getState(getPositions=True).getPositions(asNumpy=True)._value)

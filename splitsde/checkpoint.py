@@ -170,7 +170,9 @@ def run_fingerprint(
     }
 
 
-def check_fingerprint(path: str | os.PathLike, stored: Mapping[str, str], current: Mapping[str, str]) -> None:
+def check_fingerprint(
+    path: str | os.PathLike, stored: Mapping[str, str], current: Mapping[str, str]
+) -> None:
     """Refuse a checkpoint whose fingerprint differs, naming every differing component."""
     diffs = [
         f"{key}: checkpoint has {stored.get(key, '(missing)')}, this run has {value}"

@@ -267,7 +267,8 @@ def integrate(
         if generator is None:
             if stored is not None and seed is not None and stored["seed"] != seed:
                 raise CheckpointError(
-                    f"checkpoint {ckpt} was written with seed {stored['seed']}, this run has seed {seed}"
+                    f"checkpoint {ckpt} was written with seed {stored['seed']}, "
+                    f"this run has seed {seed}"
                 )
             if stored is not None and stored["seed"] is not None:
                 used_seed = stored["seed"]
@@ -384,7 +385,9 @@ def integrate(
         if bar is not None and first:
             bar.update(first)
         stride = max(1, n_steps // 200)
-        snapshot = _Snapshot(first, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts))
+        snapshot = _Snapshot(
+            first, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts)
+        )
         hooked = bool(sub_obs)
         for k in range(first, n_steps):
             step_ctx["k"] = k
@@ -411,7 +414,8 @@ def integrate(
                 if not all(bool(torch.isfinite(x).all()) for x in state):
                     _replay(run, integrator, snapshot, noise, times, k + 1)
                 snapshot = _Snapshot(k + 1, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts))
-            if ckpt is not None and checkpoint_every and (k + 1) % checkpoint_every == 0 and k + 1 < n_steps:
+            due = checkpoint_every and (k + 1) % checkpoint_every == 0 and k + 1 < n_steps
+            if ckpt is not None and due:
                 write(k + 1)
             if bar is not None and ((k + 1) % stride == 0 or k + 1 == n_steps):
                 bar.update((k + 1) - bar.n)
@@ -429,7 +433,8 @@ def integrate(
         {n: torch.stack([s[j] for s in saved]) for j, n in enumerate(save_names)} if saved else {}
     )
     acceptance = [
-        Acceptance(g.letter, acc.clone(), n_steps) for g, acc in zip(integrator.program.groups, run.accepted)
+        Acceptance(g.letter, acc.clone(), n_steps)
+        for g, acc in zip(integrator.program.groups, run.accepted)
     ]
     return Result(
         final=as_map(state),

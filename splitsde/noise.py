@@ -28,7 +28,9 @@ class NoiseSource:
     def bind(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[..., torch.Tensor]]:
         raise NotImplementedError
 
-    def bind_uniform(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
+    def bind_uniform(
+        self, shapes: Sequence[torch.Size], like: torch.Tensor
+    ) -> list[Callable[[], torch.Tensor]]:
         """One callable per uniform draw of the program (Metropolis tests), in program order;
         each returns a tensor of uniforms on ``[0, 1)`` with the given shape."""
         raise NotImplementedError(
@@ -64,7 +66,9 @@ class GaussianNoise(NoiseSource):
             out.append(partial(torch.randn, tuple(shape), generator=self.generator, out=buf))
         return out
 
-    def bind_uniform(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
+    def bind_uniform(
+        self, shapes: Sequence[torch.Size], like: torch.Tensor
+    ) -> list[Callable[[], torch.Tensor]]:
         """Uniforms from the same generator, so normals and uniforms interleave in program
         order and a seed still reproduces the run bit for bit."""
         out = []
@@ -86,7 +90,9 @@ class ZeroNoise(NoiseSource):
     def bind(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
         return [partial(torch.zeros, tuple(s), dtype=like.dtype, device=like.device) for s in shapes]
 
-    def bind_uniform(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
+    def bind_uniform(
+        self, shapes: Sequence[torch.Size], like: torch.Tensor
+    ) -> list[Callable[[], torch.Tensor]]:
         """Uniforms equal to zero: every Metropolis proposal with finite energy is accepted."""
         return self.bind(shapes, like)
 
@@ -95,7 +101,9 @@ class FixedNoise(NoiseSource):
     """Given tensors, one per draw of one step (used to probe a compiled step exactly);
     ``uniforms`` likewise, one per Metropolis test."""
 
-    def __init__(self, values: Sequence[torch.Tensor], uniforms: Sequence[torch.Tensor] = ()) -> None:
+    def __init__(
+        self, values: Sequence[torch.Tensor], uniforms: Sequence[torch.Tensor] = ()
+    ) -> None:
         self.values = list(values)
         self.uniforms = list(uniforms)
 
@@ -108,9 +116,13 @@ class FixedNoise(NoiseSource):
             out.append(lambda v=v: v)
         return out
 
-    def bind_uniform(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
+    def bind_uniform(
+        self, shapes: Sequence[torch.Size], like: torch.Tensor
+    ) -> list[Callable[[], torch.Tensor]]:
         if len(self.uniforms) != len(shapes):
-            raise ValueError(f"FixedNoise has {len(self.uniforms)} uniforms for {len(shapes)} Metropolis tests")
+            raise ValueError(
+                f"FixedNoise has {len(self.uniforms)} uniforms for {len(shapes)} Metropolis tests"
+            )
         out = []
         for v, s in zip(self.uniforms, shapes):
             v = torch.as_tensor(v, dtype=like.dtype, device=like.device).expand(s).clone()

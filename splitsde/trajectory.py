@@ -52,8 +52,12 @@ class TrajectoryWriter:
                 "another directory, or resume from the checkpoint written with it"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        meta = {"format": "splitsde-trajectory", "version": 1, "blocks": list(self.names),
-                "chunk": self.chunk}
+        meta = {
+            "format": "splitsde-trajectory",
+            "version": 1,
+            "blocks": list(self.names),
+            "chunk": self.chunk,
+        }
         (self.directory / _META).write_text(json.dumps(meta))
 
     def append(self, t: float, frame: tuple[torch.Tensor, ...]) -> None:
@@ -121,12 +125,16 @@ class Trajectory:
     def chunks(self) -> list[Path]:
         return sorted(self.directory.glob("chunk_*.pt"))
 
-    def load(self, blocks: Sequence[str] | None = None) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    def load(
+        self, blocks: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
         """All frames written so far: times and block name -> tensor ``(frames, *shape)``."""
         names = tuple(blocks) if blocks is not None else self.blocks
         unknown = set(names) - set(self.blocks)
         if unknown:
-            raise ValueError(f"the trajectory has no block(s) {sorted(unknown)}; it has {self.blocks}")
+            raise ValueError(
+                f"the trajectory has no block(s) {sorted(unknown)}; it has {self.blocks}"
+            )
         times, parts = [], {n: [] for n in names}
         for p in self.chunks:
             data = torch.load(p, weights_only=True)
@@ -140,7 +148,9 @@ class Trajectory:
     def __len__(self) -> int:
         return sum(int(torch.load(p, weights_only=True)["times"].numel()) for p in self.chunks)
 
-    def to_mdtraj(self, topology: Any, *, walker: int = 0, block: str = "q", time_unit_ps: float = 1.0):
+    def to_mdtraj(
+        self, topology: Any, *, walker: int = 0, block: str = "q", time_unit_ps: float = 1.0
+    ):
         """One walker's frames as an :class:`mdtraj.Trajectory` (positions in nm).
 
         ``topology`` is an mdtraj or OpenMM topology; ``block`` holds positions of shape
@@ -160,11 +170,23 @@ class Trajectory:
         if not hasattr(topology, "n_atoms"):
             topology = mdtraj.Topology.from_openmm(topology)
         if topology.n_atoms != xyz.shape[2]:
-            raise ValueError(f"topology has {topology.n_atoms} atoms, the trajectory {xyz.shape[2]}")
-        return mdtraj.Trajectory(xyz[:, walker].to(torch.float32).numpy(), topology,
-                                 time=times * time_unit_ps)
+            raise ValueError(
+                f"topology has {topology.n_atoms} atoms, the trajectory {xyz.shape[2]}"
+            )
+        return mdtraj.Trajectory(
+            xyz[:, walker].to(torch.float32).numpy(), topology, time=times * time_unit_ps
+        )
 
-    def save(self, path: str | os.PathLike, topology: Any, *, walker: int = 0, block: str = "q",
-             time_unit_ps: float = 1.0) -> None:
+    def save(
+        self,
+        path: str | os.PathLike,
+        topology: Any,
+        *,
+        walker: int = 0,
+        block: str = "q",
+        time_unit_ps: float = 1.0,
+    ) -> None:
         """Export one walker to DCD, XTC (or any format mdtraj infers from the extension)."""
-        self.to_mdtraj(topology, walker=walker, block=block, time_unit_ps=time_unit_ps).save(str(path))
+        self.to_mdtraj(topology, walker=walker, block=block, time_unit_ps=time_unit_ps).save(
+            str(path)
+        )

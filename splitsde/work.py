@@ -61,7 +61,9 @@ def _term_function(term: EnergyTerm, integrator: Any, counter: list[int]) -> Cal
             v = call(*[tensors[i] for i in idx])
             counter[0] += 1
             fvals.append((v[out] if n_out > 1 else v).to(torch.float64))
-        pv = [v.to(like.device, torch.float64) if isinstance(v, torch.Tensor) else v for v in values]
+        pv = [
+            v.to(like.device, torch.float64) if isinstance(v, torch.Tensor) else v for v in values
+        ]
         r = fn(*wide, *fvals, *pv)
         if not isinstance(r, torch.Tensor):
             r = torch.as_tensor(r, dtype=torch.float64, device=like.device)
@@ -112,14 +114,18 @@ class WorkAndHeat(Observer):
             )
         flows = integrator.sde.flows
         noisy_blocks = {
-            b for s in integrator.program.substeps if flows[s.letter].is_stochastic
+            b
+            for s in integrator.program.substeps
+            if flows[s.letter].is_stochastic
             for b in s.solver.update.targets
         }
         self._terms = energy.terms
         self._fns = [_term_function(term, integrator, self.evaluations) for term in self._terms]
         # terms untouched by noise change only deterministically: evaluate once per step
         self._per_step = [not (term.blocks & noisy_blocks) for term in self._terms]
-        self._stochastic = {s.index: flows[s.letter].is_stochastic for s in integrator.program.substeps}
+        self._stochastic = {
+            s.index: flows[s.letter].is_stochastic for s in integrator.program.substeps
+        }
         self._values = [fn(state) for fn in self._fns]
         self.initial = sum(self._values)
         self.work = torch.zeros_like(self.initial)
@@ -160,11 +166,15 @@ class WorkAndHeat(Observer):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"work": self.work, "heat": self.heat, "initial": self.initial,
-                "values": list(self._values), "evaluations": self.evaluations[0]}
+        return {
+            "work": self.work,
+            "heat": self.heat,
+            "initial": self.initial,
+            "values": list(self._values),
+            "evaluations": self.evaluations[0],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.work, self.heat, self.initial = state["work"], state["heat"], state["initial"]
         self._values = list(state["values"])
         self.evaluations[0] = int(state["evaluations"])
-

@@ -148,7 +148,9 @@ class _LeptonPrinter(StrPrinter):
         if e == sympy.Rational(-1, 2):
             return f"1/sqrt({self._print(b)})"
         base = self._print(b) if b.is_Symbol else f"({self._print(b)})"
-        return f"{base}^{self._print(e)}" if e.is_Integer and e > 0 else f"{base}^({self._print(e)})"
+        return (
+            f"{base}^{self._print(e)}" if e.is_Integer and e > 0 else f"{base}^({self._print(e)})"
+        )
 
     def _print_Rational(self, expr: sympy.Rational) -> str:
         return repr(float(expr))
@@ -303,9 +305,14 @@ class LangevinSplittingIntegrator(openmm.CustomIntegrator):
                 raise AssertionError(op.kind)
 
         add(_Op("update", note="barostats, CM motion removal and other context updates"))
-        add(_Op("global", "stale",
+        add(
+            _Op(
+                "global",
+                "stale",
                 "1 - delta(kT - kT_used)*delta(gamma - gamma_used)*delta(dt - dt_used)",
-                note="coefficients depend on kT, gamma, dt: recompute only when one changed"))
+                note="coefficients depend on kT, gamma, dt: recompute only when one changed",
+            )
+        )
         add(_Op("if", expr="stale > 0"))
         for op in b.constant_ops:
             add(op)
@@ -323,7 +330,13 @@ class LangevinSplittingIntegrator(openmm.CustomIntegrator):
             add(_Op("global", "heat", "heat + heat_step", note="heat and shadow work of the step"))
         if self.measure_shadow_work:
             add(_Op("sum", "ke_after", kinetic))
-            add(_Op("global", "shadow_work", "shadow_work + (energy + ke_after - E_step) - heat_step"))
+            add(
+                _Op(
+                    "global",
+                    "shadow_work",
+                    "shadow_work + (energy + ke_after - E_step) - heat_step",
+                )
+            )
 
     # -- user API ---------------------------------------------------------------------------
     def set_temperature(self, temperature: Any) -> None:
@@ -415,7 +428,9 @@ class LangevinSplittingIntegrator(openmm.CustomIntegrator):
     def listing(self) -> str:
         """The generated OpenMM program, annotated with the sub-steps it implements."""
         kinds = {
-            self.ComputeGlobal: "global ", self.ComputePerDof: "per-DOF", self.ComputeSum: "sum    ",
+            self.ComputeGlobal: "global ",
+            self.ComputePerDof: "per-DOF",
+            self.ComputeSum: "sum    ",
         }
         lines = [f"OpenMM CustomIntegrator for word {self.word}"]
         depth = 0
@@ -455,8 +470,11 @@ class _Translator:
         self.q, self.p = blocks["q"], blocks["p"]
         params = {s.name: s for s in _parameters(program)}
         self.subs: dict[sympy.Basic, sympy.Basic] = {self.q: _x, self.p: _m * _v, h: _dt}
-        for name, sym in (("M", _m), ("gamma", sympy.Symbol("gamma", real=True)),
-                          ("kT", sympy.Symbol("kT", real=True))):
+        for name, sym in (
+            ("M", _m),
+            ("gamma", sympy.Symbol("gamma", real=True)),
+            ("kT", sympy.Symbol("kT", real=True)),
+        ):
             if name in params:
                 self.subs[params[name]] = sym
         self.q_version = 0
@@ -524,14 +542,18 @@ class _Translator:
 
     def _hoist(self, e: sympy.Expr) -> str:
         """Per-DOF expression with state-free coefficients hoisted into constants."""
-        state_syms = {_x, _v, _gaussian} | {sympy.Symbol(n, real=True) for n in self.value_name.values()}
+        state_syms = {_x, _v, _gaussian} | {
+            sympy.Symbol(n, real=True) for n in self.value_name.values()
+        }
         state_syms |= {s for s in e.free_symbols if s.name in self.b.perdof}
         e = sympy.expand(e, power_exp=False, log=False, power_base=False)
         terms = []
         for term in sympy.Add.make_args(e):
             factors = sympy.Mul.make_args(term)
             state = [f for f in factors if f.free_symbols & state_syms]
-            mass = [f for f in factors if not (f.free_symbols & state_syms) and _m in f.free_symbols]
+            mass = [
+                f for f in factors if not (f.free_symbols & state_syms) and _m in f.free_symbols
+            ]
             rest = [f for f in factors if f not in state and f not in mass]
             if any(_m in f.free_symbols for f in state):
                 terms.append(_lepton(term))
@@ -611,7 +633,9 @@ class _Translator:
         else:
             new_v = sympy.expand(e / _m)
             if stochastic and self.measure:
-                self.b.ops.append(_Op("sum", "ke_before", _Translator.kinetic(self.program), note=note))
+                self.b.ops.append(
+                    _Op("sum", "ke_before", _Translator.kinetic(self.program), note=note)
+                )
                 note = ""
             self.b.ops.append(_Op("perdof", "v", self._hoist(new_v), note=note))
             self.b.ops.append(_Op("constrain_v"))
@@ -634,8 +658,14 @@ class _Translator:
         self.b.glob(f"naccept{g}")
         self.b.glob(f"ntrials{g}")
         work = self.temps[s.work]
-        self.b.ops.append(_Op("global", acc, f"step(-{work} - log(uniform))",
-                              note=f"Metropolis test of group {g}: accept with min(1, exp(-W/kT))"))
+        self.b.ops.append(
+            _Op(
+                "global",
+                acc,
+                f"step(-{work} - log(uniform))",
+                note=f"Metropolis test of group {g}: accept with min(1, exp(-W/kT))",
+            )
+        )
         self.b.ops.append(_Op("global", f"naccept{g}", f"naccept{g} + {acc}"))
         self.b.ops.append(_Op("global", f"ntrials{g}", f"ntrials{g} + 1"))
         self.b.ops.append(_Op("if", expr=f"{acc} = 0"))
@@ -735,8 +765,10 @@ class OpenMMPotential(Potential):
                 f"the system has {system.getNumConstraints()} constraints, which the torch "
                 "backend does not handle; use LangevinSplittingIntegrator or remove constraints"
             )
-        masses = [system.getParticleMass(i).value_in_unit(unit.dalton)
-                  for i in range(system.getNumParticles())]
+        masses = [
+            system.getParticleMass(i).value_in_unit(unit.dalton)
+            for i in range(system.getNumParticles())
+        ]
         if min(masses) <= 0:
             raise ValueError("massless particles (virtual sites) are not supported by this field")
         self.system = system
@@ -761,7 +793,8 @@ class OpenMMPotential(Potential):
         x = q.detach().to("cpu", torch.float64).numpy()
         if x.ndim != 3 or x.shape[1:] != self.event_shape:
             raise ValueError(
-                f"positions must have shape (walkers, {self.event_shape[0]}, 3), got {tuple(q.shape)}"
+                f"positions must have shape (walkers, {self.event_shape[0]}, 3), "
+                f"got {tuple(q.shape)}"
             )
         if self._cache is not None and np.array_equal(self._cache[0], x):
             return self._cache[1], self._cache[2]
@@ -815,11 +848,16 @@ def openmm_langevin(
     T = _value(temperature, unit.kelvin, "temperature")
     gamma = _value(friction, unit.picoseconds**-1, "friction")
     if force_groups:
-        groups = sorted({f.getForceGroup() for f in system.getForces() if not isinstance(f, _NO_FORCE)})
-        pots: Any = [OpenMMPotential(system, positions, groups={g}, platform=platform, threads=threads)
-                     for g in groups]
+        groups = sorted(
+            {f.getForceGroup() for f in system.getForces() if not isinstance(f, _NO_FORCE)}
+        )
+        pots: Any = [
+            OpenMMPotential(system, positions, groups={g}, platform=platform, threads=threads)
+            for g in groups
+        ]
     else:
         pots = OpenMMPotential(system, positions, platform=platform, threads=threads)
     first = pots[0] if isinstance(pots, list) else pots
-    return underdamped(pots, gamma=gamma, kT=BOLTZMANN * T, mass=first.mass_tensor(),
-                       force_groups=force_groups)
+    return underdamped(
+        pots, gamma=gamma, kT=BOLTZMANN * T, mass=first.mass_tensor(), force_groups=force_groups
+    )

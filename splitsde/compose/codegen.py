@@ -399,7 +399,8 @@ def lower(
             elif isinstance(s, Metropolis):
                 L.extend(_metropolis(s, names, inplace))
                 if mode != "fast":
-                    L.append(f"_hook({n_sub + s.group}, ({', '.join(names[b] for b in program.blocks)},))")
+                    state = ", ".join(names[b] for b in program.blocks)
+                    L.append(f"_hook({n_sub + s.group}, ({state},))")
         return L
 
     blocks = ", ".join(names[b] for b in program.blocks)
@@ -445,8 +446,8 @@ def _metropolis(s: Metropolis, names: Mapping[sympy.Basic, str], inplace: bool) 
     if inplace:
         L.append(f"_r{g} = ~{a}")
         for b in s.saved:
-            src = f"_s{g}_{b.name}[_r{g}]"
-            L.append(f"{names[b]}[_r{g}] = {src}.neg()" if b in s.momenta else f"{names[b]}[_r{g}] = {src}")
+            src = f"_s{g}_{b.name}[_r{g}]" + (".neg()" if b in s.momenta else "")
+            L.append(f"{names[b]}[_r{g}] = {src}")
     else:
         for b in s.saved:
             src = f"_s{g}_{b.name}.neg()" if b in s.momenta else f"_s{g}_{b.name}"

@@ -224,7 +224,8 @@ class Integrator:
                 return bf.fn
         f = self.sde.fields.get(name)
         if f is None:
-            raise ValueError(f"no field {name!r}; the SDE's fields: {', '.join(sorted(self.sde.fields))}")
+            known = ", ".join(sorted(self.sde.fields))
+            raise ValueError(f"no field {name!r}; the SDE's fields: {known}")
         if name in self._callables:
             return self._callables[name]
         if f.definition is not None:
@@ -388,7 +389,9 @@ class Integrator:
         draws = noise.bind(shapes, like)
         namespace: dict[str, Any] = {"_nfe": self.nfe_counts}
         tests = self.program.uniforms
-        accepted = [torch.zeros(like.shape[0], dtype=torch.int64, device=like.device) for _ in tests]
+        accepted = [
+            torch.zeros(like.shape[0], dtype=torch.int64, device=like.device) for _ in tests
+        ]
         if tests:
             uniforms = noise.bind_uniform([torch.Size([like.shape[0]])] * len(tests), like)
             for m, u in zip(tests, uniforms):

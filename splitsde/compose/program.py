@@ -41,9 +41,9 @@ __all__ = [
     "GroupBegin",
     "GroupInfo",
     "Let",
+    "Mark",
     "Merge",
     "Metropolis",
-    "Mark",
     "Program",
     "ProgramCoefficient",
     "SubstepInfo",
@@ -226,12 +226,14 @@ class Program:
                     lines.append(f"  {tgt} <- {e}")
             elif isinstance(s, GroupBegin):
                 g = self.groups[s.group]
-                lines.append(f"  -- Metropolized group {g.letter}: keep {', '.join(map(str, s.saved))}")
+                kept = ", ".join(map(str, s.saved))
+                lines.append(f"  -- Metropolized group {g.letter}: keep {kept}")
             elif isinstance(s, Metropolis):
                 kept = ", ".join(map(str, s.saved))
                 flip = ", ".join(map(str, s.momenta))
                 lines.append(
-                    f"  {s.uniform} ~ U(0, 1) per walker; accept where {s.uniform} < exp(-{s.work}),"
+                    f"  {s.uniform} ~ U(0, 1) per walker; accept where "
+                    f"{s.uniform} < exp(-{s.work}),"
                     f" else restore {kept} and flip {flip or 'nothing'}"
                 )
                 for m in s.merges:
@@ -378,7 +380,8 @@ def build_program(
         for m in merges:
             vers = tuple(versions[b] for b in m.args)
             key = (m.field, tuple(zip(m.args, vers)), None)
-            new_records.append(_EvalRecord(m, len(statements), key, None, vers))  # type: ignore[arg-type]
+            rec = _EvalRecord(m, len(statements), key, None, vers)  # type: ignore[arg-type]
+            new_records.append(rec)
         records.extend(new_records)
 
     def pre_evaluate() -> None:
@@ -482,10 +485,13 @@ def _check_groups(sde: SDE, word: Word, reduction: Reduction) -> None:
         noisy = [word[i].letter for i in idx if sde.flows[word[i].letter].is_stochastic]
         if noisy:
             raise WordError(
-                f"group {{{text}}} contains stochastic letter(s) {', '.join(dict.fromkeys(noisy))}; "
+                f"group {{{text}}} contains stochastic letter(s) "
+                f"{', '.join(dict.fromkeys(noisy))}; "
                 "a Metropolized group must be deterministic: move them outside the braces"
             )
-        timed = [word[i].letter for i in idx if sde.flows[word[i].letter].solver.time != "autonomous"]
+        timed = [
+            word[i].letter for i in idx if sde.flows[word[i].letter].solver.time != "autonomous"
+        ]
         if timed:
             raise WordError(f"group {{{text}}} has time-dependent letter(s) {', '.join(timed)}")
         items: list[list] = []

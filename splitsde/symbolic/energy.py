@@ -41,7 +41,7 @@ class ElementSum(sympy.Function):
     is_real = True
 
     def _latex(self, printer: Any) -> str:
-        return r"\textstyle\sum\left(%s\right)" % printer._print(self.args[0])
+        return r"\textstyle\sum\left(" + printer._print(self.args[0]) + r"\right)"
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class Energy:
         return tuple(sorted(ps, key=str))
 
     def expression(self) -> sympy.Expr:
-        """The energy as one expression, with the elementwise part wrapped in :class:`ElementSum`."""
+        """The energy as one expression (the elementwise part wrapped in :class:`ElementSum`)."""
         return self.per_walker + (ElementSum(self.elementwise) if self.elementwise != 0 else 0)
 
     def __repr__(self) -> str:

@@ -97,7 +97,8 @@ class SDE:
                 raise TypeError("energy must be a splitsde Energy")
             stray = energy.blocks - set(self.blocks)
             if stray:
-                raise ValueError(f"the energy uses block(s) {sorted(map(str, stray))} not in the SDE")
+                names = sorted(map(str, stray))
+                raise ValueError(f"the energy uses block(s) {names} not in the SDE")
             for f in energy.fields:
                 other = self.fields.get(f.name)
                 if other is not None and other is not f:

@@ -12,8 +12,9 @@ import scipy.linalg
 import splitsde as sd
 
 
-def harmonic_step(word: str, h: float, *, k: dict[str, float], m: float, gamma: float,
-                  kT: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def harmonic_step(
+    word: str, h: float, *, k: dict[str, float], m: float, gamma: float, kT: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """One step ``z -> Phi z + N(0, Q)`` of ``word`` for one harmonic coordinate, written out
     letter by letter from the exact sub-flows (not from the library's program):
     A: q += s p/m;  B/Bk: p -= s k q;  O: p = c p + sqrt((1 - c^2) m kT) xi, c = exp(-gamma s)."""
@@ -40,8 +41,9 @@ def harmonic_stationary(word: str, h: float, **kw) -> np.ndarray:
     return scipy.linalg.solve_discrete_lyapunov(Phi, Q)
 
 
-def harmonic_openmm_system(masses: np.ndarray, k: float | list[float], groups: list[int] | None = None
-                           ) -> openmm.System:
+def harmonic_openmm_system(
+    masses: np.ndarray, k: float | list[float], groups: list[int] | None = None
+) -> openmm.System:
     """Independent 3-D harmonic particles ``U = k |x|^2 / 2``; several ``k`` give one force per
     force group (``groups``)."""
     system = openmm.System()

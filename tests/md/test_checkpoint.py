@@ -32,7 +32,8 @@ RUN = textwrap.dedent(
     def run(tmp, dtype, kill_at=None, resume=False, checkpoint=True):
         system = sd.langevin.underdamped(sd.potentials.DoubleWell(1.0), gamma=1.0, kT=1.0,
                                          mass=torch.tensor([1.0, 2.0], dtype=dtype))
-        y0 = system.initial_state(48, dim=2, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        gen = torch.Generator().manual_seed(1)
+        y0 = system.initial_state(48, dim=2, dtype=dtype, generator=gen)
         killer = Killer()
         killer.at = kill_at
         observers = [
@@ -43,7 +44,8 @@ RUN = textwrap.dedent(
         ]
         return sd.integrate(
             system.integrator("GHMC"), y0, h=0.35, steps=120, seed=11, observers=observers,
-            save_every=9, save=["q"], checkpoint=os.path.join(tmp, "run.ckpt") if checkpoint else None,
+            save_every=9, save=["q"],
+            checkpoint=os.path.join(tmp, "run.ckpt") if checkpoint else None,
             checkpoint_every=25 if checkpoint else None, resume=resume,
             trajectory=os.path.join(tmp, "traj"), chunk=4,
         )
@@ -87,8 +89,12 @@ def test_kill_and_resume_is_bit_identical(runner, tmp_path, dtype):
     work = tmp_path / "job"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(script), str(work), dtype, "70"], env=env,
-                          capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(work), dtype, "70"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     assert (work / "run.ckpt").exists()
     # killed after the checkpoint at step 50 and after writing a chunk (frames 36..63) past it
@@ -100,8 +106,13 @@ def test_kill_and_resume_is_bit_identical(runner, tmp_path, dtype):
 
 def _small(tmp_path: Path, **kw) -> sd.Result:
     system = sd.langevin.underdamped(sd.potentials.Harmonic(1.0), gamma=1.0, kT=1.0)
-    args = {"h": 0.3, "steps": 30, "seed": 2, "checkpoint": tmp_path / "c.ckpt",
-            "checkpoint_every": 10}
+    args = {
+        "h": 0.3,
+        "steps": 30,
+        "seed": 2,
+        "checkpoint": tmp_path / "c.ckpt",
+        "checkpoint_every": 10,
+    }
     word = kw.pop("word", "BAOAB")
     args.update(kw)
     return sd.integrate(system.integrator(word), system.initial_state(8, dim=2), **args)
@@ -162,7 +173,14 @@ def test_mismatched_dtype_seed_and_state_are_refused(tmp_path):
 
 def test_trajectory_is_never_overwritten_silently(tmp_path):
     system = sd.langevin.underdamped(sd.potentials.Harmonic(1.0))
-    args = {"h": 0.1, "steps": 10, "seed": 0, "save_every": 1, "trajectory": tmp_path / "t", "chunk": 3}
+    args = {
+        "h": 0.1,
+        "steps": 10,
+        "seed": 0,
+        "save_every": 1,
+        "trajectory": tmp_path / "t",
+        "chunk": 3,
+    }
     res = sd.integrate(system.integrator("BAOAB"), system.initial_state(2), **args)
     assert res.states == {} and len(res.trajectory) == 11
     with pytest.raises(FileExistsError, match="already holds chunks"):
@@ -178,8 +196,16 @@ def test_trajectory_exports_to_dcd_and_xtc(tmp_path):
         top.add_atom(name, mdtraj.element.get_by_symbol(name), top.add_residue("MOL", chain))
     system = sd.langevin.underdamped(sd.potentials.Harmonic(3.0))
     y0 = system.initial_state(2, dim=(2, 3))
-    res = sd.integrate(system.integrator("BAOAB"), y0, h=0.05, steps=20, seed=0, save_every=4,
-                       trajectory=tmp_path / "t", chunk=2)
+    res = sd.integrate(
+        system.integrator("BAOAB"),
+        y0,
+        h=0.05,
+        steps=20,
+        seed=0,
+        save_every=4,
+        trajectory=tmp_path / "t",
+        chunk=2,
+    )
     for ext in ("dcd", "xtc"):
         out = tmp_path / f"w1.{ext}"
         res.trajectory.save(out, top, walker=1)

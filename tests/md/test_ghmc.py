@@ -3,6 +3,7 @@ independent quadrature, rejection semantics, carried values, refused groups."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -36,8 +37,10 @@ def _system(m: float = 2.0, omega: float = 1.5, gamma: float = 1.0):
 
 def _equilibrium(walkers: int, m: float, omega: float, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"q": torch.randn(walkers, 1, generator=g) / omega,
-            "p": torch.randn(walkers, 1, generator=g) * math.sqrt(m)}
+    return {
+        "q": torch.randn(walkers, 1, generator=g) / omega,
+        "p": torch.randn(walkers, 1, generator=g) * math.sqrt(m),
+    }
 
 
 def test_ghmc_program_listing_and_cost():
@@ -54,7 +57,10 @@ def test_ghmc_samples_exact_harmonic_distribution(h):
     m, omega = 2.0, 1.5  # stable range: omega h < 2
     system = _system(m, omega)
     y0 = _equilibrium(2000, m, omega)
-    obs = [sd.Running(lambda s: s["q"], "q", burn_in=20), sd.Running(lambda s: s["p"], "p", burn_in=20)]
+    obs = [
+        sd.Running(lambda s: s["q"], "q", burn_in=20),
+        sd.Running(lambda s: s["p"], "p", burn_in=20),
+    ]
     res = sd.integrate(system.integrator("GHMC"), y0, h=h, steps=420, seed=3, observers=obs)
     q = walker_batch_means(res.finals["q"]["mean"], res.finals["q"]["mean_sq"])
     p = walker_batch_means(res.finals["p"]["mean"], res.finals["p"]["mean_sq"])
@@ -71,12 +77,17 @@ def test_acceptance_rises_as_h_falls():
     m, omega = 1.0, 1.0
     rates = []
     for h in (1.8, 1.2, 0.6, 0.3):
-        res = sd.integrate(_system(m, omega).integrator("GHMC"), _equilibrium(1000, m, omega),
-                           h=h, steps=200, seed=1)
+        res = sd.integrate(
+            _system(m, omega).integrator("GHMC"),
+            _equilibrium(1000, m, omega),
+            h=h,
+            steps=200,
+            seed=1,
+        )
         a = res.acceptance[0]
         assert within(a.rate, a.rate_se, _exact_acceptance(h, omega, m))
         rates.append((a.rate, a.rate_se))
-    for (r1, s1), (r2, s2) in zip(rates, rates[1:]):
+    for (r1, s1), (r2, s2) in itertools.pairwise(rates):
         assert r2 - r1 > 4 * math.hypot(s1, s2)
     assert res.acceptance_rate == pytest.approx(rates[-1][0])
 
@@ -110,8 +121,9 @@ def test_carried_values_stay_consistent_after_rejections():
     system = sd.langevin.underdamped(sd.potentials.DoubleWell(1.0), gamma=1.0, kT=1.0)
     y0 = system.initial_state(64, dim=2, generator=torch.Generator().manual_seed(2))
     fsal = sd.integrate(system.integrator("GHMC"), y0, h=0.5, steps=60, seed=4)
-    fresh = sd.integrate(system.integrator("GHMC", reduction=sd.Reduction("none")), y0, h=0.5,
-                         steps=60, seed=4)
+    fresh = sd.integrate(
+        system.integrator("GHMC", reduction=sd.Reduction("none")), y0, h=0.5, steps=60, seed=4
+    )
     assert 0.2 < fsal.acceptance_rate < 0.95  # rejections happen
     assert torch.equal(fsal.final["q"], fresh.final["q"])
     assert torch.equal(fsal.final["p"], fresh.final["p"])
@@ -157,5 +169,10 @@ def test_uniforms_come_from_the_noise_source():
 
     system = _system()
     with pytest.raises(NotImplementedError, match="uniform draws"):
-        sd.integrate(system.integrator("GHMC"), _equilibrium(4, 2.0, 1.5), h=0.5, steps=2,
-                     noise=NormalsOnly())
+        sd.integrate(
+            system.integrator("GHMC"),
+            _equilibrium(4, 2.0, 1.5),
+            h=0.5,
+            steps=2,
+            noise=NormalsOnly(),
+        )

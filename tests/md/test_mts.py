@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -29,8 +30,9 @@ def _two_groups():
 
 
 def _single():
-    return sd.langevin.underdamped(sd.potentials.Harmonic(math.sqrt(K_SLOW + K_FAST)),
-                                   gamma=GAMMA, kT=1.0, mass=M)
+    return sd.langevin.underdamped(
+        sd.potentials.Harmonic(math.sqrt(K_SLOW + K_FAST)), gamma=GAMMA, kT=1.0, mass=M
+    )
 
 
 @pytest.mark.parametrize(
@@ -61,13 +63,21 @@ def test_respa_approaches_the_single_rate_result_as_the_inner_step_shrinks():
         exact = harmonic_stationary(word, H, k=KS, m=M, gamma=GAMMA)[0, 0]
         errors.append(abs(exact - exact_single))
         if n in (1, 8):
-            y0 = {"q": torch.randn(4000, 1, generator=torch.Generator().manual_seed(n)) * 0.5,
-                  "p": torch.randn(4000, 1, generator=torch.Generator().manual_seed(n + 9))}
-            res = sd.integrate(_two_groups().integrator(word), y0, h=H, steps=230, seed=n,
-                               observers=[sd.Running(lambda s: s["q"], "q", burn_in=30)])
+            y0 = {
+                "q": torch.randn(4000, 1, generator=torch.Generator().manual_seed(n)) * 0.5,
+                "p": torch.randn(4000, 1, generator=torch.Generator().manual_seed(n + 9)),
+            }
+            res = sd.integrate(
+                _two_groups().integrator(word),
+                y0,
+                h=H,
+                steps=230,
+                seed=n,
+                observers=[sd.Running(lambda s: s["q"], "q", burn_in=30)],
+            )
             st = walker_batch_means(res.finals["q"]["mean"], res.finals["q"]["mean_sq"])
             assert within(float(st["var"][0]), float(st["var_se"][0]), exact), (n, st["var"], exact)
-    assert all(e2 < e1 for e1, e2 in zip(errors, errors[1:]))
+    assert all(e2 < e1 for e1, e2 in itertools.pairwise(errors))
     assert errors[0] > 0.05 and errors[-1] < errors[0] / 10
 
 
@@ -77,8 +87,14 @@ def test_openmm_respa_matches_the_exact_analysis():
     system = harmonic_openmm_system(np.full(n_particles, M), [K_SLOW, K_FAST], groups=[0, 1])
     integ = LangevinSplittingIntegrator(word, H, 1.0 / BOLTZMANN, GAMMA)
     rng = np.random.default_rng(3)
-    ctx = make_context(system, integ, 0.5 * rng.normal(size=(n_particles, 3)), platform="Reference",
-                       seed=7, velocities=rng.normal(size=(n_particles, 3)))
+    ctx = make_context(
+        system,
+        integ,
+        0.5 * rng.normal(size=(n_particles, 3)),
+        platform="Reference",
+        seed=7,
+        velocities=rng.normal(size=(n_particles, 3)),
+    )
     integ.step(30)
     xs = []
     for _ in range(200):
@@ -99,7 +115,10 @@ def test_openmm_same_rate_force_groups_equal_summed_forces():
     x0, v0 = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
     out = []
     for word, system in (
-        ("B0 B1 A O A B1 B0", harmonic_openmm_system(np.full(50, M), [K_SLOW, K_FAST], groups=[0, 1])),
+        (
+            "B0 B1 A O A B1 B0",
+            harmonic_openmm_system(np.full(50, M), [K_SLOW, K_FAST], groups=[0, 1]),
+        ),
         ("BAOAB", harmonic_openmm_system(np.full(50, M), K_SLOW + K_FAST)),
     ):
         integ = LangevinSplittingIntegrator(word, H / 4, 1.0 / BOLTZMANN, 0.0)

@@ -92,8 +92,9 @@ def test_openmm_program_equals_torch_backend_deterministically(alanine, word, gr
     h, steps = 0.0005, 100
     res = sd.integrate(lsys.integrator(word, allow_missing=True), y0, h=h, steps=steps, seed=0)
     integ = LangevinSplittingIntegrator(word, h, 300, 0.0)
-    ctx = make_context(system, integ, positions, platform="Reference",
-                       velocities=(y0["p"][0] / lsys.mass).numpy())
+    ctx = make_context(
+        system, integ, positions, platform="Reference", velocities=(y0["p"][0] / lsys.mass).numpy()
+    )
     integ.step(steps)
     st = ctx.getState(getPositions=True, getVelocities=True)
     x = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -109,7 +110,9 @@ def test_openmm_potential_matches_openmm_forces(alanine):
     q = pot.initial((2, 22, 3), torch.float64, "cpu")
     q[1] += 0.01
     f = pot.force(q)
-    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx = openmm.Context(
+        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
     for i in range(2):
         ctx.setPositions(q[i].numpy())
         st = ctx.getState(getForces=True, getEnergy=True)
@@ -147,23 +150,37 @@ def test_harmonic_particles_both_backends_match_exact_analysis(word):
     rng = np.random.default_rng(0)
     x0 = rng.normal(size=(N_PARTICLES, 3))
     v0 = rng.normal(size=(N_PARTICLES, 3)) / np.sqrt(MASSES)[:, None]
-    om = _openmm_moments(LangevinSplittingIntegrator(word, h, KT1, gamma),
-                         harmonic_openmm_system(MASSES, k), x0, v0)
+    om = _openmm_moments(
+        LangevinSplittingIntegrator(word, h, KT1, gamma), harmonic_openmm_system(MASSES, k), x0, v0
+    )
     mass = torch.tensor(MASSES)[:, None]
-    system = sd.langevin.underdamped(sd.potentials.Harmonic(math.sqrt(k)), gamma=gamma, kT=1.0, mass=mass)
+    system = sd.langevin.underdamped(
+        sd.potentials.Harmonic(math.sqrt(k)), gamma=gamma, kT=1.0, mass=mass
+    )
     y0 = {"q": torch.tensor(x0), "p": torch.tensor(v0) * mass}
-    obs = [sd.Running(lambda s: s["q"], "q", burn_in=40, every=4),
-           sd.Running(lambda s: s["p"], "p", burn_in=40, every=4)]
+    obs = [
+        sd.Running(lambda s: s["q"], "q", burn_in=40, every=4),
+        sd.Running(lambda s: s["p"], "p", burn_in=40, every=4),
+    ]
     res = sd.integrate(system.integrator(word), y0, h=h, steps=40 + 4 * 300, seed=3, observers=obs)
     for m in (1.0, 4.0, 9.0):
         sel = MASSES == m
         exact = harmonic_stationary(word, h, k={"B": k}, m=m, gamma=gamma)
         for j, block in enumerate("qp"):
-            a = walker_batch_means(torch.tensor(om[sel][..., 2 * j].ravel()),
-                                   torch.tensor(om[sel][..., 2 * j + 1].ravel()))
-            b = walker_batch_means(res.finals[block]["mean"][torch.tensor(sel)].ravel(),
-                                   res.finals[block]["mean_sq"][torch.tensor(sel)].ravel())
-            va, sa, vb, sb = float(a["var"]), float(a["var_se"]), float(b["var"]), float(b["var_se"])
+            a = walker_batch_means(
+                torch.tensor(om[sel][..., 2 * j].ravel()),
+                torch.tensor(om[sel][..., 2 * j + 1].ravel()),
+            )
+            b = walker_batch_means(
+                res.finals[block]["mean"][torch.tensor(sel)].ravel(),
+                res.finals[block]["mean_sq"][torch.tensor(sel)].ravel(),
+            )
+            va, sa, vb, sb = (
+                float(a["var"]),
+                float(a["var_se"]),
+                float(b["var"]),
+                float(b["var_se"]),
+            )
             assert within(va, sa, vb, sb), (m, block, va, vb)
             assert within(va, sa, exact[j, j]), (m, block, va, exact[j, j])
             assert within(vb, sb, exact[j, j]), (m, block, vb, exact[j, j])
@@ -207,8 +224,9 @@ def test_openmm_shadow_work_and_heat(alanine):
     dE = _total_energy(ctx) - e0
     assert integ.get_shadow_work() == pytest.approx(dE, rel=1e-9, abs=1e-9)
     assert integ.get_heat() == 0.0 and abs(dE) > 1e-4
-    integ = LangevinSplittingIntegrator("OBABO", 0.001, 300, 5.0, measure_heat=True,
-                                        measure_shadow_work=True)
+    integ = LangevinSplittingIntegrator(
+        "OBABO", 0.001, 300, 5.0, measure_heat=True, measure_shadow_work=True
+    )
     ctx = make_context(system, integ, positions, platform="Reference", seed=2)
     ctx.setVelocitiesToTemperature(300, 2)
     e0 = _total_energy(ctx)
@@ -231,8 +249,14 @@ def test_openmm_ghmc_is_exact_and_accepts_like_the_torch_backend():
     for h in (1.2, 0.6):
         integ = LangevinSplittingIntegrator("GHMC", h, KT1, 1.0)
         rng = np.random.default_rng(1)
-        ctx = make_context(system, integ, rng.normal(size=(n, 3)), platform="Reference", seed=4,
-                           velocities=rng.normal(size=(n, 3)) / math.sqrt(m))
+        ctx = make_context(
+            system,
+            integ,
+            rng.normal(size=(n, 3)),
+            platform="Reference",
+            seed=4,
+            velocities=rng.normal(size=(n, 3)) / math.sqrt(m),
+        )
         integ.step(20)
         integ.reset_statistics()
         xs, ps = [], []
@@ -244,14 +268,21 @@ def test_openmm_ghmc_is_exact_and_accepts_like_the_torch_backend():
         xs, ps = np.array(xs), np.array(ps)
         for arr, target in ((xs, 1.0 / k), (ps, m)):
             # per-DOF time averages are independent estimates (walker batch means)
-            st = walker_batch_means(torch.tensor(arr.mean(0).ravel()), torch.tensor((arr**2).mean(0).ravel()))
+            st = walker_batch_means(
+                torch.tensor(arr.mean(0).ravel()), torch.tensor((arr**2).mean(0).ravel())
+            )
             assert within(float(st["var"]), float(st["var_se"]), target)
         rate_mm = integ.acceptance_rate
         trials = integ.getGlobalVariableByName("ntrials0")
         se_mm = math.sqrt(rate_mm * (1 - rate_mm) / trials) * 3  # inflated for correlation
-        lsys = sd.langevin.underdamped(sd.potentials.Harmonic(math.sqrt(k)), gamma=1.0, kT=1.0, mass=m)
+        lsys = sd.langevin.underdamped(
+            sd.potentials.Harmonic(math.sqrt(k)), gamma=1.0, kT=1.0, mass=m
+        )
         g = torch.Generator().manual_seed(0)
-        y0 = {"q": torch.randn(2000, n, 3, generator=g), "p": torch.randn(2000, n, 3, generator=g) * math.sqrt(m)}
+        y0 = {
+            "q": torch.randn(2000, n, 3, generator=g),
+            "p": torch.randn(2000, n, 3, generator=g) * math.sqrt(m),
+        }
         res = sd.integrate(lsys.integrator("GHMC"), y0, h=h, steps=60, seed=1)
         acc = res.acceptance[0]
         assert within(rate_mm, se_mm, acc.rate, acc.rate_se), (h, rate_mm, acc.rate)

@@ -37,8 +37,12 @@ def _sample(ala, integ, seed):
     ctx.setPositions(ala.positions)
     ctx.setVelocitiesToTemperature(T, seed)
     integ.step(3000)
-    masses = np.array([ala.system.getParticleMass(i).value_in_unit(unit.dalton)
-                       for i in range(ala.system.getNumParticles())])
+    masses = np.array(
+        [
+            ala.system.getParticleMass(i).value_in_unit(unit.dalton)
+            for i in range(ala.system.getNumParticles())
+        ]
+    )
     pot, kin, last = [], [], None
     for _ in range(STEPS // EVERY):
         integ.step(EVERY)
@@ -55,7 +59,10 @@ def _compare(ala, ours, theirs):
     pb, kb, _ = _sample(ala, theirs, seed=2)
     ndof = _dof(ala.system)
     (ea, sea), (eb, seb) = block_mean(pa), block_mean(pb)
-    (ta, sta), (tb, stb) = block_mean(2 * ka / (ndof * BOLTZMANN)), block_mean(2 * kb / (ndof * BOLTZMANN))
+    (ta, sta), (tb, stb) = (
+        block_mean(2 * ka / (ndof * BOLTZMANN)),
+        block_mean(2 * kb / (ndof * BOLTZMANN)),
+    )
     assert within(ea, sea, eb, seb), (ea, sea, eb, seb)
     assert within(ta, sta, tb, stb), (ta, sta, tb, stb)
     assert sea < 1.5 and sta < 6.0  # error bars small enough to mean something (kJ/mol, K)
@@ -63,8 +70,9 @@ def _compare(ala, ours, theirs):
 
 def test_baoab_matches_openmmtools_vrorv(alanine):
     ours = LangevinSplittingIntegrator("BAOAB", STEP, T, FRICTION)
-    theirs = tools.LangevinIntegrator(T * unit.kelvin, FRICTION / unit.picosecond,
-                                      STEP * unit.picoseconds, splitting="V R O R V")
+    theirs = tools.LangevinIntegrator(
+        T * unit.kelvin, FRICTION / unit.picosecond, STEP * unit.picoseconds, splitting="V R O R V"
+    )
     _compare(alanine, ours, theirs)
 
 
@@ -77,7 +85,7 @@ def test_baoa_matches_langevin_middle(alanine):
 def test_constraints_hold_and_kinetic_temperature_counts_removed_dof(alanine):
     ours = LangevinSplittingIntegrator("BAOAB", 0.001, T, FRICTION)
     tol = ours.getConstraintTolerance()
-    pot, kin, last = _sample(alanine, ours, seed=3)
+    _, kin, last = _sample(alanine, ours, seed=3)
     x = last.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     v = last.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
     system = alanine.system

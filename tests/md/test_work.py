@@ -32,8 +32,14 @@ def setup():
 def test_shadow_work_of_deterministic_bab_is_its_energy_error(setup):
     system, m, y0 = setup
     h, steps = 0.2, 25
-    res = sd.integrate(system.integrator("BAB", allow_missing=True), y0, h=h, steps=steps, seed=0,
-                       observers=[sd.WorkAndHeat()])
+    res = sd.integrate(
+        system.integrator("BAB", allow_missing=True),
+        y0,
+        h=h,
+        steps=steps,
+        seed=0,
+        observers=[sd.WorkAndHeat()],
+    )
     # hand-written velocity Verlet
     q, p = y0["q"].clone(), y0["p"].clone()
     for _ in range(steps):
@@ -54,8 +60,14 @@ def test_heat_is_the_kinetic_energy_change_of_the_o_steps(setup):
     h, gamma, c = 0.3, 0.7, math.exp(-0.7 * 0.3)
     xi = torch.randn(y0["p"].shape, generator=torch.Generator().manual_seed(8))
     # one BAOAB step with given noise, observed through integrate with FixedNoise
-    res = sd.integrate(system.integrator("BAOAB"), y0, h=h, steps=1,
-                       noise=sd.FixedNoise([xi]), observers=[sd.WorkAndHeat()])
+    res = sd.integrate(
+        system.integrator("BAOAB"),
+        y0,
+        h=h,
+        steps=1,
+        noise=sd.FixedNoise([xi]),
+        observers=[sd.WorkAndHeat()],
+    )
     q, p = y0["q"], y0["p"]
     p1 = p + 0.5 * h * _force(q, 1.5)
     q1 = q + 0.5 * h * p1 / m
@@ -71,8 +83,14 @@ def test_heat_is_the_kinetic_energy_change_of_the_o_steps(setup):
 @pytest.mark.parametrize("word", ["OBABO", "GHMC", "B A O A B"])
 def test_first_law_for_any_word(setup, word):
     system, m, y0 = setup
-    res = sd.integrate(system.integrator(word), y0, h=0.2, steps=40, seed=1,
-                       observers=[sd.WorkAndHeat(record=True, every=10)])
+    res = sd.integrate(
+        system.integrator(word),
+        y0,
+        h=0.2,
+        steps=40,
+        seed=1,
+        observers=[sd.WorkAndHeat(record=True, every=10)],
+    )
     w = res.finals["work"]
     total = _energy(res.final["q"], res.final["p"], m, 1.5) - _energy(y0["q"], y0["p"], m, 1.5)
     torch.testing.assert_close(w["shadow_work"] + w["heat"], total, rtol=1e-10, atol=1e-10)
@@ -82,12 +100,18 @@ def test_first_law_for_any_word(setup, word):
 
 
 def test_work_needs_an_energy():
-    q, = sd.blocks("q")
+    (q,) = sd.blocks("q")
     F = sd.Field("F", [q], definition=-q)
     sde = sd.SDE([q], {"B": sd.Flow({q: F()}), "O": sd.Flow(noise={q: 1})})
     with pytest.raises(ValueError, match="energy"):
-        sd.integrate(sd.System(sde).integrator("BO"), {"q": torch.zeros(2, 1)}, h=0.1, steps=1,
-                     seed=0, observers=[sd.WorkAndHeat()])
+        sd.integrate(
+            sd.System(sde).integrator("BO"),
+            {"q": torch.zeros(2, 1)},
+            h=0.1,
+            steps=1,
+            seed=0,
+            observers=[sd.WorkAndHeat()],
+        )
 
 
 def test_substep_observers_see_every_step_including_the_first():
@@ -104,8 +128,9 @@ def test_substep_observers_see_every_step_including_the_first():
 
     system = sd.langevin.underdamped(sd.potentials.Harmonic(1.0))
     obs = Count()
-    sd.integrate(system.integrator("GHMC"), system.initial_state(3), h=0.5, steps=3, seed=0,
-                 observers=[obs])
+    sd.integrate(
+        system.integrator("GHMC"), system.initial_state(3), h=0.5, steps=3, seed=0, observers=[obs]
+    )
     # five sub-steps and one Metropolis test per step
     per_step = ["O", "B", "A", "B", "{B A B}", "O"]
     assert obs.calls == [(k, x) for k in range(3) for x in per_step]

@@ -65,3 +65,9 @@ class ConfigurationalTemperature(Observer):
         g2 = self.g2 / self.count
         lap = self.lap / self.count
         return {"grad2": g2, "laplacian": lap, "value": float(g2.mean() / lap.mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"g2": self.g2, "lap": self.lap, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.g2, self.lap, self.count = state["g2"], state["lap"], state["count"]

@@ -68,6 +68,7 @@ from splitsde.langevin.dynamics import LangevinSystem, langevin_sde, underdamped
 from splitsde.langevin.potentials import Potential
 from splitsde.symbolic.energy import ElementSum
 from splitsde.symbolic.field import Field
+from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, FieldValue, NoiseSymbol, Temporary, h, t
 
 __all__ = [
@@ -107,6 +108,10 @@ def _value(x: Any, u: unit.Unit, what: str) -> float:
 
 def langevin_program(word: str | Word | ReducedWord, reduction: Reduction | None = None) -> Program:
     """The symbolic step program of a Langevin word (letters A, B or B0, B1, ..., O)."""
+    return _langevin(word, reduction)[1]
+
+
+def _langevin(word: str | Word | ReducedWord, reduction: Reduction | None) -> tuple[SDE, Program]:
     if isinstance(word, ReducedWord):
         if reduction is not None:
             raise ValueError("give the reduction either in the word or as reduction=, not both")
@@ -131,9 +136,7 @@ def langevin_program(word: str | Word | ReducedWord, reduction: Reduction | None
     q = Block("q")
     defs = [(k, Field(f"F{k[1:]}", [q]), Field(f"U{k[1:]}", [q], like=[None])) for k in kicks]
     sde = langevin_sde(defs)
-    program = build_program(sde, w, reduction, allow_missing=True)
-    program.energy = sde.energy  # the translation reads the kinetic energy from it
-    return program
+    return sde, build_program(sde, w, reduction, allow_missing=True)
 
 
 class _LeptonPrinter(StrPrinter):
@@ -251,7 +254,7 @@ class LangevinSplittingIntegrator(openmm.CustomIntegrator):
         super().__init__(dt)
         if constraint_tolerance is not None:
             self.setConstraintTolerance(float(constraint_tolerance))
-        self.program = langevin_program(word, reduction)
+        sde, self.program = _langevin(word, reduction)
         self.word = self.program.word
         self.kick_groups = sorted(
             {int(o.letter[1:]) for o in self.word if _KICK.match(o.letter) and o.letter != "B"}
@@ -262,7 +265,8 @@ class LangevinSplittingIntegrator(openmm.CustomIntegrator):
         b = _Build()
         b.glob("kT", BOLTZMANN * T)
         b.glob("gamma", gamma)
-        _Translator(self.program, b, measure=measure_heat or measure_shadow_work).run()
+        self._kinetic = _kinetic(sde)
+        _Translator(self.program, b, self._kinetic, measure_heat or measure_shadow_work).run()
         self._emit(b)
 
     # -- emission ---------------------------------------------------------------------------
@@ -278,7 +282,7 @@ class LangevinSplittingIntegrator(openmm.CustomIntegrator):
             self.addGlobalVariable(name, value)
         for name in b.perdof:
             self.addPerDofVariable(name, 0.0)
-        kinetic = _Translator.kinetic(self.program)
+        kinetic = self._kinetic
         self.setKineticEnergyExpression(kinetic)
 
         def add(op: _Op) -> None:
@@ -459,12 +463,21 @@ class LangevinSplittingIntegrator(openmm.CustomIntegrator):
         return f"LangevinSplittingIntegrator({str(self.word)!r}, dt={self.getStepSize()})"
 
 
+def _kinetic(sde: SDE) -> str:
+    """The kinetic energy density per DOF from the SDE's energy (:math:`p^2/2M \to m v^2/2`)."""
+    blocks = {bk.name: bk for bk in sde.blocks}
+    params = {s.name: s for s in sde.energy.parameters}
+    e = sde.energy.elementwise.xreplace({blocks["p"]: _m * _v, params["M"]: _m})
+    return _lepton(sympy.simplify(e))
+
+
 class _Translator:
     """Walks a Langevin step program and emits OpenMM computations."""
 
-    def __init__(self, program: Program, build: _Build, measure: bool) -> None:
+    def __init__(self, program: Program, build: _Build, kinetic: str, measure: bool) -> None:
         self.program = program
         self.b = build
+        self.kinetic = kinetic
         self.measure = measure
         blocks = {bk.name: bk for bk in program.blocks}
         self.q, self.p = blocks["q"], blocks["p"]
@@ -489,14 +502,6 @@ class _Translator:
         self.noise: dict[NoiseSymbol, sympy.Symbol] = {}
         self.temps: dict[Temporary, sympy.Symbol] = {}
         self.sums = 0
-
-    @staticmethod
-    def kinetic(program: Program) -> str:
-        """The kinetic energy density per DOF, from the SDE's energy (:math:`p^2/2M`)."""
-        blocks = {bk.name: bk for bk in program.blocks}
-        params = {s.name: s for s in program.energy.parameters}
-        e = program.energy.elementwise.xreplace({blocks["p"]: _m * _v, params["M"]: _m})
-        return _lepton(sympy.simplify(e))
 
     # -- expression helpers -----------------------------------------------------------------
     def _field_symbol(self, fv: FieldValue, energy: bool) -> sympy.Symbol:
@@ -633,14 +638,12 @@ class _Translator:
         else:
             new_v = sympy.expand(e / _m)
             if stochastic and self.measure:
-                self.b.ops.append(
-                    _Op("sum", "ke_before", _Translator.kinetic(self.program), note=note)
-                )
+                self.b.ops.append(_Op("sum", "ke_before", self.kinetic, note=note))
                 note = ""
             self.b.ops.append(_Op("perdof", "v", self._hoist(new_v), note=note))
             self.b.ops.append(_Op("constrain_v"))
             if stochastic and self.measure:
-                self.b.ops.append(_Op("sum", "ke_after", _Translator.kinetic(self.program)))
+                self.b.ops.append(_Op("sum", "ke_after", self.kinetic))
                 self.b.ops.append(_Op("global", "heat_step", "heat_step + ke_after - ke_before"))
 
     def _group_begin(self, s: GroupBegin) -> None:

@@ -48,11 +48,14 @@ def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]
     exact = pot.moments(kT)
     mean, mse = float(st["mean"].ravel()[0]), float(st["mean_se"].ravel()[0])
     var, vse = float(st["var"].ravel()[0]), float(st["var_se"].ravel()[0])
-    print(f"BAOAB on the double well U = (q^2 - 1)^2, kT = {kT}, gamma = {gamma}, h = {h}, "
-          f"{walkers} walkers x {steps} steps, NFE/step = {res.nfe_per_step:g}")
+    print(
+        f"BAOAB on the double well U = (q^2 - 1)^2, kT = {kT}, gamma = {gamma}, h = {h}, "
+        f"{walkers} walkers x {steps} steps, NFE/step = {res.nfe_per_step:g}"
+    )
     print(f"  {'':8}{'sampled':>12}{'± se':>10}{'exact':>12}")
     print(f"  {'<q>':8}{mean:12.5f}{mse:10.5f}{float(exact['mean']):12.5f}")
-    print(f"  {'<q^2>':8}{var + mean**2:12.5f}{vse:10.5f}{float(exact['var'] + exact['mean']**2):12.5f}")
+    exact_q2 = float(exact["var"] + exact["mean"] ** 2)
+    print(f"  {'<q^2>':8}{var + mean**2:12.5f}{vse:10.5f}{exact_q2:12.5f}")
     centers = 0.5 * (hist_edges[1:] + hist_edges[:-1])
     width = hist_edges[1] - hist_edges[0]
     density = counts / (counts.sum() * width)
@@ -70,15 +73,23 @@ def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]
     plt.close(fig)
     print(f"  histogram: {path}")
     l1 = float(np.sum(np.abs(density - pot.density(centers, kT))) * width)
-    return {"mean": mean, "mean_se": mse, "var": var, "var_se": vse, "l1_density_error": l1,
-            "figure": str(path)}
+    return {
+        "mean": mean,
+        "mean_se": mse,
+        "var": var,
+        "var_se": vse,
+        "l1_density_error": l1,
+        "figure": str(path),
+    }
 
 
 #: Sections of the tour, in order.
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {"double-well": double_well}
 
 
-def run_demo(out: str | Path = "splitsde-demo", quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "splitsde-demo", quick: bool = False, only: list[str] | None = None
+) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}

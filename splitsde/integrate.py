@@ -140,7 +140,10 @@ def make_grid(
             raise ValueError("the grid has non-finite times")
         if not np.all(np.diff(g) > 0):
             i = int(np.argmax(np.diff(g) <= 0))
-            raise ValueError(f"the grid must be strictly increasing; it is not at index {i}: {g[i]} -> {g[i + 1]}")
+            raise ValueError(
+                "the grid must be strictly increasing; it is not at index "
+                f"{i}: {g[i]} -> {g[i + 1]}"
+            )
         return g
     if steps is not None:
         if int(steps) != steps or steps < 1:
@@ -290,8 +293,14 @@ def integrate(
     save_idx = [names.index(s) for s in save_names]
     observers = list(observers)
     fingerprint = run_fingerprint(
-        integrator, initial, times, noise=noise, observers=observers, save_every=save_every,
-        save=save_names, chunk=chunk if trajectory is not None else None,
+        integrator,
+        initial,
+        times,
+        noise=noise,
+        observers=observers,
+        save_every=save_every,
+        save=save_names,
+        chunk=chunk if trajectory is not None else None,
     )
     if stored is not None:
         check_fingerprint(ckpt, stored["fingerprint"], fingerprint)
@@ -362,24 +371,27 @@ def integrate(
                 keep(float(times[0]), state)
 
         def write(k_done: int) -> None:
-            write_checkpoint(ckpt, {
-                "fingerprint": fingerprint,
-                "step": k_done,
-                "seed": used_seed,
-                "state": state,
-                "carry": carry,
-                "noise": noise.state_dict(),
-                "nfe": list(counts),
-                "nfe_first": nfe_first,
-                "accepted": list(run.accepted),
-                "observers": {o.name: o.state_dict() for o in observers},
-                "records": records,
-                "record_t": record_t,
-                "saved": saved,
-                "saved_t": saved_t,
-                "trajectory": writer.state_dict() if writer is not None else None,
-                "wall_time": elapsed + _time.perf_counter() - started,
-            })
+            write_checkpoint(
+                ckpt,
+                {
+                    "fingerprint": fingerprint,
+                    "step": k_done,
+                    "seed": used_seed,
+                    "state": state,
+                    "carry": carry,
+                    "noise": noise.state_dict(),
+                    "nfe": list(counts),
+                    "nfe_first": nfe_first,
+                    "accepted": list(run.accepted),
+                    "observers": {o.name: o.state_dict() for o in observers},
+                    "records": records,
+                    "record_t": record_t,
+                    "saved": saved,
+                    "saved_t": saved_t,
+                    "trajectory": writer.state_dict() if writer is not None else None,
+                    "wall_time": elapsed + _time.perf_counter() - started,
+                },
+            )
 
         bar = _progress(n_steps, progress, f"{integrator.word}")
         if bar is not None and first:
@@ -395,7 +407,10 @@ def integrate(
                 state, carry = run.call(k, state, carry, checked=(k == 0), hooked=hooked)
             except NonFiniteError as err:
                 raise NonFiniteError(
-                    f"step {k} (t = {times[k]:.6g}): {err}", step=k, substep=err.substep, block=err.block
+                    f"step {k} (t = {times[k]:.6g}): {err}",
+                    step=k,
+                    substep=err.substep,
+                    block=err.block,
                 ) from None
             except FieldError as err:
                 raise FieldError(f"step {k} (t = {times[k]:.6g}): {err}") from None
@@ -406,14 +421,18 @@ def integrate(
                 for o in observers:
                     v = o.on_step(k, float(times[k + 1]), m)
                     if v is not None and (k + 1) % o.every == 0:
-                        records[o.name].append(v.detach().clone() if isinstance(v, torch.Tensor) else v)
+                        records[o.name].append(
+                            v.detach().clone() if isinstance(v, torch.Tensor) else v
+                        )
                         record_t[o.name].append(float(times[k + 1]))
             if save_every and ((k + 1) % save_every == 0 or k + 1 == n_steps):
                 keep(float(times[k + 1]), state)
             if (k + 1) % check_every == 0 or k + 1 == n_steps:
                 if not all(bool(torch.isfinite(x).all()) for x in state):
                     _replay(run, integrator, snapshot, noise, times, k + 1)
-                snapshot = _Snapshot(k + 1, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts))
+                snapshot = _Snapshot(
+                    k + 1, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts)
+                )
             due = checkpoint_every and (k + 1) % checkpoint_every == 0 and k + 1 < n_steps
             if ckpt is not None and due:
                 write(k + 1)
@@ -461,7 +480,9 @@ def _stack(values: list[Any]) -> Any:
     return np.asarray(values)
 
 
-def _replay(run: Any, integ: Integrator, snap: _Snapshot, noise: NoiseSource, times: np.ndarray, upto: int) -> None:
+def _replay(
+    run: Any, integ: Integrator, snap: _Snapshot, noise: NoiseSource, times: np.ndarray, upto: int
+) -> None:
     """Re-run from the last good snapshot with per-sub-step checks to name the culprit."""
     state = _clone(snap.state)
     carry = _clone(snap.carry)

@@ -25,7 +25,9 @@ class NoiseSource:
 
     takes_times: bool = False
 
-    def bind(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[..., torch.Tensor]]:
+    def bind(
+        self, shapes: Sequence[torch.Size], like: torch.Tensor
+    ) -> list[Callable[..., torch.Tensor]]:
         raise NotImplementedError
 
     def bind_uniform(
@@ -55,7 +57,9 @@ class GaussianNoise(NoiseSource):
     def __init__(self, generator: torch.Generator) -> None:
         self.generator = generator
 
-    def bind(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
+    def bind(
+        self, shapes: Sequence[torch.Size], like: torch.Tensor
+    ) -> list[Callable[[], torch.Tensor]]:
         if self.generator.device.type != like.device.type:
             raise ValueError(
                 f"the generator is on {self.generator.device} but the state is on {like.device}"
@@ -87,8 +91,12 @@ class GaussianNoise(NoiseSource):
 class ZeroNoise(NoiseSource):
     """All noises zero: the deterministic skeleton of a scheme (for analysis and tests)."""
 
-    def bind(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
-        return [partial(torch.zeros, tuple(s), dtype=like.dtype, device=like.device) for s in shapes]
+    def bind(
+        self, shapes: Sequence[torch.Size], like: torch.Tensor
+    ) -> list[Callable[[], torch.Tensor]]:
+        return [
+            partial(torch.zeros, tuple(s), dtype=like.dtype, device=like.device) for s in shapes
+        ]
 
     def bind_uniform(
         self, shapes: Sequence[torch.Size], like: torch.Tensor
@@ -107,7 +115,9 @@ class FixedNoise(NoiseSource):
         self.values = list(values)
         self.uniforms = list(uniforms)
 
-    def bind(self, shapes: Sequence[torch.Size], like: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
+    def bind(
+        self, shapes: Sequence[torch.Size], like: torch.Tensor
+    ) -> list[Callable[[], torch.Tensor]]:
         if len(self.values) != len(shapes):
             raise ValueError(f"FixedNoise has {len(self.values)} tensors for {len(shapes)} draws")
         out = []

@@ -85,7 +85,9 @@ class _Hoister:
             var = [self.hoist(a) for a in e.args if _is_tensor(a)]
             if const:
                 c = self.coef(e.func(*const))
-                if not (isinstance(e, sympy.Add) and c == 0) and not (isinstance(e, sympy.Mul) and c == 1):
+                if not (isinstance(e, sympy.Add) and c == 0) and not (
+                    isinstance(e, sympy.Mul) and c == 1
+                ):
                     var.insert(0, c)
             if len(var) == 1:
                 return var[0]
@@ -284,7 +286,11 @@ class _Printer:
         if isinstance(e, sympy.Mul):
             args = list(e.args)
             if args and args[0] == -1:
-                return "(-" + self(sympy.Mul(*args[1:], evaluate=False)) + ")" if len(args) > 1 else "-1"
+                return (
+                    "(-" + self(sympy.Mul(*args[1:], evaluate=False)) + ")"
+                    if len(args) > 1
+                    else "-1"
+                )
             return "(" + " * ".join(self(a) for a in args) + ")"
         if isinstance(e, sympy.Pow):
             b, x = e.args
@@ -423,7 +429,7 @@ def lower(
     ns: dict[str, Any] = {"torch": torch, "math": __import__("math")}
     ns.update(namespace)
     code = compile(source, "<splitsde step>", "exec")
-    exec(code, ns)  # noqa: S102 - source generated from the library's own program, not user text
+    exec(code, ns)
     return LoweredStep(
         source,
         ns["_step_fast"],

@@ -40,7 +40,7 @@ from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import SolverStrategy
-from splitsde.symbolic.symbols import Parameter, t
+from splitsde.symbolic.symbols import Parameter
 
 __all__ = ["BoundField", "Integrator", "NonFiniteError", "PreparedRun", "StateError"]
 
@@ -52,8 +52,14 @@ class StateError(ValueError):
 class NonFiniteError(FloatingPointError):
     """A non-finite value appeared; names the step, the sub-step and the block."""
 
-    def __init__(self, message: str, *, step: int | None = None, substep: int | None = None,
-                 block: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: int | None = None,
+        substep: int | None = None,
+        block: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.step = step
         self.substep = substep
@@ -170,7 +176,8 @@ class Integrator:
             name = key.name if isinstance(key, Parameter) else str(key)
             if name not in by_name:
                 raise ValueError(
-                    f"unknown parameter {name!r}; the SDE has {', '.join(sorted(by_name)) or 'none'}"
+                    f"unknown parameter {name!r}; the SDE has "
+                    f"{', '.join(sorted(by_name)) or 'none'}"
                 )
             if isinstance(value, torch.Tensor):
                 if not value.is_floating_point():
@@ -183,7 +190,9 @@ class Integrator:
                 try:
                     fv = float(value)
                 except (TypeError, ValueError) as exc:
-                    raise TypeError(f"parameter {name} must be a number or a tensor, got {value!r}") from exc
+                    raise TypeError(
+                        f"parameter {name} must be a number or a tensor, got {value!r}"
+                    ) from exc
                 if not math.isfinite(fv):
                     raise ValueError(f"parameter {name} = {fv} is not finite")
                 out[by_name[name]] = fv
@@ -198,7 +207,8 @@ class Integrator:
         unknown = set(fns) - known
         if unknown:
             raise ValueError(
-                f"unknown field(s) {sorted(unknown)}; the SDE's fields: {', '.join(sorted(known)) or 'none'}"
+                f"unknown field(s) {sorted(unknown)}; the SDE's fields: "
+                f"{', '.join(sorted(known)) or 'none'}"
             )
         out = []
         for f in self.program.fields:
@@ -251,8 +261,10 @@ class Integrator:
     def exact(self) -> bool:
         """Whether one step reproduces the SDE's transition law exactly (single exact flow)."""
         subs = self.program.substeps
-        return len(self.word.letters) == 1 and len(self.sde.flows) == 1 and all(
-            s.solver.exact for s in subs
+        return (
+            len(self.word.letters) == 1
+            and len(self.sde.flows) == 1
+            and all(s.solver.exact for s in subs)
         )
 
     @property
@@ -286,9 +298,10 @@ class Integrator:
         ]
         for s in self.program.substeps:
             o = s.occurrence
+            order = "exact" if s.solver.exact else f"weak order {s.solver.weak_order}"
             lines.append(
                 f"  {s.index}: {o.letter}[{o.weight}] over [{s.start}, {s.stop}]  "
-                f"{s.solver.method} ({'exact' if s.solver.exact else 'weak order ' + str(s.solver.weak_order)})"
+                f"{s.solver.method} ({order})"
             )
         return "\n".join(lines)
 
@@ -310,7 +323,9 @@ class Integrator:
             raise StateError("a state is a mapping block name -> tensor")
         unknown = set(state) - set(self.blocks)
         if unknown:
-            raise StateError(f"unknown block(s) {sorted(unknown)}; blocks: {', '.join(self.blocks)}")
+            raise StateError(
+                f"unknown block(s) {sorted(unknown)}; blocks: {', '.join(self.blocks)}"
+            )
         missing = [b for b in self.blocks if b not in state]
         if missing:
             raise StateError(f"state misses block(s) {', '.join(missing)}")
@@ -332,9 +347,13 @@ class Integrator:
             if x.ndim == 0:
                 raise StateError(f"block {name} is 0-dimensional; give it a batch dimension")
         if self.dtype is not None and first.dtype != self.dtype:
-            raise StateError(f"the integrator was built for {self.dtype}, the state is {first.dtype}")
+            raise StateError(
+                f"the integrator was built for {self.dtype}, the state is {first.dtype}"
+            )
         if self.device is not None and first.device != self.device:
-            raise StateError(f"the integrator was built for {self.device}, the state is on {first.device}")
+            raise StateError(
+                f"the integrator was built for {self.device}, the state is on {first.device}"
+            )
         for p, v in self.params.items():
             if isinstance(v, torch.Tensor):
                 if v.device != first.device:
@@ -376,9 +395,11 @@ class Integrator:
                 converted.append(torch.as_tensor(v, dtype=like.dtype, device=like.device))
             else:
                 converted.append(v.tolist())
-        rows = [
-            tuple(c[i] for c in converted) for i in range(len(vals[0]) if vals else 1)
-        ] if vals else [()]
+        rows = (
+            [tuple(c[i] for c in converted) for i in range(len(vals[0]) if vals else 1)]
+            if vals
+            else [()]
+        )
         per_step = [rows[i] for i in inverse] if len(rows) > 1 else None
         constant = rows[0] if len(rows) == 1 else None
 
@@ -476,14 +497,21 @@ class _Checks:
                         f"(the shape of block {like_block})"
                     )
                 if out.dtype != like.dtype:
-                    raise FieldError(f"{where} returned dtype {out.dtype}, the state is {like.dtype}")
+                    raise FieldError(
+                        f"{where} returned dtype {out.dtype}, the state is {like.dtype}"
+                    )
                 if out.device != like.device:
-                    raise FieldError(f"{where} returned a tensor on {out.device}, the state is on {like.device}")
+                    raise FieldError(
+                        f"{where} returned a tensor on {out.device}, the state is on {like.device}"
+                    )
             if not torch.isfinite(out).all():
                 raise FieldError(f"{where} returned non-finite values")
             if self.integ.inplace:
                 for x in inputs:
-                    if isinstance(x, torch.Tensor) and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                    if (
+                        isinstance(x, torch.Tensor)
+                        and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+                    ):
                         raise FieldError(
                             f"{where} returned a view of its input; return a new tensor (the "
                             "integrator updates blocks in place)"
@@ -532,7 +560,20 @@ class PreparedRun:
     def coefficients(self, k: int) -> tuple:
         return self.constant if self.constant is not None else self.per_step[k]
 
-    def call(self, k: int, state: tuple, carry: tuple | None, *, checked: bool = False,
-             hooked: bool = False) -> tuple[tuple, tuple]:
-        fn = self.lowered.checked if checked else self.lowered.hooked if hooked else self.lowered.fast
+    def call(
+        self,
+        k: int,
+        state: tuple,
+        carry: tuple | None,
+        *,
+        checked: bool = False,
+        hooked: bool = False,
+    ) -> tuple[tuple, tuple]:
+        fn = (
+            self.lowered.checked
+            if checked
+            else self.lowered.hooked
+            if hooked
+            else self.lowered.fast
+        )
         return fn(state, self.coefficients(k), carry, self.t[k], self.h[k])

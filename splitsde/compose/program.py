@@ -215,7 +215,11 @@ class Program:
         for s in self.statements:
             if isinstance(s, Eval):
                 outs = ", ".join(map(str, s.outs))
-                carry = f"   [carried from the previous step if available: slot {s.carry}]" if s.carry is not None else ""
+                carry = (
+                    f"   [carried from the previous step if available: slot {s.carry}]"
+                    if s.carry is not None
+                    else ""
+                )
                 lines.append(f"  {outs} = {s.field.name}({', '.join(map(str, s.args))}){carry}")
             elif isinstance(s, Draw):
                 lines.append(f"  {s.symbol} ~ N(0, 1) like {s.like}   [{s.start}, {s.stop}]")
@@ -247,7 +251,9 @@ class Program:
                     f"[{sub.start}, {sub.stop}] ({sub.solver.method})"
                 )
         if self.carry:
-            lines.append("  carry to next step: " + ", ".join(",".join(map(str, c)) for c in self.carry))
+            lines.append(
+                "  carry to next step: " + ", ".join(",".join(map(str, c)) for c in self.carry)
+            )
         return "\n".join(lines)
 
 
@@ -298,14 +304,22 @@ def build_program(
         if not f.time:
             return None
         if reduction.time_label is not None and reduction.applies_to(f.name):
-            return t + sympy.Rational(reduction.time_label.numerator, reduction.time_label.denominator) * h
+            return (
+                t
+                + sympy.Rational(reduction.time_label.numerator, reduction.time_label.denominator)
+                * h
+            )
         return label
 
-    def emit_eval(f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None) -> tuple[FieldValue, ...]:
+    def emit_eval(
+        f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None
+    ) -> tuple[FieldValue, ...]:
         outs = []
         for o in f.outputs:
             counter["v"] += 1
-            outs.append(FieldValue(f"{f.name}{'_' + o if len(f.outputs) > 1 else ''}_{counter['v']}"))
+            outs.append(
+                FieldValue(f"{f.name}{'_' + o if len(f.outputs) > 1 else ''}_{counter['v']}")
+            )
         full = (*args, label) if f.time else args
         stmt = Eval(f, tuple(outs), tuple(full))
         vers = tuple(versions.get(a) if isinstance(a, Block) else None for a in args)
@@ -317,7 +331,9 @@ def build_program(
     def plain(f: Field, args: tuple[sympy.Expr, ...]) -> bool:
         return tuple(args) == tuple(f.depends)
 
-    def value_of(f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None) -> tuple[FieldValue, ...]:
+    def value_of(
+        f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None
+    ) -> tuple[FieldValue, ...]:
         label = label_for(f, label)
         if reduction.reuse == "per_step" and reduction.applies_to(f.name) and plain(f, args):
             if f not in per_step:
@@ -408,7 +424,9 @@ def build_program(
             rename[xi] = new
             a = sympy.Rational(spec.start.numerator, spec.start.denominator)
             b = sympy.Rational(spec.stop.numerator, spec.stop.denominator)
-            statements.append(Draw(new, spec.like, sympy.expand(t0 + a * s), sympy.expand(t0 + b * s)))
+            statements.append(
+                Draw(new, spec.like, sympy.expand(t0 + a * s), sympy.expand(t0 + b * s))
+            )
         for c, d in upd.coefficients.items():
             new = Coefficient(f"c{k}_{c.name}")
             rename[c] = new
@@ -416,7 +434,7 @@ def build_program(
         for tmp, _ in upd.lets:
             rename[tmp] = Temporary(f"k{k}_{tmp.name}")
 
-        def lower(e: sympy.Expr) -> sympy.Expr:
+        def lower(e: sympy.Expr, rename: dict = rename) -> sympy.Expr:
             e = e.xreplace(rename)
             apps = sorted(field_applications(e), key=sympy.default_sort_key)
             if not apps:
@@ -441,8 +459,14 @@ def build_program(
         if occ.group is not None and (k == len(word) - 1 or word[k + 1].group != occ.group):
             end_group(occ.group)
 
-    if reduction.reuse == "per_step" and not isinstance(reduction.eval_at, str) and reduction.eval_at == len(word):
-        raise WordError("eval_at equal to the number of sub-steps evaluates after the step; use 'start'")
+    if (
+        reduction.reuse == "per_step"
+        and not isinstance(reduction.eval_at, str)
+        and reduction.eval_at == len(word)
+    ):
+        raise WordError(
+            "eval_at equal to the number of sub-steps evaluates after the step; use 'start'"
+        )
 
     program = Program(sde.blocks, word, reduction, statements, substeps, coefs, groups=groups)
     if reduction.reuse == "exact":
@@ -462,7 +486,8 @@ def _find(records: list[_EvalRecord], f: Field, deps: tuple, vers: dict) -> _Eva
 def _group_text(word: Word, idx: tuple[int, ...]) -> str:
     counts = word.counts
     return " ".join(
-        word[i].letter if word[i].weight == Fraction(1, counts[word[i].letter])
+        word[i].letter
+        if word[i].weight == Fraction(1, counts[word[i].letter])
         else f"{word[i].letter}[{word[i].weight}]"
         for i in idx
     )

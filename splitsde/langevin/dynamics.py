@@ -30,7 +30,7 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.langevin.potentials import Potential, _Q
+from splitsde.langevin.potentials import _Q, Potential
 from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow
@@ -44,8 +44,17 @@ __all__ = ["LangevinSystem", "langevin_sde", "overdamped", "overdamped_lm", "und
 class LangevinSystem(System):
     """A Langevin system: the split SDE, its parameters, the potential(s) and helpers."""
 
-    def __init__(self, sde: SDE, params: dict, fields: dict, potentials: Sequence[Potential],
-                 kT: float, mass: Any, underdamped: bool, name: str) -> None:
+    def __init__(
+        self,
+        sde: SDE,
+        params: dict,
+        fields: dict,
+        potentials: Sequence[Potential],
+        kT: float,
+        mass: Any,
+        underdamped: bool,
+        name: str,
+    ) -> None:
         super().__init__(sde, params, fields, name)
         self.potentials = tuple(potentials)
         self.kT = float(kT)
@@ -163,8 +172,13 @@ def underdamped(
             fields["F"] = pots[0].force
             fields["U"] = pots[0].energy
         else:
-            kicks = [("B", Field("F", [q], description="sum of forces"),
-                      Field("U", [q], like=[None], description="sum of potential energies"))]
+            kicks = [
+                (
+                    "B",
+                    Field("F", [q], description="sum of forces"),
+                    Field("U", [q], like=[None], description="sum of potential energies"),
+                )
+            ]
             fields["F"] = lambda x: sum(pt.force(x) for pt in pots)
             fields["U"] = lambda x: sum(pt.energy(x) for pt in pots)
     sde = langevin_sde(kicks)
@@ -187,15 +201,29 @@ def overdamped(potential: Potential, *, kT: float = 1.0) -> LangevinSystem:
     F = _force_field("F", q, potential)
     sde = SDE(
         [q],
-        {"B": Flow({q: F()}, description="drift"), "O": Flow(noise={q: sympy.sqrt(2 * T)}, description="noise")},
+        {
+            "B": Flow({q: F()}, description="drift"),
+            "O": Flow(noise={q: sympy.sqrt(2 * T)}, description="noise"),
+        },
         name="overdamped Langevin",
     )
-    return LangevinSystem(sde, {"kT": kT}, {"F": potential.force}, [potential], kT, 1.0, False,
-                          f"overdamped {potential.name}")
+    return LangevinSystem(
+        sde,
+        {"kT": kT},
+        {"F": potential.force},
+        [potential],
+        kT,
+        1.0,
+        False,
+        f"overdamped {potential.name}",
+    )
 
 
-def overdamped_lm(potential: Potential, *, kT: float = 1.0, h: float) -> tuple[LangevinSystem, float]:
-    r"""The Leimkuhler--Matthews scheme :math:`q_{n+1} = q_n + hF(q_n) + \sqrt{kT h/2}(R_n + R_{n+1})`
+def overdamped_lm(
+    potential: Potential, *, kT: float = 1.0, h: float
+) -> tuple[LangevinSystem, float]:
+    r"""The Leimkuhler--Matthews scheme
+    :math:`q_{n+1} = q_n + hF(q_n) + \sqrt{kT h/2}(R_n + R_{n+1})`
     as BAOAB in the infinite-friction limit (unit mass, :math:`\delta = \sqrt{2h}`).
 
     Returns the underdamped system (with :math:`\gamma = \infty` realised as a full momentum
@@ -210,8 +238,13 @@ def overdamped_lm(potential: Potential, *, kT: float = 1.0, h: float) -> tuple[L
     F = _force_field("F", q, potential)
     from splitsde.symbolic.solve import Custom, noise_symbol
 
-    refresh = Custom({p: sympy.sqrt(T) * noise_symbol(p)}, weak_order=None, exact=True,
-                     name="momentum refresh", reason="gamma = infinity: p is redrawn from N(0, kT)")
+    refresh = Custom(
+        {p: sympy.sqrt(T) * noise_symbol(p)},
+        weak_order=None,
+        exact=True,
+        name="momentum refresh",
+        reason="gamma = infinity: p is redrawn from N(0, kT)",
+    )
     sde = SDE(
         [q, p],
         {
@@ -221,6 +254,7 @@ def overdamped_lm(potential: Potential, *, kT: float = 1.0, h: float) -> tuple[L
         },
         name="Langevin (infinite friction)",
     )
-    sys_ = LangevinSystem(sde, {"kT": kT}, {"F": potential.force}, [potential], kT, 1.0, True,
-                          f"LM {potential.name}")
+    sys_ = LangevinSystem(
+        sde, {"kT": kT}, {"F": potential.force}, [potential], kT, 1.0, True, f"LM {potential.name}"
+    )
     return sys_, float(np.sqrt(2.0 * h))

@@ -19,7 +19,9 @@ from splitsde.observers import Observer
 __all__ = ["ConfigurationalTemperature", "kinetic_temperature", "potential_energy"]
 
 
-def kinetic_temperature(state: Mapping[str, torch.Tensor], mass: Any = 1.0, removed_dof: int = 0) -> torch.Tensor:
+def kinetic_temperature(
+    state: Mapping[str, torch.Tensor], mass: Any = 1.0, removed_dof: int = 0
+) -> torch.Tensor:
     """Per-walker instantaneous kinetic temperature :math:`p^\\top M^{-1} p / N_{dof}`."""
     p = state["p"]
     m = torch.as_tensor(mass, dtype=p.dtype, device=p.device)

@@ -81,12 +81,13 @@ class SDE:
             unknown -= set(self.blocks)
             if unknown:
                 raise ValueError(
-                    f"flow {letter} uses block(s) {sorted(map(str, unknown))} not declared in the SDE"
+                    f"flow {letter} uses block(s) {sorted(map(str, unknown))} "
+                    "not declared in the SDE"
                 )
             self.flows[letter] = flow
         self.name = name
         self.fields: dict[str, Field] = {}
-        for letter, flow in self.flows.items():
+        for flow in self.flows.values():
             for f in flow.fields:
                 other = self.fields.get(f.name)
                 if other is not None and other is not f:
@@ -179,7 +180,8 @@ class SDE:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"SDE({self.name or ''}; blocks={list(map(str, self.blocks))}; flows={list(self.flows)})"
+        blocks = list(map(str, self.blocks))
+        return f"SDE({self.name or ''}; blocks={blocks}; flows={list(self.flows)})"
 
     def _repr_latex_(self) -> str:
         rows = []

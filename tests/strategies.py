@@ -22,9 +22,6 @@ def words(draw, letters=LANGEVIN_LETTERS, min_size=1, max_size=7, weighted=False
         return " ".join(order)
     parts = []
     counts = {x: order.count(x) for x in letters}
-    for x in letters:
-        if counts[x] == 1:
-            continue
     weights = {}
     for x in letters:
         n = counts[x]

@@ -370,7 +370,10 @@ def lower(
     def body(mode: str) -> list[str]:
         L: list[str] = []
         draw_i = 0
+        upcoming = 0  # the sub-step an evaluation serves (for error messages)
         for s in hp.statements:
+            if isinstance(s, Mark):
+                upcoming = s.substep + 1
             if isinstance(s, Eval):
                 i = field_index[s.field]
                 outs = ", ".join(names[o] for o in s.outs)
@@ -378,7 +381,8 @@ def lower(
                 lines = [f"{outs} = {call}", f"_nfe[{i}] += 1"]
                 if mode == "checked":
                     deps = ", ".join(pr(a) for a in s.args[: len(s.field.depends)])
-                    lines.append(f"_check_field({i}, ({outs},), ({deps}{',' if deps else ''}))")
+                    dep_tuple = f"({deps}{',' if deps else ''})"
+                    lines.append(f"_check_field({i}, ({outs},), {dep_tuple}, {upcoming})")
                 if s.carry is not None:
                     L.append("if _carry is None:")
                     L.extend("    " + x for x in lines)

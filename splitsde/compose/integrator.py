@@ -79,14 +79,40 @@ class BoundField:
     from_definition: bool = False
 
 
+def _dispatch(tfn: Callable[..., Any], mfn: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda *a: tfn(*a) if any(isinstance(x, torch.Tensor) for x in a) else mfn(*a)
+
+
+#: Elementwise functions for lowering symbolic field definitions (tensors or Python floats).
+_ELEMENTWISE = {
+    name: _dispatch(getattr(torch, tname), getattr(math, mname))
+    for name, tname, mname in [
+        ("exp", "exp", "exp"),
+        ("log", "log", "log"),
+        ("sqrt", "sqrt", "sqrt"),
+        ("sin", "sin", "sin"),
+        ("cos", "cos", "cos"),
+        ("tan", "tan", "tan"),
+        ("tanh", "tanh", "tanh"),
+        ("sinh", "sinh", "sinh"),
+        ("cosh", "cosh", "cosh"),
+        ("atan", "atan", "atan"),
+        ("Abs", "abs", "fabs"),
+    ]
+}
+
+
 def _definition_callable(f: Field, params: Mapping[Parameter, Any]) -> Callable[..., Any]:
     exprs = [f.definition[o] for o in f.outputs]
     ps = sorted({s for e in exprs for s in e.free_symbols if isinstance(s, Parameter)}, key=str)
     missing = [p for p in ps if p not in params]
     if missing:
         raise ValueError(f"field {f.name}: definition needs parameter(s) {missing}")
-    fns = [sympy.lambdify([*f.args, *ps], e, modules="torch") for e in exprs]
-    values = [params[p] for p in ps]
+    scalar = {p: params[p] for p in ps if not isinstance(params[p], torch.Tensor)}
+    tensor_ps = [p for p in ps if p not in scalar]
+    exprs = [e.xreplace({p: sympy.Float(v) for p, v in scalar.items()}) for e in exprs]
+    fns = [sympy.lambdify([*f.args, *tensor_ps], e, modules=[_ELEMENTWISE, "math"]) for e in exprs]
+    values = [params[p] for p in tensor_ps]
 
     def call(*args: Any) -> Any:
         like = args[0] if args and isinstance(args[0], torch.Tensor) else None
@@ -482,7 +508,7 @@ class _Checks:
         self.integ = integ
         self.like = {b: x for b, x in zip(integ.program.blocks, state)}
 
-    def check_field(self, i: int, outs: tuple, inputs: tuple) -> None:
+    def check_field(self, i: int, outs: tuple, inputs: tuple, substep: int = 0) -> None:
         bf = self.integ.fields[i]
         f = bf.field
         for name, out, like_block in zip(f.outputs, outs, f.like):
@@ -505,7 +531,17 @@ class _Checks:
                         f"{where} returned a tensor on {out.device}, the state is on {like.device}"
                     )
             if not torch.isfinite(out).all():
-                raise FieldError(f"{where} returned non-finite values")
+                sizes = [float(x.abs().max()) for x in inputs if isinstance(x, torch.Tensor)]
+                largest = f"; largest |input| = {max(sizes):.3g}" if sizes else ""
+                subs = self.integ.program.substeps
+                what = ""
+                if substep < len(subs):
+                    o = subs[substep].occurrence
+                    what = f" for sub-step {substep} ({o.letter}[{o.weight}])"
+                raise NonFiniteError(
+                    f"{where} returned non-finite values{what}{largest}",
+                    substep=substep if substep < len(subs) else None,
+                )
             if self.integ.inplace:
                 for x in inputs:
                     if (

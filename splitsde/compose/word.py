@@ -88,7 +88,7 @@ def _tokenize(text: str) -> list[_Token]:
         raise WordError(f"a word must be a string, got {type(text).__name__}")
     if not text.strip():
         raise WordError("empty word: give at least one letter, e.g. 'BAOAB'")
-    alpha = [c for c in text if c.isalpha()]
+    alpha = [c for c in re.sub(r"\[[^\]]*\]?", "", text) if c.isalpha()]
     lower = bool(alpha) and all(c.islower() for c in alpha)
     if not lower and any(c.islower() for c in alpha):
         i = next(i for i, c in enumerate(text) if c.islower())

@@ -292,15 +292,20 @@ def integrate(
         raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
     save_idx = [names.index(s) for s in save_names]
     observers = list(observers)
-    fingerprint = run_fingerprint(
-        integrator,
-        initial,
-        times,
-        noise=noise,
-        observers=observers,
-        save_every=save_every,
-        save=save_names,
-        chunk=chunk if trajectory is not None else None,
+    # the fingerprint prints the program: only pay for it when checkpointing
+    fingerprint = (
+        run_fingerprint(
+            integrator,
+            initial,
+            times,
+            noise=noise,
+            observers=observers,
+            save_every=save_every,
+            save=save_names,
+            chunk=chunk if trajectory is not None else None,
+        )
+        if ckpt is not None
+        else None
     )
     if stored is not None:
         check_fingerprint(ckpt, stored["fingerprint"], fingerprint)
@@ -401,43 +406,70 @@ def integrate(
             first, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts)
         )
         hooked = bool(sub_obs)
-        for k in range(first, n_steps):
-            step_ctx["k"] = k
+        step_fn = run.lowered.hooked if hooked else run.lowered.fast
+        const, per_step, tl, hl = run.constant, run.per_step, run.t, run.h
+
+        def next_event(k: int) -> int:
+            """Index after the next step that needs attention (saving, checks, ...)."""
+            if observers or k == 0:
+                return k + 1
+            e = min(n_steps, (k // check_every + 1) * check_every)
+            if save_every:
+                e = min(e, (k // save_every + 1) * save_every)
+            if ckpt is not None and checkpoint_every:
+                e = min(e, (k // checkpoint_every + 1) * checkpoint_every)
+            if bar is not None:
+                e = min(e, (k // stride + 1) * stride)
+            return max(e, k + 1)
+
+        k = first
+        while k < n_steps:
+            stop = next_event(k)
+            j = k
             try:
-                state, carry = run.call(k, state, carry, checked=(k == 0), hooked=hooked)
+                if k == 0:
+                    step_ctx["k"] = 0
+                    state, carry = run.call(0, state, carry, checked=True)
+                    nfe_first = sum(counts)
+                else:
+                    for j in range(k, stop):  # the hot loop: nothing but the step
+                        if hooked:
+                            step_ctx["k"] = j
+                        c = const if const is not None else per_step[j]
+                        state, carry = step_fn(state, c, carry, tl[j], hl[j])
             except NonFiniteError as err:
                 raise NonFiniteError(
-                    f"step {k} (t = {times[k]:.6g}): {err}",
-                    step=k,
+                    f"step {j} (t = {times[j]:.6g}): {err}",
+                    step=j,
                     substep=err.substep,
                     block=err.block,
                 ) from None
             except FieldError as err:
-                raise FieldError(f"step {k} (t = {times[k]:.6g}): {err}") from None
-            if k == 0:
-                nfe_first = sum(counts)
+                raise FieldError(f"step {j} (t = {times[j]:.6g}): {err}") from None
+            k = stop
+            last = k - 1  # the step just completed
             if observers:
                 m = as_map(state)
                 for o in observers:
-                    v = o.on_step(k, float(times[k + 1]), m)
-                    if v is not None and (k + 1) % o.every == 0:
+                    v = o.on_step(last, float(times[k]), m)
+                    if v is not None and k % o.every == 0:
                         records[o.name].append(
                             v.detach().clone() if isinstance(v, torch.Tensor) else v
                         )
-                        record_t[o.name].append(float(times[k + 1]))
-            if save_every and ((k + 1) % save_every == 0 or k + 1 == n_steps):
-                keep(float(times[k + 1]), state)
-            if (k + 1) % check_every == 0 or k + 1 == n_steps:
+                        record_t[o.name].append(float(times[k]))
+            if save_every and (k % save_every == 0 or k == n_steps):
+                keep(float(times[k]), state)
+            if k % check_every == 0 or k == n_steps:
                 if not all(bool(torch.isfinite(x).all()) for x in state):
-                    _replay(run, integrator, snapshot, noise, times, k + 1)
+                    _replay(run, integrator, snapshot, noise, times, k)
                 snapshot = _Snapshot(
-                    k + 1, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts)
+                    k, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts)
                 )
-            due = checkpoint_every and (k + 1) % checkpoint_every == 0 and k + 1 < n_steps
+            due = checkpoint_every and k % checkpoint_every == 0 and k < n_steps
             if ckpt is not None and due:
-                write(k + 1)
-            if bar is not None and ((k + 1) % stride == 0 or k + 1 == n_steps):
-                bar.update((k + 1) - bar.n)
+                write(k)
+            if bar is not None and (k % stride == 0 or k == n_steps):
+                bar.update(k - bar.n)
         if writer is not None:
             writer.flush()
         if ckpt is not None:

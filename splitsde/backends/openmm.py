@@ -226,6 +226,8 @@ class LangevinSplittingIntegrator(openmm.CustomIntegrator):
     constraint_tolerance:
         Relative tolerance of OpenMM's constraint algorithms (default: OpenMM's).
 
+    Notes
+    -----
     Declared weak order and invariant-measure behaviour are those of the word (see
     :mod:`splitsde.compose.presets`); the program is the torch backend's.
     """

@@ -157,8 +157,8 @@ class Word:
     """An immutable, validated splitting word.
 
     >>> w = Word("BAOAB")
-    >>> [(o.letter, str(o.weight)) for o in w]
-    [('B', '1/2'), ('A', '1/2'), ('O', '1'), ('A', '1/2'), ('B', '1/2')]
+    >>> " ".join(f"{o.letter}{o.weight}" for o in w)
+    'B1/2 A1/2 O1 A1/2 B1/2'
     >>> w.is_symmetric
     True
     >>> Word(str(w)) == w

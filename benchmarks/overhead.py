@@ -11,7 +11,7 @@ BAOAB on independent 3-D harmonic particles (float32, CPU), 1,000 steps:
 
 Runs alternate and each timing is the median of ``--repeats``. Prints a table and writes JSON.
 
-    python benchmarks/overhead.py [--repeats 5] [--threads 1] [--out benchmarks/results/overhead.json]
+    python benchmarks/overhead.py [--repeats 5] [--threads 1] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -129,21 +129,34 @@ def main() -> None:
             "torchsde_over_splitsde": med.get("torchsde euler", float("nan")) / med["splitsde"],
             "max_abs_diff_vs_hand": same,
         }
-    print(f"BAOAB, harmonic 3-D particles, float32, {STEPS} steps, {args.threads} thread(s), "
-          f"median of {args.repeats}")
-    print(f"{'particles':>10}{'splitsde':>11}{'hand':>9}{'randn':>9}{'torchsde':>10}"
-          f"{'ours/hand':>11}{'ours/randn':>11}{'tsde/ours':>11}")
+    print(
+        f"BAOAB, harmonic 3-D particles, float32, {STEPS} steps, {args.threads} thread(s), "
+        f"median of {args.repeats}"
+    )
+    print(
+        f"{'particles':>10}{'splitsde':>11}{'hand':>9}{'randn':>9}{'torchsde':>10}"
+        f"{'ours/hand':>11}{'ours/randn':>11}{'tsde/ours':>11}"
+    )
     for n, r in results.items():
         m = r["median_seconds"]
-        print(f"{n:>10}{m['splitsde']:>10.3f}s{m['hand-written']:>8.3f}s{m['randn floor']:>8.3f}s"
-              f"{m.get('torchsde euler', float('nan')):>9.3f}s{r['ratio_vs_hand']:>11.3f}"
-              f"{r['ratio_vs_randn']:>11.3f}{r['torchsde_over_splitsde']:>11.1f}")
+        print(
+            f"{n:>10}{m['splitsde']:>10.3f}s{m['hand-written']:>8.3f}s{m['randn floor']:>8.3f}s"
+            f"{m.get('torchsde euler', float('nan')):>9.3f}s{r['ratio_vs_hand']:>11.3f}"
+            f"{r['ratio_vs_randn']:>11.3f}{r['torchsde_over_splitsde']:>11.1f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
-            "python": platform.python_version(), "repeats": args.repeats, "steps": STEPS}
-    out.write_text(json.dumps({"meta": meta, "results": {str(k): v for k, v in results.items()}},
-                              indent=2))
+    meta = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "repeats": args.repeats,
+        "steps": STEPS,
+    }
+    out.write_text(
+        json.dumps({"meta": meta, "results": {str(k): v for k, v in results.items()}}, indent=2)
+    )
     print(f"wrote {out}")
 
 

@@ -41,7 +41,9 @@ def _gallery_flows() -> list[tuple[str, object]]:
         (
             "PSLD forward process (coupled, common clock)",
             sd.Flow(
-                sd.linear_drift([[-beta * G / 2, beta * Mi / 2], [-beta / 2, -beta * nu / 2]], [x, m]),
+                sd.linear_drift(
+                    [[-beta * G / 2, beta * Mi / 2], [-beta / 2, -beta * nu / 2]], [x, m]
+                ),
                 {x: sympy.sqrt(G * beta), m: sympy.sqrt(nu * beta / Mi)},
             ),
         ),

@@ -9,7 +9,7 @@ import re
 MARKER = re.compile(r"<!--\s*generated:\s*([a-z_]+)\s*-->")
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001
+def on_page_markdown(markdown: str, page, config, files) -> str:
     if "generated:" not in markdown:
         return markdown
     gen = importlib.import_module("splitsde.docs_tables")

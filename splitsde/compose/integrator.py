@@ -77,9 +77,18 @@ def _definition_callable(f: Field, params: Mapping[Parameter, Any]) -> Callable[
 
     def call(*args: Any) -> Any:
         like = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        # torch functions (pow, sqrt, exp) refuse Python floats: pass scalar parameters as
+        # 0-dim tensors, which broadcast without promoting the state's dtype
+        vals = values
+        if like is not None:
+            vals = [
+                torch.as_tensor(v, dtype=like.dtype, device=like.device)
+                if not isinstance(v, torch.Tensor) else v
+                for v in values
+            ]
         outs = []
         for fn in fns:
-            v = fn(*args, *values)
+            v = fn(*args, *vals)
             if not isinstance(v, torch.Tensor) or (like is not None and v.shape != like.shape):
                 v = torch.as_tensor(v, dtype=like.dtype, device=like.device).expand_as(like).clone()
             outs.append(v)

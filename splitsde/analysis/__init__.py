@@ -1,7 +1,11 @@
 """Exact and statistical verification of splitting integrators.
 
 * :mod:`~splitsde.analysis.affine` -- exact one-step maps of compiled steps on linear problems
-  (by probing), the exact law after n steps, the scheme's exact stationary law.
+  (by probing), the exact law after n steps, the scheme's exact stationary law;
+* :mod:`~splitsde.analysis.symbolic` -- the same maps as sympy formulas from the step program,
+  stationary moments as formulas in h, leading error terms, exact finite-time weak order;
+* :mod:`~splitsde.analysis.continuous` -- the exact law of the linear SDE itself, exact weak
+  errors over step ladders and their log--log slopes.
 """
 
 from splitsde.analysis.affine import (
@@ -15,15 +19,57 @@ from splitsde.analysis.affine import (
     propagate,
     stationary,
 )
+from splitsde.analysis.continuous import (
+    LadderResult,
+    LinearSDE,
+    linear_sde,
+    loglog_slopes,
+    second_moments,
+    stationary_bias,
+    weak_error_ladder,
+)
+from splitsde.analysis.symbolic import (
+    FiniteTimeOrder,
+    LeadingTerm,
+    SymbolicError,
+    SymbolicStep,
+    continuous_generator,
+    finite_time_order,
+    leading_term,
+    moment_generator,
+    moment_map,
+    stationary_exact,
+    stationary_moments,
+    symbolic_step,
+)
 
 __all__ = [
     "AffineMap",
     "BlockLayout",
+    "FiniteTimeOrder",
+    "LadderResult",
+    "LeadingTerm",
+    "LinearSDE",
     "NotAffineError",
+    "SymbolicError",
+    "SymbolicStep",
     "UnstableError",
     "affine_step",
+    "continuous_generator",
+    "finite_time_order",
     "is_autonomous",
     "layout_of",
+    "leading_term",
+    "linear_sde",
+    "loglog_slopes",
+    "moment_generator",
+    "moment_map",
     "propagate",
+    "second_moments",
     "stationary",
+    "stationary_bias",
+    "stationary_exact",
+    "stationary_moments",
+    "symbolic_step",
+    "weak_error_ladder",
 ]

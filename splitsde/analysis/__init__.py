@@ -5,7 +5,9 @@
 * :mod:`~splitsde.analysis.symbolic` -- the same maps as sympy formulas from the step program,
   stationary moments as formulas in h, leading error terms, exact finite-time weak order;
 * :mod:`~splitsde.analysis.continuous` -- the exact law of the linear SDE itself, exact weak
-  errors over step ladders and their log--log slopes.
+  errors over step ladders and their log--log slopes;
+* :mod:`~splitsde.analysis.montecarlo` -- Monte Carlo averages with batch-means errors and
+  fitted weak orders with confidence intervals, for nonlinear problems.
 """
 
 from splitsde.analysis.affine import (
@@ -28,6 +30,15 @@ from splitsde.analysis.continuous import (
     stationary_bias,
     weak_error_ladder,
 )
+from splitsde.analysis.montecarlo import (
+    Estimate,
+    OrderFit,
+    WeakOrderResult,
+    final_average,
+    fit_order,
+    stationary_average,
+    weak_order,
+)
 from splitsde.analysis.symbolic import (
     FiniteTimeOrder,
     LeadingTerm,
@@ -46,17 +57,22 @@ from splitsde.analysis.symbolic import (
 __all__ = [
     "AffineMap",
     "BlockLayout",
+    "Estimate",
     "FiniteTimeOrder",
     "LadderResult",
     "LeadingTerm",
     "LinearSDE",
     "NotAffineError",
+    "OrderFit",
     "SymbolicError",
     "SymbolicStep",
     "UnstableError",
+    "WeakOrderResult",
     "affine_step",
     "continuous_generator",
+    "final_average",
     "finite_time_order",
+    "fit_order",
     "is_autonomous",
     "layout_of",
     "leading_term",
@@ -67,9 +83,11 @@ __all__ = [
     "propagate",
     "second_moments",
     "stationary",
+    "stationary_average",
     "stationary_bias",
     "stationary_exact",
     "stationary_moments",
     "symbolic_step",
     "weak_error_ladder",
+    "weak_order",
 ]

@@ -37,6 +37,7 @@ import torch
 
 from splitsde.integrate import make_grid
 from splitsde.noise import FixedNoise
+from splitsde.symbolic.symbols import t
 
 __all__ = [
     "AffineMap",
@@ -181,9 +182,7 @@ def is_autonomous(integrator: Any) -> bool:
     if any(f.time for f in integrator.program.fields):
         return False
     for f in integrator.program.fields:
-        from splitsde.symbolic.symbols import t as _t
-
-        if any(_t in e.free_symbols for e in (f.definition or {}).values()):
+        if any(t in e.free_symbols for e in (f.definition or {}).values()):
             return False
     return bool(integrator.coefficient_table.autonomous)
 

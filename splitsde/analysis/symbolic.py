@@ -500,34 +500,68 @@ def leading_term(bias: sympy.Expr, *, max_order: int = 8) -> LeadingTerm:
     return LeadingTerm(u - v, sympy.factor(sympy.cancel(n[u] / d[v])))
 
 
-def _taylor_atoms(e: sympy.Expr, order: int) -> sympy.Expr:
-    """Replace ``exp(x)`` and ``phi1(x)`` with ``x = O(h)`` by their Taylor polynomials."""
-    rep = {}
-    for a in e.atoms(sympy.exp, phi1):
-        x = a.args[0]
-        if x.xreplace({h: 0}) != 0:
-            rep[a] = a  # not small: leave for sympy.series
+def _atom_series(a: sympy.Expr, order: int) -> list[sympy.Expr] | None:
+    """Taylor coefficients in ``h`` of ``exp(x)`` / ``phi1(x)`` with ``x = kappa*h``."""
+    x = a.args[0]
+    kappa = sympy.cancel(x / h)
+    if h in kappa.free_symbols:
+        return None
+    if isinstance(a, phi1):
+        return [kappa**j / sympy.factorial(j + 1) for j in range(order + 1)]
+    return [kappa**j / sympy.factorial(j) for j in range(order + 1)]
+
+
+def _trunc_mul(a: list[sympy.Expr], b: list[sympy.Expr], order: int) -> list[sympy.Expr]:
+    out = [sympy.Integer(0)] * (order + 1)
+    for i, ai in enumerate(a):
+        if ai == 0:
             continue
-        if isinstance(a, phi1):
-            rep[a] = sum(x**j / sympy.factorial(j + 1) for j in range(order + 1))
-        else:
-            rep[a] = sum(x**j / sympy.factorial(j) for j in range(order + 1))
-    return e.xreplace(rep) if rep else e
+        for j in range(order + 1 - i):
+            if b[j] != 0:
+                out[i + j] += ai * b[j]
+    return out
 
 
 def _truncate(e: sympy.Expr, order: int) -> list[sympy.Expr]:
-    """Coefficients of ``h**0 .. h**order`` of an expression analytic at ``h = 0``."""
-    p = sympy.expand(_taylor_atoms(e, order))
+    """Coefficients of ``h**0 .. h**order`` of an expression analytic at ``h = 0``.
+
+    ``exp(kappa h)`` and ``phi1(kappa h)`` atoms become generators of a polynomial whose
+    monomials are expanded as truncated products of the atoms' Taylor series (fast and exact);
+    anything else falls back to ``sympy.series``.
+    """
+    atoms = sorted(e.atoms(sympy.exp, phi1), key=sympy.default_sort_key)
+    series = [_atom_series(a, order) for a in atoms]
+    if any(sr is None for sr in series):
+        s = sympy.expand(sympy.series(e, h, 0, order + 1).removeO())
+        return [s.coeff(h, k) for k in range(order + 1)]
+    gens = [sympy.Dummy(f"g{i}") for i in range(len(atoms))]
+    body = sympy.expand(e.xreplace(dict(zip(atoms, gens))))
     try:
-        poly = sympy.Poly(p, h)
+        poly = sympy.Poly(body, h, *gens)
     except sympy.PolynomialError:
         s = sympy.expand(sympy.series(e, h, 0, order + 1).removeO())
         return [s.coeff(h, k) for k in range(order + 1)]
-    coeffs = [sympy.Integer(0)] * (order + 1)
-    for (k,), c in poly.terms():
-        if k <= order:
-            coeffs[k] = c
-    return coeffs
+    powers: dict[tuple[int, int], list[sympy.Expr]] = {}
+
+    def power(i: int, k: int) -> list[sympy.Expr]:
+        if k == 0:
+            return [sympy.Integer(1)] + [sympy.Integer(0)] * order
+        if (i, k) not in powers:
+            powers[(i, k)] = _trunc_mul(power(i, k - 1), series[i], order)
+        return powers[(i, k)]
+
+    out = [sympy.Integer(0)] * (order + 1)
+    for monom, coef in poly.terms():
+        a = monom[0]
+        if a > order:
+            continue
+        term = [sympy.Integer(0)] * (order + 1)
+        term[a] = coef
+        for i, k in enumerate(monom[1:]):
+            if k:
+                term = _trunc_mul(term, power(i, k), order)
+        out = [x + y for x, y in zip(out, term)]
+    return [sympy.expand(c) for c in out]
 
 
 def _series_matrix(M: sympy.Matrix, order: int) -> list[sympy.Matrix]:
@@ -570,6 +604,27 @@ def moment_map(Phi: Any, c: Any, Q: Any) -> sympy.Matrix:
     S1 = Phi * S * Phi.T + Phi * m * c.T + c * m.T * Phi.T + c * c.T + Q
     outs = [*m1, *[S1[i, j] for i, j in idx]]
     return _linear_operator(outs, [*m, *[s[ij] for ij in idx]], constant_row=True)
+
+
+def _moment_map_series(
+    Phi: list[sympy.Matrix], c: list[sympy.Matrix], Q: list[sympy.Matrix], order: int
+) -> list[sympy.Matrix]:
+    """Truncated series of :func:`moment_map` from truncated series of its inputs."""
+    hs = sum((P * h**k for k, P in enumerate(Phi)), sympy.zeros(*Phi[0].shape))
+    cs = sum((C * h**k for k, C in enumerate(c)), sympy.zeros(*c[0].shape))
+    qs = sum((S * h**k for k, S in enumerate(Q)), sympy.zeros(*Q[0].shape))
+    M = moment_map(hs, cs, qs)
+    out = [sympy.zeros(*M.shape) for _ in range(order + 1)]
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            e = M[i, j]
+            if e == 0:
+                continue
+            p = sympy.Poly(e, h)
+            for (k,), coef in p.terms():
+                if k <= order:
+                    out[k][i, j] = coef.as_expr() if hasattr(coef, "as_expr") else coef
+    return out
 
 
 def moment_generator(A: Any, b: Any, K: Any) -> sympy.Matrix:
@@ -681,9 +736,10 @@ def finite_time_order(step: SymbolicStep, sde: SDE, *, max_order: int = 3) -> Fi
         raise SymbolicError("the finite-time order series needs an autonomous step (no t)")
     A, b, K = continuous_generator(sde, step.blocks)
     Lc = moment_generator(A, b, K)
-    M = moment_map(step.Phi, step.c, step.cov)
-    n = max_order + 2
-    Ms = _series_matrix(M, n)
+    n = max_order + 1
+    Ms = _moment_map_series(
+        _series_matrix(step.Phi, n), _series_matrix(step.c, n), _series_matrix(step.cov, n), n
+    )
     logM = _series_log(Ms)
     # modified generator: log M / h = sum_k logM[k+1] h^k
     mod = [logM[k + 1] for k in range(n)]

@@ -1,0 +1,18 @@
+"""Test problems with exact answers: Ornstein--Uhlenbeck, the harmonic oscillator
+(underdamped and overdamped), random stable linear SDEs of any dimension, and a quartic
+potential with quadrature references."""
+
+from splitsde.problems.harmonic import HarmonicProblem, harmonic, overdamped_harmonic
+from splitsde.problems.linear import LinearProblem, ou, random_linear
+from splitsde.problems.quartic import QuarticProblem, quartic
+
+__all__ = [
+    "HarmonicProblem",
+    "LinearProblem",
+    "QuarticProblem",
+    "harmonic",
+    "ou",
+    "overdamped_harmonic",
+    "quartic",
+    "random_linear",
+]

@@ -24,17 +24,29 @@ from splitsde.langevin.potentials import Harmonic
 from splitsde.problems.linear import LinearProblem
 from splitsde.symbolic.symbols import Parameter
 
-__all__ = ["HarmonicProblem", "harmonic", "overdamped_harmonic"]
+__all__ = [
+    "HarmonicProblem",
+    "ParametricHarmonic",
+    "harmonic",
+    "harmonic_potential",
+    "overdamped_harmonic",
+]
 
 OMEGA = Parameter("omega", positive=True)
 
 
-class _ParametricHarmonic(Harmonic):
+class ParametricHarmonic(Harmonic):
     """A harmonic potential whose symbolic force keeps :math:`\\omega` as a parameter."""
 
     def symbolic_force(self) -> sympy.Expr:
         (q,) = super().symbolic_force().free_symbols
         return -(OMEGA**2) * q
+
+
+def harmonic_potential(omega: float = 1.0) -> ParametricHarmonic:
+    """A harmonic potential whose symbolic force is :math:`-\\omega^2 q` with the parameter
+    ``omega`` (bind its value as the system parameter ``omega``)."""
+    return ParametricHarmonic(omega)
 
 
 class HarmonicProblem(LinearProblem):
@@ -74,7 +86,7 @@ def harmonic(
     """The underdamped harmonic oscillator (blocks ``q``, ``p``; letters ``A``, ``B``, ``O``)."""
     if not omega > 0:
         raise ValueError(f"omega must be positive, got {omega}")
-    base = underdamped(_ParametricHarmonic(omega), gamma=gamma, kT=kT, mass=mass)
+    base = underdamped(ParametricHarmonic(omega), gamma=gamma, kT=kT, mass=mass)
     params = {**base.params, "omega": float(omega)}
     # no torch callable: the force is lowered from its definition (one source of truth)
     system = LangevinSystem(
@@ -100,7 +112,7 @@ def overdamped_harmonic(omega: float = 1.0, kT: float = 1.0) -> HarmonicProblem:
     """The overdamped harmonic oscillator (block ``q``; letters ``B`` drift, ``O`` noise)."""
     if not omega > 0:
         raise ValueError(f"omega must be positive, got {omega}")
-    base = overdamped(_ParametricHarmonic(omega), kT=kT)
+    base = overdamped(ParametricHarmonic(omega), kT=kT)
     params = {**base.params, "omega": float(omega)}
     system = LangevinSystem(
         base.sde,

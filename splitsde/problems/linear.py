@@ -225,8 +225,10 @@ def random_linear(dim: int, seed: int = 0, *, commuting: bool = False) -> Linear
         for a, i in enumerate(P):
             A[j, i] = -C_pq[a, c] + E[c, a]
             base[j, i] = -C_pq[a, c]
-    if np.max(np.linalg.eigvals(np.asarray(A.tolist(), dtype=float)).real) > -1e-3:
-        A = base  # the perturbation broke stability: keep the dissipative skew coupling
+    stable = np.max(np.linalg.eigvals(np.asarray(A.tolist(), dtype=float)).real) < -1e-3
+    b_flow_moves = any(A[j, i] != 0 for j in Q for i in P) or any(R[j] != 0 for j in Q)
+    if not (stable and b_flow_moves):
+        A = base  # keep the dissipative skew coupling: stable, and B has a nonzero drift
     flows = {
         "A": Flow({xs[i]: sum((A[i, j] * xs[j] for j in Q), R[i] * xs[i]) for i in P}),
         "B": Flow({xs[j]: sum((A[j, i] * xs[i] for i in P), R[j] * xs[j]) for j in Q}),

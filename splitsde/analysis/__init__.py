@@ -7,7 +7,8 @@
 * :mod:`~splitsde.analysis.continuous` -- the exact law of the linear SDE itself, exact weak
   errors over step ladders and their log--log slopes;
 * :mod:`~splitsde.analysis.montecarlo` -- Monte Carlo averages with batch-means errors and
-  fitted weak orders with confidence intervals, for nonlinear problems.
+  fitted weak orders with confidence intervals, for nonlinear problems;
+* :mod:`~splitsde.analysis.certificate` -- the certificate behind ``splitsde verify``.
 """
 
 from splitsde.analysis.affine import (
@@ -21,6 +22,7 @@ from splitsde.analysis.affine import (
     propagate,
     stationary,
 )
+from splitsde.analysis.certificate import Certificate, certificate, stability_bound
 from splitsde.analysis.continuous import (
     LadderResult,
     LinearSDE,
@@ -57,6 +59,7 @@ from splitsde.analysis.symbolic import (
 __all__ = [
     "AffineMap",
     "BlockLayout",
+    "Certificate",
     "Estimate",
     "FiniteTimeOrder",
     "LadderResult",
@@ -69,6 +72,7 @@ __all__ = [
     "UnstableError",
     "WeakOrderResult",
     "affine_step",
+    "certificate",
     "continuous_generator",
     "final_average",
     "finite_time_order",
@@ -82,6 +86,7 @@ __all__ = [
     "moment_map",
     "propagate",
     "second_moments",
+    "stability_bound",
     "stationary",
     "stationary_average",
     "stationary_bias",

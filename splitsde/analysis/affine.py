@@ -109,6 +109,18 @@ class AffineMap:
     def spectral_radius(self) -> float:
         return float(np.max(np.abs(np.linalg.eigvals(self.Phi)))) if self.dim else 0.0
 
+    def propagate(self, mean0: Any, cov0: Any, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        r"""The exact law after ``steps`` applications of this map from
+        :math:`N(m_0, \Sigma_0)` (a uniform grid of an autonomous step, without re-probing)."""
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {steps}")
+        m, S = _as_mean_cov(mean0, cov0, self.dim)
+        Q = self.cov
+        for _ in range(int(steps)):
+            m = self.Phi @ m + self.c
+            S = self.Phi @ S @ self.Phi.T + Q
+        return m, 0.5 * (S + S.T)
+
     def index(self, block: str) -> slice:
         """The slice of the flat vector holding ``block``."""
         for lay in self.layout:

@@ -136,3 +136,13 @@ def test_bad_inputs():
         propagate(integ, [0.0, 0.1], [0.0, 0.0, 0.0], 1.0)
     with pytest.raises(ValueError, match="strictly increasing"):
         propagate(integ, [0.0, 0.2, 0.1], 0.0, 1.0)
+
+
+def test_affine_map_propagate_equals_grid_propagation():
+    prob = problems.random_linear(4, 1)
+    integ = prob.integrator("BAOAB")
+    amap = affine_step(integ, 0.0, 0.1)
+    m1, S1 = amap.propagate(np.ones(4), np.eye(4), 20)
+    m2, S2 = propagate(integ, 0.1 * np.arange(21), np.ones(4), np.eye(4))
+    np.testing.assert_allclose(m1, m2, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(S1, S2, rtol=1e-13, atol=1e-15)

@@ -96,3 +96,17 @@ def test_commuting_system_is_detected_as_exact():
     assert all((gens[a] * gens[b] - gens[b] * gens[a]).is_zero_matrix for a in gens for b in gens)
     for word in ("OBA", "ABO", "BAOAB"):
         assert finite_time_order(symbolic_step(prob.integrator(word)), prob.sde).order is None
+
+
+@given(
+    word=st.one_of(palindromes(), st.permutations(LETTERS).map(" ".join)),
+    reuse=st.sampled_from(["none", "exact", "per_step"]),
+    eval_at=st.sampled_from(["first", "start"]),
+)
+def test_declared_order_is_the_exact_order_on_the_harmonic_oscillator(word, reuse, eval_at):
+    """The order an integrator declares (symmetry, solver orders, reuse of moved-state
+    evaluations) is the exact one on a problem where no flows commute."""
+    prob = problems.harmonic(1.3, 0.7, 1.1, 0.9)
+    reduction = sd.Reduction(reuse, eval_at if reuse == "per_step" else "first")
+    integ = prob.integrator(word, reduction=reduction)
+    assert finite_time_order(symbolic_step(integ), prob.sde).order == integ.weak_order

@@ -84,7 +84,7 @@ def certificates(out: Path, quick: bool = False, h: float = 0.25) -> dict[str, A
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    from splitsde.analysis.certificate import certificate
+    from splitsde.analysis.certify import certificate
 
     words = ["BAOAB", "ABOBA", "OBABO", "OBA"]
     omega, gamma, kT = 1.0, 1.0, 1.0

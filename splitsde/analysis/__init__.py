@@ -8,7 +8,7 @@
   errors over step ladders and their log--log slopes;
 * :mod:`~splitsde.analysis.montecarlo` -- Monte Carlo averages with batch-means errors and
   fitted weak orders with confidence intervals, for nonlinear problems;
-* :mod:`~splitsde.analysis.certificate` -- the certificate behind ``splitsde verify``.
+* :mod:`~splitsde.analysis.certify` -- the certificate behind ``splitsde verify``.
 """
 
 from splitsde.analysis.affine import (
@@ -22,7 +22,7 @@ from splitsde.analysis.affine import (
     propagate,
     stationary,
 )
-from splitsde.analysis.certificate import Certificate, certificate, stability_bound
+from splitsde.analysis.certify import Certificate, certificate, stability_bound
 from splitsde.analysis.continuous import (
     LadderResult,
     LinearSDE,

@@ -278,6 +278,17 @@ def _substitution(
     return rep
 
 
+def _named_substitution(M: sympy.Matrix, values: Mapping[str | sympy.Symbol, Any]) -> dict:
+    """Exact substitution for the parameters of ``M`` named in ``values``."""
+    by_name = {s.name: s for s in M.free_symbols if isinstance(s, Parameter)}
+    out = {}
+    for k, v in values.items():
+        name = k if isinstance(k, str) else k.name
+        if name in by_name:
+            out[by_name[name]] = v if isinstance(v, sympy.Basic) else _exact_number(v)
+    return out
+
+
 def _exact_number(v: Any) -> sympy.Expr:
     """A float as an exact rational (``0.1 -> 1/10``), an int as an integer."""
     if isinstance(v, int | Fraction):
@@ -723,19 +734,31 @@ def _series_log(M: list[sympy.Matrix]) -> list[sympy.Matrix]:
     return [m.applyfunc(sympy.expand) for m in out]
 
 
-def finite_time_order(step: SymbolicStep, sde: SDE, *, max_order: int = 3) -> FiniteTimeOrder:
+def finite_time_order(
+    step: SymbolicStep,
+    sde: SDE,
+    *,
+    max_order: int = 3,
+    values: Mapping[str | sympy.Symbol, Any] | None = None,
+) -> FiniteTimeOrder:
     r"""The exact finite-time weak order of ``step`` for quadratic observables (see the module
     docstring), computed from series of :math:`\log\mathcal M(h)` up to :math:`h^{p+1}` with
     :math:`p \le` ``max_order``.
 
     ``sde`` is the SDE whose flows the word splits (its drift and noise give
     :math:`\mathcal L`). Exact (rational) when the step's coefficients are; parameters stay
-    symbolic otherwise.
+    symbolic otherwise, unless ``values`` fixes some of them (made exact rationals, which is
+    much faster; the order is then the order at those parameter values).
     """
     if not step.autonomous:
         raise SymbolicError("the finite-time order series needs an autonomous step (no t)")
     A, b, K = continuous_generator(sde, step.blocks)
     Lc = moment_generator(A, b, K)
+    if values:
+        rep = _substitution(step, values)
+        rep.update({s: v for s, v in _named_substitution(Lc, values).items() if s not in rep})
+        step = step.subs({k.name: v for k, v in rep.items()})
+        Lc = Lc.xreplace(rep)
     n = max_order + 1
     Ms = _moment_map_series(
         _series_matrix(step.Phi, n), _series_matrix(step.c, n), _series_matrix(step.cov, n), n

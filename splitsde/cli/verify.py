@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitsde.analysis.certificate import certificate, plot_certificate
+    from splitsde.analysis.certify import certificate, plot_certificate
     from splitsde.cli import CLIError
     from splitsde.cli.common import print_json
 

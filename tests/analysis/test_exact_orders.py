@@ -109,4 +109,6 @@ def test_declared_order_is_the_exact_order_on_the_harmonic_oscillator(word, reus
     prob = problems.harmonic(1.3, 0.7, 1.1, 0.9)
     reduction = sd.Reduction(reuse, eval_at if reuse == "per_step" else "first")
     integ = prob.integrator(word, reduction=reduction)
-    assert finite_time_order(symbolic_step(integ), prob.sde).order == integ.weak_order
+    assert finite_time_order(symbolic_step(integ), prob.sde, values=prob.params).order == (
+        integ.weak_order
+    )

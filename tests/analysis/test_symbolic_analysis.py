@@ -34,8 +34,7 @@ def _sym(prob, name):
 
 
 @given(
-    word=words(max_size=6),
-    weighted=st.booleans(),
+    data=st.data(),
     omega=st.floats(0.3, 2.0),
     gamma=st.floats(0.1, 3.0),
     kT=st.floats(0.2, 2.0),
@@ -43,7 +42,8 @@ def _sym(prob, name):
     h=st.floats(0.01, 0.6),
     reuse=st.sampled_from(["none", "exact", "per_step"]),
 )
-def test_symbolic_and_probed_maps_agree_harmonic(word, weighted, omega, gamma, kT, mass, h, reuse):
+def test_symbolic_and_probed_maps_agree_harmonic(data, omega, gamma, kT, mass, h, reuse):
+    word = data.draw(words(max_size=6, weighted=data.draw(st.booleans())))
     prob = problems.harmonic(omega, gamma, kT, mass)
     integ = prob.integrator(word, reduction=sd.Reduction(reuse))
     probed = affine_step(integ, 0.0, h)

@@ -303,8 +303,8 @@ def certificate(
         stat_ladder: dict[str, list[float]] = {}
     else:
         sym = symbolic_step(integ)
-        fto = finite_time_order(sym, prob.sde)
-        method = "symbolic series of the modified generator (exact)"
+        fto = finite_time_order(sym, prob.sde, values=prob.params)
+        method = "exact series of the modified generator at these parameters"
         order = fto.order
         exact_split = fto.order is None
         if not fto.consistent:

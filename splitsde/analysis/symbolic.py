@@ -237,7 +237,7 @@ class SymbolicStep:
     ) -> AffineMap:
         """Float64 :class:`~splitsde.analysis.affine.AffineMap` at parameter ``values`` and
         step ``step`` (scalar blocks), for comparison with the probed compiled step."""
-        rep = {k: v for k, v in _substitution(self, values, exact=False).items()}
+        rep = _substitution(self, values, exact=False)
         rep[h] = sympy.Float(step, 17)
         rep[t] = sympy.Float(t0, 17)
         mats = []
@@ -366,8 +366,8 @@ def _solve_linear(A: sympy.Matrix, b: sympy.Matrix) -> sympy.Matrix:
 
 
 def _tidy(e: sympy.Expr) -> sympy.Expr:
-    e = sympy.factor(sympy.cancel(e))
-    return e
+    """A readable canonical form of a rational function (in exponentials of h)."""
+    return sympy.factor(sympy.cancel(e))
 
 
 def stationary_moments(

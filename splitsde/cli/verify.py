@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from splitsde.analysis.certify import certificate, plot_certificate
     from splitsde.cli import CLIError
     from splitsde.cli.common import print_json
+    from splitsde.compose.word import WordError
 
     if args.system == "linear" and args.dim < 2:
         raise CLIError("--system linear needs --dim >= 2")
@@ -63,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             reuse=args.reuse,
         )
+    except WordError:
+        raise  # reported by the CLI entry point with the word's caret diagnostics
     except ValueError as exc:
-        if type(exc).__name__ in ("WordError",):
-            raise
         raise CLIError(str(exc)) from None
     if args.plot:
         plot_certificate(cert, args.plot)

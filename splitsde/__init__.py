@@ -79,3 +79,15 @@ __all__ = [
     "t",
     "word",
 ]
+
+
+_SUBPACKAGES = ("analysis", "problems", "diffusion", "backends", "interop")
+
+
+def __getattr__(name: str):
+    """Sub-packages with heavier imports load on first use: ``sd.analysis``, ``sd.problems``."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"splitsde.{name}")
+    raise AttributeError(f"module 'splitsde' has no attribute {name!r}")

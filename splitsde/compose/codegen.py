@@ -223,10 +223,10 @@ class CoefficientTable:
         return a
 
     def check_finite(self, values: list[np.ndarray], t_: np.ndarray, h_: np.ndarray) -> None:
-        names = self.describe_symbols()
         for sym, v in zip(self.symbols, values):
             bad = ~np.isfinite(v)
             if bad.any():
+                names = self.describe_symbols()
                 i = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
                 raise CoefficientError(
                     f"coefficient {names[sym]} is not finite at step start t={t_[i]:.6g}, "

@@ -29,8 +29,10 @@ diffusion generative models* (2024) and *Efficient integrators for diffusion gen
 (ICLR 2024). Their sub-flows, the solvers of the sub-flows and the evaluation point and time
 label of the reduced variants are **reconstructed** (see ``docs/diffusion.md``): ``A`` moves
 the data block with its score term and noise, ``B`` the momentum with its deterministic drift
-and score term, ``O`` adds the momentum noise; ``A`` and ``B`` use the derived solver
-(exponential Euler: their linear part exact, the score frozen at the slice start).
+and score term, ``O`` adds the momentum noise (solved exactly); ``A`` and ``B`` are Euler
+steps. The derived solver of ``B`` would be exponential Euler (its expanding linear part
+:math:`e^{\beta\nu h/2}` exact, the contracting score term frozen), which is unstable at the
+step sizes of interest; pass ``solvers={}`` through :meth:`Sampler.with_options` to use it.
 """
 
 from __future__ import annotations
@@ -197,9 +199,20 @@ def _never(*args: Any) -> Any:  # a placeholder field callable for structural qu
 # The registry
 # ---------------------------------------------------------------------------------------------
 _EULER_S = {"S": EulerMaruyama(reason="SSCS treats the score part by Euler")}
+#: Sub-step solvers of the splitting samplers (reconstructed): Euler for the data and momentum
+#: drifts. The derived exponential Euler solves the momentum's expanding linear part exactly
+#: while freezing the contracting score term, which is unstable at large steps (its amplification
+#: e^{beta nu h / 2} is not compensated); docs/diffusion.md shows the comparison.
+_EULER_AB = {
+    "A": EulerMaruyama(reason="splitting samplers update the data block by Euler"),
+    "B": EulerMaruyama(reason="splitting samplers update the momentum drift by Euler"),
+}
 _EM = {"R": EulerMaruyama(reason="Euler-Maruyama sampler")}
-#: Default reduction of the reduced splitting samplers (reconstructed: evaluate the score once
-#: per step where the naive word first needs it, label it with the step's start time).
+#: Default reduction of the reduced splitting samplers (reconstructed): evaluate the score once
+#: per step where the naive word first needs it (same state and time label as the naive
+#: word), and reuse that value in every later sub-flow of the step. ``eval_at="start"`` (on the
+#: state before the first sub-flow) is the other natural choice; docs/diffusion.md compares
+#: them.
 REDUCED = Reduction(reuse="per_step", eval_at="first")
 
 
@@ -209,6 +222,7 @@ def _reduced(name: str, word: str, lam: Any = 1.0) -> Sampler:
         "abo",
         word,
         lam,
+        _EULER_AB,
         reduction=REDUCED,
         reconstructed=True,
         needs_blocks=("x", "m"),
@@ -223,6 +237,7 @@ def _naive(name: str, word: str, lam: Any = 1.0, what: str = "") -> Sampler:
         "abo",
         word,
         lam,
+        _EULER_AB,
         reconstructed=True,
         needs_blocks=("x", "m"),
         reference=_PANDEY,
@@ -274,6 +289,7 @@ SAMPLERS: dict[str, Sampler] = {
             "abo",
             "OBA",
             {"x": 0.0},
+            _EULER_AB,
             reduction=REDUCED,
             reconstructed=True,
             needs_blocks=("x", "m"),

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SECTIONS", "double_well", "run_demo"]
+__all__ = ["SECTIONS", "diffusion", "double_well", "run_demo"]
 
 
 def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -74,8 +74,18 @@ def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]
             "figure": str(path)}
 
 
+def diffusion(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Diffusion samplers on a 2-D Gaussian mixture (see :mod:`splitsde.diffusion.demo`)."""
+    from splitsde.diffusion.demo import mixture_demo
+
+    return mixture_demo(out, quick=quick, seed=seed)
+
+
 #: Sections of the tour, in order.
-SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {"double-well": double_well}
+SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "double-well": double_well,
+    "diffusion": diffusion,
+}
 
 
 def run_demo(out: str | Path = "splitsde-demo", quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def combine(C: np.ndarray, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor
             c = float(C[i, j])
             if c == 0.0:
                 continue
-            acc = x * c if acc is None else acc.add(x, alpha=c)
+            acc = x * c if acc is None else acc.add_(x, alpha=c)  # acc is a fresh tensor
         out.append(acc if acc is not None else torch.zeros_like(tensors[i]))
     return out
 

@@ -132,6 +132,56 @@ def run_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+def ablation_samplers() -> list[dm.Sampler]:
+    """The reconstructed choices of the reduced splitting samplers, one change at a time."""
+    base = dm.sampler("reduced-oba")
+    return [
+        base.with_options(name="reduced-oba"),
+        dm.sampler("reduced-oba", eval_at="start").with_options(name="oba:eval-at-start"),
+        dm.sampler("reduced-oba", time_label="end").with_options(name="oba:label-end"),
+        base.with_options(name="oba:exp-euler", solvers={}),
+        base.with_options(name="oba:friction-in-O", split="abo-friction"),
+        dm.sampler("sps", lam_s=0.0).with_options(name="sps(lam_s=0)"),
+        dm.sampler("sps", lam_s=0.5).with_options(name="sps(lam_s=0.5)"),
+        dm.sampler("sps", lam_s=2.0).with_options(name="sps(lam_s=2)"),
+    ]
+
+
+def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
+    d = 8 if args.quick else 64
+    nfes = [20] if args.quick else [20, 50, 100, 200]
+    targets = {
+        f"gaussian-{d}": dm.GaussianData.random(d, seed=args.seed),
+        "ring-8": dm.GaussianMixture.ring(8),
+    }
+    out = []
+    for tname, tgt in targets.items():
+        exact = isinstance(tgt, dm.GaussianData) and dm.comparison.has_exact_analysis()
+        comp = dm.compare(
+            "psld-cifar10",
+            tgt,
+            ablation_samplers(),
+            nfes,
+            n=400 if args.quick else args.n,
+            seed=args.seed,
+            exact=exact,
+            batches=args.batches,
+            progress=args.progress,
+        )
+        print(f"\nAblation of the reconstructed choices\n{comp.table()}")
+        out.append(
+            {
+                "process": "psld-cifar10",
+                "target": tname,
+                "target_name": comp.target,
+                "metric": comp.metric,
+                "exact": exact,
+                "rows": comp.rows,
+            }
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Verdicts on the seed paper's claims
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{', quick' if args.quick else ''}"
     )
     results = run_quality(args)
+    ablation = run_ablation(args)
     claims = verdicts(results)
     print("\nClaims of the seed paper (count of comparisons that hold, significant at 2 SE):")
     for c in claims:
@@ -419,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             to_jsonable(
                 {
                     "quality": results,
+                    "ablation": ablation,
                     "claims": claims,
                     "overhead": overhead,
                     "figures": figs,

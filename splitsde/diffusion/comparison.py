@@ -26,7 +26,7 @@ from splitsde.diffusion.metrics import (
 )
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
-from splitsde.diffusion.samplers import BudgetError, plan, sampler
+from splitsde.diffusion.samplers import BudgetError, Sampler, plan, sampler
 from splitsde.diffusion.targets import GaussianData, GaussianMixture
 
 __all__ = ["Comparison", "compare", "has_exact_analysis", "target"]
@@ -119,7 +119,7 @@ def _cell(r: dict[str, Any] | None, metric: str) -> str:
 def compare(
     process: str | ForwardProcess,
     target_: str | GaussianMixture,
-    samplers: Sequence[str],
+    samplers: Sequence[str | Sampler],
     nfes: Sequence[int],
     *,
     n: int = 2000,

@@ -313,7 +313,11 @@ class ForwardProcess:
         :class:`~splitsde.diffusion.reverse.ReverseSDE`)."""
         from splitsde.diffusion.reverse import ReverseSDE
 
-        return ReverseSDE(self, lam)
+        key = tuple(sorted(lam.items())) if isinstance(lam, Mapping) else float(lam)
+        cache = self.__dict__.setdefault("_reverse_cache", {})
+        if key not in cache:  # one family (and one score field) per noise scale
+            cache[key] = ReverseSDE(self, lam)
+        return cache[key]
 
     def describe(self) -> str:
         lines = [f"{self.name}: {self.description}".rstrip(": ")]

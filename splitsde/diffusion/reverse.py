@@ -127,6 +127,7 @@ class ReverseSDE:
                 )
         self.lam = lams
         self.T = Parameter("T", positive=True)
+        self._sdes: dict[str, SDE] = {}
         self.score = Field(
             "s",
             process.blocks,
@@ -205,6 +206,8 @@ class ReverseSDE:
         """The reverse SDE split into flows by ``split`` (a name from :data:`SPLITS` or a
         spec). Letters whose flow is identically zero (the momentum noise at ``lam = 0``) are
         left out; see :meth:`letters`."""
+        if isinstance(split, str) and split in self._sdes:
+            return self._sdes[split]
         spec = self._spec(split)
         drifts: dict[str, dict[Block, sympy.Expr]] = {}
         noises: dict[str, dict[Block, sympy.Expr]] = {}
@@ -226,20 +229,29 @@ class ReverseSDE:
                     d, n, description=f"reverse {self.process.name}, part {letter}"
                 )
         name = split if isinstance(split, str) else "custom"
-        return SDE(
+        sde = SDE(
             self.blocks,
             flows,
             drift=self.drift,
             noise=self.noise,
             name=f"reverse {self.process.name} ({name} split, lambda = {self._lam_text()})",
         )
+        if isinstance(split, str):
+            self._sdes[split] = sde
+        return sde
 
     def denoiser_sde(self) -> SDE:
         r"""The noise-free drift as one flow ``D``: the final denoising step
         :math:`\bar z \leftarrow \bar z + \varepsilon\,b(\bar z, T - \varepsilon)` is this flow
         solved by Euler over :math:`[T - \varepsilon, T]` in reverse time."""
-        flow = Flow({b: e for b, e in self.drift.items() if e != 0}, description="denoising drift")
-        return SDE(self.blocks, {"D": flow}, name=f"denoising step of {self.process.name}")
+        if "<denoise>" not in self._sdes:
+            flow = Flow(
+                {b: e for b, e in self.drift.items() if e != 0}, description="denoising drift"
+            )
+            self._sdes["<denoise>"] = SDE(
+                self.blocks, {"D": flow}, name=f"denoising step of {self.process.name}"
+            )
+        return self._sdes["<denoise>"]
 
     def letters(self, split: str | SplitSpec) -> tuple[str, ...]:
         """The letters :meth:`sde` keeps for ``split``."""

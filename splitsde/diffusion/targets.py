@@ -136,7 +136,9 @@ class GaussianMixture:
     def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior component probabilities of data points, ``(n, K)``."""
         x = x.to(torch.float64)
-        logs = self._log_components(x, self.means, self.covs)
+        if "_data_chol" not in self.__dict__:
+            self._data_chol = torch.linalg.cholesky(self.covs)
+        logs = self._log_components(x, self.means, self.covs, self._data_chol)
         return torch.softmax(logs + self.weights.log(), dim=-1)
 
     # -- marginals under a process ----------------------------------------------------------------
@@ -237,7 +239,9 @@ class GaussianMixture:
         if L is None:
             L = torch.linalg.cholesky(C)
         r = x[:, None, :] - mu[None]
-        y = torch.linalg.solve_triangular(L[None], r[..., None], upper=False)[..., 0]
+        eye = torch.eye(L.shape[-1], dtype=L.dtype).expand_as(L)
+        L_inv = torch.linalg.solve_triangular(L, eye, upper=False)
+        y = torch.einsum("ked,nkd->nke", L_inv, r)  # L^{-1} r, one small inverse per component
         logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
         D = mu.shape[-1]
         return -0.5 * (y * y).sum(-1) - 0.5 * logdet[None] - 0.5 * D * math.log(2 * math.pi)

@@ -201,3 +201,24 @@ def test_bad_score_model_arguments():
         dm.GaussianData([0.0, 0.0], [[1.0, 2.0], [2.0, 1.0]])
     with pytest.raises(ValueError, match="weights"):
         dm.GaussianMixture([1.0, -1.0], [[0.0], [1.0]], [1.0, 1.0])
+
+
+def test_data_parametrisation_through_the_wrapper_with_separate_blocks():
+    proc = dm.process("psld-cifar10")
+    data = dm.GaussianData.random(3, seed=1)
+    t = 0.3
+    mean, cov = data.law(proc, t)
+    a, _ = proc.data_kernel(t)
+    cross = torch.cat([data.cov * float(ab) for ab in a], 1)
+
+    def denoiser(x, m, time):  # blocks as separate arguments, returns E[x0 | z_t]
+        assert float(time[0]) == pytest.approx(t)
+        flat = torch.cat([x, m], 1)
+        return data.mean + (flat - mean) @ torch.linalg.solve(cov, cross.T)
+
+    model = dm.ScoreModel(denoiser, proc, "data", concat_dim=None)
+    z = _state(data, proc, t, 8, seed=4)
+    sx, sm = model(z["x"], z["m"], proc.T - t)
+    ex, em = data.score_at(proc, t, [z["x"], z["m"]])
+    np.testing.assert_allclose(sx.numpy(), ex.numpy(), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(sm.numpy(), em.numpy(), rtol=1e-8, atol=1e-8)

@@ -7,15 +7,17 @@ run it with :func:`integrate`, and verify it exactly where the theory allows.
 __version__ = "0.1.0"
 
 from splitsde import diffusion, langevin, solvers
+from splitsde.checkpoint import CheckpointError
 from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError, StateError
 from splitsde.compose.presets import PRESETS, Preset, preset, word
 from splitsde.compose.program import Program
 from splitsde.compose.reduce import ReducedWord, Reduction, reduce
 from splitsde.compose.word import Word, WordError
-from splitsde.integrate import Result, integrate, make_grid
+from splitsde.integrate import Acceptance, Result, integrate, make_grid
 from splitsde.langevin import potentials
 from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource, ZeroNoise
 from splitsde.observers import Observer, Running, observe
+from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow, linear_drift
 from splitsde.symbolic.parse import ExpressionError, parse_expression
@@ -23,11 +25,16 @@ from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import Solver, noise_symbol
 from splitsde.symbolic.symbols import Block, Parameter, blocks, h, parameters, t
 from splitsde.system import System
+from splitsde.trajectory import Trajectory
+from splitsde.work import WorkAndHeat, energy_function
 
 __all__ = [
     "PRESETS",
     "SDE",
+    "Acceptance",
     "Block",
+    "CheckpointError",
+    "Energy",
     "ExpressionError",
     "Field",
     "FieldError",
@@ -48,12 +55,15 @@ __all__ = [
     "Solver",
     "StateError",
     "System",
+    "Trajectory",
     "Word",
     "WordError",
+    "WorkAndHeat",
     "ZeroNoise",
     "__version__",
     "blocks",
     "diffusion",
+    "energy_function",
     "h",
     "integrate",
     "langevin",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SECTIONS", "diffusion", "double_well", "run_demo"]
+__all__ = ["SECTIONS", "certificates", "diffusion", "double_well", "run_demo"]
 
 
 def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -48,11 +48,14 @@ def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]
     exact = pot.moments(kT)
     mean, mse = float(st["mean"].ravel()[0]), float(st["mean_se"].ravel()[0])
     var, vse = float(st["var"].ravel()[0]), float(st["var_se"].ravel()[0])
-    print(f"BAOAB on the double well U = (q^2 - 1)^2, kT = {kT}, gamma = {gamma}, h = {h}, "
-          f"{walkers} walkers x {steps} steps, NFE/step = {res.nfe_per_step:g}")
+    print(
+        f"BAOAB on the double well U = (q^2 - 1)^2, kT = {kT}, gamma = {gamma}, h = {h}, "
+        f"{walkers} walkers x {steps} steps, NFE/step = {res.nfe_per_step:g}"
+    )
     print(f"  {'':8}{'sampled':>12}{'± se':>10}{'exact':>12}")
     print(f"  {'<q>':8}{mean:12.5f}{mse:10.5f}{float(exact['mean']):12.5f}")
-    print(f"  {'<q^2>':8}{var + mean**2:12.5f}{vse:10.5f}{float(exact['var'] + exact['mean']**2):12.5f}")
+    exact_q2 = float(exact["var"] + exact["mean"] ** 2)
+    print(f"  {'<q^2>':8}{var + mean**2:12.5f}{vse:10.5f}{exact_q2:12.5f}")
     centers = 0.5 * (hist_edges[1:] + hist_edges[:-1])
     width = hist_edges[1] - hist_edges[0]
     density = counts / (counts.sum() * width)
@@ -70,8 +73,67 @@ def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]
     plt.close(fig)
     print(f"  histogram: {path}")
     l1 = float(np.sum(np.abs(density - pot.density(centers, kT))) * width)
-    return {"mean": mean, "mean_se": mse, "var": var, "var_se": vse, "l1_density_error": l1,
-            "figure": str(path)}
+    return {
+        "mean": mean,
+        "mean_se": mse,
+        "var": var,
+        "var_se": vse,
+        "l1_density_error": l1,
+        "figure": str(path),
+    }
+
+
+def certificates(out: Path, quick: bool = False, h: float = 0.25) -> dict[str, Any]:
+    """Exact certificates of BAOAB, ABOBA, OBABO and OBA on the harmonic oscillator: weak
+    order, stationary biases (formulas in h), measured NFE, stability bound, and a figure of
+    the stationary biases against h."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    from splitsde.analysis.certify import certificate
+
+    words = ["BAOAB", "ABOBA", "OBABO", "OBA"]
+    omega, gamma, kT = 1.0, 1.0, 1.0
+    certs = {w: certificate(w, "harmonic", h=h, omega=omega, gamma=gamma, kT=kT,
+                            ladder_steps=3 if quick else 5) for w in words}
+    print(f"Exact certificates on the harmonic oscillator (omega = {omega:g}, gamma = {gamma:g}, "
+          f"kT = {kT:g}, M = 1) at h = {h:g}")
+    print(f"  {'word':7}{'order':>6}{'NFE':>5}{'<q^2> bias':>13}{'<p^2> bias':>13}"
+          f"{'stable h <':>12}")
+    for w, c in certs.items():
+        rb = c.relative_bias or {}
+        bound = f"{c.stability_bound:.4g}" if c.stability_bound else "-"
+        print(f"  {w:7}{c.weak_order!s:>6}{c.nfe_per_step:>5g}{rb.get('q2', float('nan')):>+13.2e}"
+              f"{rb.get('p2', float('nan')):>+13.2e}{bound:>12}")
+    print("  leading stationary biases (exact series in h):")
+    for w, c in certs.items():
+        terms = "; ".join(f"<{k[0]}^2>: {v}" if k != "qp" else f"<qp>: {v}"
+                          for k, v in c.bias_leading_terms.items())
+        print(f"    {w:6} {terms}")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for w, c in certs.items():
+        hs = np.asarray(c.stationary_ladder["hs"])
+        for ax, key in zip(axes, ("q2", "p2")):
+            v = np.abs(np.asarray(c.stationary_ladder[key]))
+            if np.all(v < 1e-13):
+                ax.plot([], [], label=f"{w}: exact")
+            else:
+                ax.loglog(hs, np.where(v > 0, v, np.nan), "o-", ms=3, label=w)
+    for ax, key in zip(axes, ("<q^2>", "<p^2>")):
+        ax.set_xlabel("h")
+        ax.set_ylabel(f"|relative bias of {key}|")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=8)
+    fig.suptitle("Stationary bias of splitting schemes on the harmonic oscillator (exact)")
+    fig.tight_layout()
+    path = out / "certificates_stationary_bias.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"  figure: {path}")
+    return {w: c.to_json() for w, c in certs.items()} | {"figure": str(path)}
 
 
 def diffusion(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -84,11 +146,14 @@ def diffusion(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
 #: Sections of the tour, in order.
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "double-well": double_well,
+    "certificates": certificates,
     "diffusion": diffusion,
 }
 
 
-def run_demo(out: str | Path = "splitsde-demo", quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "splitsde-demo", quick: bool = False, only: list[str] | None = None
+) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}

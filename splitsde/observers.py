@@ -29,7 +29,8 @@ class Observer:
         """Called once before the first step."""
 
     def on_substep(self, step: int, substep: Any, state: Mapping[str, torch.Tensor]) -> None:
-        """Called after every sub-step when ``substeps`` is true (``substep`` is a SubstepInfo)."""
+        """Called after every sub-step when ``substeps`` is true (``substep`` is a SubstepInfo),
+        and after every Metropolis test of a ``{ }`` group (``substep`` is then a GroupInfo)."""
 
     def on_step(self, step: int, t: float, state: Mapping[str, torch.Tensor]) -> Any:
         """Called after every step; the return value is recorded every ``every`` steps."""
@@ -40,14 +41,17 @@ class Observer:
         return None
 
     def state_dict(self) -> dict[str, Any]:
+        """Accumulators to checkpoint (tensors, arrays, numbers, strings, containers)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore accumulators when a run resumes (called after :meth:`start`)."""
 
 
 class _FunctionObserver(Observer):
-    def __init__(self, fn: Callable[[float, Mapping[str, torch.Tensor]], Any], name: str, every: int) -> None:
+    def __init__(
+        self, fn: Callable[[float, Mapping[str, torch.Tensor]], Any], name: str, every: int
+    ) -> None:
         self.fn = fn
         self.name = name
         self.every = every
@@ -56,7 +60,9 @@ class _FunctionObserver(Observer):
         return self.fn(t, state)
 
 
-def observe(fn: Callable[[float, Mapping[str, torch.Tensor]], Any], name: str | None = None, every: int = 1) -> Observer:
+def observe(
+    fn: Callable[[float, Mapping[str, torch.Tensor]], Any], name: str | None = None, every: int = 1
+) -> Observer:
     """Record ``fn(t, state)`` every ``every`` steps (a tensor or a number)."""
     if every < 1:
         raise ValueError("every must be at least 1")
@@ -71,8 +77,13 @@ class Running(Observer):
     ``fn`` returns a tensor of shape ``(walkers, ...)``.
     """
 
-    def __init__(self, fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor], name: str,
-                 burn_in: int = 0, every: int = 1) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
+        name: str,
+        burn_in: int = 0,
+        every: int = 1,
+    ) -> None:
         self.fn = fn
         self.name = name
         self.burn_in = burn_in
@@ -96,7 +107,11 @@ class Running(Observer):
     def finish(self) -> dict[str, Any]:
         if self.sum is None:
             raise ValueError(f"observer {self.name}: no samples after the burn-in")
-        return {"mean": self.sum / self.count, "mean_sq": self.sumsq / self.count, "count": self.count}
+        return {
+            "mean": self.sum / self.count,
+            "mean_sq": self.sumsq / self.count,
+            "count": self.count,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"sum": self.sum, "sumsq": self.sumsq, "count": self.count}

@@ -18,7 +18,9 @@ import torch
 __all__ = ["walker_batch_means"]
 
 
-def walker_batch_means(mean: torch.Tensor, mean_sq: torch.Tensor, batches: int = 64) -> dict[str, Any]:
+def walker_batch_means(
+    mean: torch.Tensor, mean_sq: torch.Tensor, batches: int = 64
+) -> dict[str, Any]:
     """Mean, variance and their standard errors per coordinate.
 
     ``mean`` and ``mean_sq`` are per-walker time averages of :math:`x` and :math:`x^2`, shape

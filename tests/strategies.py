@@ -12,7 +12,9 @@ LANGEVIN_LETTERS = ("A", "B", "O")
 @st.composite
 def words(draw, letters=LANGEVIN_LETTERS, min_size=1, max_size=7, weighted=False):
     """Words over ``letters``; every letter appears at least once."""
-    seq = draw(st.lists(st.sampled_from(letters), min_size=max(min_size, len(letters)), max_size=max_size))
+    seq = draw(
+        st.lists(st.sampled_from(letters), min_size=max(min_size, len(letters)), max_size=max_size)
+    )
     missing = [x for x in letters if x not in seq]
     seq = seq + missing
     order = draw(st.permutations(seq))
@@ -20,13 +22,12 @@ def words(draw, letters=LANGEVIN_LETTERS, min_size=1, max_size=7, weighted=False
         return " ".join(order)
     parts = []
     counts = {x: order.count(x) for x in letters}
-    for x in letters:
-        if counts[x] == 1:
-            continue
     weights = {}
     for x in letters:
         n = counts[x]
-        cuts = sorted(draw(st.lists(st.integers(1, 11), min_size=n - 1, max_size=n - 1, unique=True)))
+        cuts = sorted(
+            draw(st.lists(st.integers(1, 11), min_size=n - 1, max_size=n - 1, unique=True))
+        )
         bounds = [0, *cuts, 12]
         weights[x] = [Fraction(bounds[i + 1] - bounds[i], 12) for i in range(n)]
     used = dict.fromkeys(letters, 0)

@@ -75,4 +75,12 @@ def print_json(obj: Any) -> None:
     print(json.dumps(to_jsonable(obj), indent=2))
 
 
-__all__ = ["DTYPES", "CLIError", "nonnegative_float", "positive_float", "positive_int", "print_json", "to_jsonable"]
+__all__ = [
+    "DTYPES",
+    "CLIError",
+    "nonnegative_float",
+    "positive_float",
+    "positive_int",
+    "print_json",
+    "to_jsonable",
+]

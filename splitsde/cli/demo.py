@@ -8,8 +8,11 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     from splitsde.demo import SECTIONS
 
-    p = sub.add_parser("demo", help="a short guided tour (tables and PNG figures)",
-                       description="Run the tour: " + ", ".join(SECTIONS) + ".")
+    p = sub.add_parser(
+        "demo",
+        help="a short guided tour (tables and PNG figures)",
+        description="Run the tour: " + ", ".join(SECTIONS) + ".",
+    )
     p.add_argument("--out", default="splitsde-demo", help="output folder for figures")
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
     p.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="run only these sections")

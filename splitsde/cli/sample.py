@@ -30,17 +30,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(batches of independent walkers), next to the exact Boltzmann values.",
     )
     p.add_argument("--system", choices=SYSTEMS, default="harmonic")
-    p.add_argument("--word", default="BAOAB", help="a word or preset name (BAOAB, OBABO, 'B A O A B', ...)")
+    p.add_argument(
+        "--word", default="BAOAB", help="a word or preset name (BAOAB, OBABO, 'B A O A B', ...)"
+    )
     p.add_argument("--h", type=positive_float, default=0.1, help="step size")
     p.add_argument("--steps", type=positive_int, default=2000, help="steps after the burn-in")
-    p.add_argument("--burn-in", type=nonnegative_int, default=None, help="burn-in steps (default: steps/5)")
+    p.add_argument(
+        "--burn-in", type=nonnegative_int, default=None, help="burn-in steps (default: steps/5)"
+    )
     p.add_argument("--walkers", type=positive_int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gamma", type=nonnegative_float, default=1.0, help="friction")
     p.add_argument("--kT", type=positive_float, default=1.0, help="temperature (energy units)")
     p.add_argument("--omega", type=positive_float, default=1.0, help="harmonic frequency")
     p.add_argument("--mass", type=positive_float, default=1.0)
-    p.add_argument("--dim", type=positive_int, default=None, help="coordinates per walker (1-D systems)")
+    p.add_argument(
+        "--dim", type=positive_int, default=None, help="coordinates per walker (1-D systems)"
+    )
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -67,8 +73,12 @@ def run(args: argparse.Namespace) -> int:
     integ = system.integrator(sd.word(args.word))
     dtype = DTYPES[args.dtype]
     burn = args.steps // 5 if args.burn_in is None else args.burn_in
-    y0 = system.initial_state(args.walkers, dim=args.dim, dtype=dtype,
-                              generator=torch.Generator().manual_seed(args.seed + 1))
+    y0 = system.initial_state(
+        args.walkers,
+        dim=args.dim,
+        dtype=dtype,
+        generator=torch.Generator().manual_seed(args.seed + 1),
+    )
     obs = [
         sd.Running(lambda s: s["q"], "q", burn_in=burn),
         sd.Running(lambda s: s["p"], "p", burn_in=burn),
@@ -78,14 +88,20 @@ def run(args: argparse.Namespace) -> int:
     for name in ("q", "p"):
         acc = res.finals[name]
         st = walker_batch_means(acc["mean"], acc["mean_sq"])
-        blocks[name] = {k: np.atleast_1d(st[k]).reshape(-1) for k in ("mean", "mean_se", "var", "var_se")}
+        blocks[name] = {
+            k: np.atleast_1d(st[k]).reshape(-1) for k in ("mean", "mean_se", "var", "var_se")
+        }
     try:
         mom = pot.moments(args.kT)
         exact = {
-            "q": {"mean": np.broadcast_to(mom["mean"], blocks["q"]["mean"].shape),
-                  "var": np.broadcast_to(mom["var"], blocks["q"]["var"].shape)},
-            "p": {"mean": np.zeros_like(blocks["p"]["mean"]),
-                  "var": np.full_like(blocks["p"]["var"], args.kT * args.mass)},
+            "q": {
+                "mean": np.broadcast_to(mom["mean"], blocks["q"]["mean"].shape),
+                "var": np.broadcast_to(mom["var"], blocks["q"]["var"].shape),
+            },
+            "p": {
+                "mean": np.zeros_like(blocks["p"]["mean"]),
+                "var": np.full_like(blocks["p"]["var"], args.kT * args.mass),
+            },
         }
     except NotImplementedError:
         exact = {}
@@ -98,8 +114,12 @@ def run(args: argparse.Namespace) -> int:
         "walkers": args.walkers,
         "seed": args.seed,
         "dtype": args.dtype,
-        "params": {"gamma": args.gamma, "kT": args.kT, "mass": args.mass,
-                   **({"omega": args.omega} if args.system == "harmonic" else {})},
+        "params": {
+            "gamma": args.gamma,
+            "kT": args.kT,
+            "mass": args.mass,
+            **({"omega": args.omega} if args.system == "harmonic" else {}),
+        },
         "weak_order": integ.weak_order,
         "nfe_per_step": res.nfe_per_step,
         "nfe": res.nfe,
@@ -111,8 +131,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
         return 0
-    print(f"{args.system}: word {integ.word}, h = {args.h}, {args.walkers} walkers x {args.steps} steps "
-          f"(burn-in {burn}), NFE/step = {res.nfe_per_step:g}")
+    print(
+        f"{args.system}: word {integ.word}, h = {args.h}, "
+        f"{args.walkers} walkers x {args.steps} steps "
+        f"(burn-in {burn}), NFE/step = {res.nfe_per_step:g}"
+    )
     print(f"{'':6}{'mean':>12}{'± se':>10}{'var':>12}{'± se':>10}{'exact var':>12}{'bias/se':>9}")
     for name, b in blocks.items():
         for i in range(len(b["mean"])):
@@ -120,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
             ev_i = float(ev[i]) if ev is not None else float("nan")
             z = (b["var"][i] - ev_i) / b["var_se"][i] if ev is not None else float("nan")
             label = f"{name}[{i}]" if len(b["mean"]) > 1 else name
-            print(f"{label:6}{b['mean'][i]:12.5f}{b['mean_se'][i]:10.5f}{b['var'][i]:12.5f}"
-                  f"{b['var_se'][i]:10.5f}{ev_i:12.5f}{z:9.2f}")
+            print(
+                f"{label:6}{b['mean'][i]:12.5f}{b['mean_se'][i]:10.5f}{b['var'][i]:12.5f}"
+                f"{b['var_se'][i]:10.5f}{ev_i:12.5f}{z:9.2f}"
+            )
     return 0

@@ -24,7 +24,17 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.compose.program import Assign, Draw, Eval, Let, Mark, Program
+from splitsde.compose.program import (
+    Assign,
+    Draw,
+    Eval,
+    GroupBegin,
+    Let,
+    Mark,
+    Metropolis,
+    Program,
+)
+from splitsde.symbolic.energy import ElementSum
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
 from splitsde.symbolic.symbols import (
     Block,
@@ -75,7 +85,9 @@ class _Hoister:
             var = [self.hoist(a) for a in e.args if _is_tensor(a)]
             if const:
                 c = self.coef(e.func(*const))
-                if not (isinstance(e, sympy.Add) and c == 0) and not (isinstance(e, sympy.Mul) and c == 1):
+                if not (isinstance(e, sympy.Add) and c == 0) and not (
+                    isinstance(e, sympy.Mul) and c == 1
+                ):
                     var.insert(0, c)
             if len(var) == 1:
                 return var[0]
@@ -276,6 +288,7 @@ _FUNCS = {
     sympy.atan: "torch.atan",
     sympy.Abs: "torch.abs",
     sympy.sign: "torch.sign",
+    ElementSum: "_esum",
 }
 
 
@@ -295,7 +308,11 @@ class _Printer:
         if isinstance(e, sympy.Mul):
             args = list(e.args)
             if args and args[0] == -1:
-                return "(-" + self(sympy.Mul(*args[1:], evaluate=False)) + ")" if len(args) > 1 else "-1"
+                return (
+                    "(-" + self(sympy.Mul(*args[1:], evaluate=False)) + ")"
+                    if len(args) > 1
+                    else "-1"
+                )
             return "(" + " * ".join(self(a) for a in args) + ")"
         if isinstance(e, sympy.Pow):
             b, x = e.args
@@ -335,6 +352,7 @@ class LoweredStep:
     checked: Callable
     hooked: Callable
     n_draws: int
+    n_uniforms: int = 0
 
 
 def lower(
@@ -362,13 +380,22 @@ def lower(
             names[s.symbol] = f"n{next(counter)}"
         elif isinstance(s, Let):
             names[s.symbol] = f"k{next(counter)}"
+        elif isinstance(s, Metropolis):
+            names[s.uniform] = f"u{s.group}"
+            for m in s.merges:
+                for o in m.outs:
+                    names[o] = f"v{next(counter)}"
     pr = _Printer(names)
+    n_sub = len(program.substeps)
     field_index = {f: i for i, f in enumerate(program.fields)}
 
     def body(mode: str) -> list[str]:
         L: list[str] = []
         draw_i = 0
+        upcoming = 0  # the sub-step an evaluation serves (for error messages)
         for s in hp.statements:
+            if isinstance(s, Mark):
+                upcoming = s.substep + 1
             if isinstance(s, Eval):
                 i = field_index[s.field]
                 outs = ", ".join(names[o] for o in s.outs)
@@ -376,7 +403,8 @@ def lower(
                 lines = [f"{outs} = {call}", f"_nfe[{i}] += 1"]
                 if mode == "checked":
                     deps = ", ".join(pr(a) for a in s.args[: len(s.field.depends)])
-                    lines.append(f"_check_field({i}, ({outs},), ({deps}{',' if deps else ''}))")
+                    dep_tuple = f"({deps}{',' if deps else ''})"
+                    lines.append(f"_check_field({i}, ({outs},), {dep_tuple}, {upcoming})")
                 if s.carry is not None:
                     L.append("if _carry is None:")
                     L.extend("    " + x for x in lines)
@@ -396,8 +424,15 @@ def lower(
                     tg = ", ".join(names[b] for b in s.targets)
                     bn = ", ".join(repr(b.name) for b in s.targets)
                     L.append(f"_check_state({s.substep}, ({bn},), ({tg},))")
-            elif isinstance(s, Mark) and mode == "hooked":
+            elif isinstance(s, Mark) and mode != "fast":
                 L.append(f"_hook({s.substep}, ({', '.join(names[b] for b in program.blocks)},))")
+            elif isinstance(s, GroupBegin):
+                L.extend(f"_s{s.group}_{b.name} = {names[b]}.clone()" for b in s.saved)
+            elif isinstance(s, Metropolis):
+                L.extend(_metropolis(s, names, inplace))
+                if mode != "fast":
+                    state = ", ".join(names[b] for b in program.blocks)
+                    L.append(f"_hook({n_sub + s.group}, ({state},))")
         return L
 
     blocks = ", ".join(names[b] for b in program.blocks)
@@ -420,10 +455,49 @@ def lower(
     ns: dict[str, Any] = {"torch": torch, "math": __import__("math")}
     ns.update(namespace)
     code = compile(source, "<splitsde step>", "exec")
-    exec(code, ns)  # noqa: S102 - source generated from the library's own program, not user text
+    exec(code, ns)
     return LoweredStep(
-        source, ns["_step_fast"], ns["_step_checked"], ns["_step_hooked"], len(program.draws)
+        source,
+        ns["_step_fast"],
+        ns["_step_checked"],
+        ns["_step_hooked"],
+        len(program.draws),
+        len(program.uniforms),
     )
+
+
+def _metropolis(s: Metropolis, names: Mapping[sympy.Basic, str], inplace: bool) -> list[str]:
+    r"""Accept where :math:`\log u < -W/k_BT` (a NaN work rejects); else restore and flip."""
+    g = s.group
+    a = f"_a{g}"
+    L = [
+        f"{names[s.uniform]} = _udraw{g}()",
+        f"{a} = torch.log({names[s.uniform]}) < -{names[s.work]}",
+        f"_accepted[{g}].add_({a})",
+    ]
+    if inplace:
+        L.append(f"_r{g} = ~{a}")
+        for b in s.saved:
+            src = f"_s{g}_{b.name}[_r{g}]" + (".neg()" if b in s.momenta else "")
+            L.append(f"{names[b]}[_r{g}] = {src}")
+    else:
+        for b in s.saved:
+            src = f"_s{g}_{b.name}.neg()" if b in s.momenta else f"_s{g}_{b.name}"
+            L.append(f"{names[b]} = _select({a}, {names[b]}, {src})")
+    for m in s.merges:
+        for o, acc, rej in zip(m.outs, m.accepted, m.rejected):
+            L.append(f"{names[o]} = _select({a}, {names[acc]}, {names[rej]})")
+    return L
+
+
+def element_sum(x: torch.Tensor) -> torch.Tensor:
+    """Per-walker sum over all non-batch axes (the lowering of :class:`ElementSum`)."""
+    return x.reshape(x.shape[0], -1).sum(-1)
+
+
+def select_walkers(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` for walkers where ``mask`` holds, ``b`` elsewhere (mask of shape ``(batch,)``)."""
+    return torch.where(mask.reshape(mask.shape[0], *([1] * (a.ndim - 1))), a, b)
 
 
 def _assign(

@@ -24,16 +24,23 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.compose.codegen import CoefficientTable, LoweredStep, hoist_program, lower
+from splitsde.compose.codegen import (
+    CoefficientTable,
+    LoweredStep,
+    element_sum,
+    hoist_program,
+    lower,
+    select_walkers,
+)
 from splitsde.compose.presets import word as parse_word
-from splitsde.compose.program import Program, SubstepInfo, build_program
+from splitsde.compose.program import Assign, Eval, Let, Program, SubstepInfo, build_program
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import Word
 from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import SolverStrategy
-from splitsde.symbolic.symbols import Parameter, t
+from splitsde.symbolic.symbols import Parameter
 
 __all__ = ["BoundField", "Integrator", "NonFiniteError", "PreparedRun", "StateError"]
 
@@ -45,8 +52,14 @@ class StateError(ValueError):
 class NonFiniteError(FloatingPointError):
     """A non-finite value appeared; names the step, the sub-step and the block."""
 
-    def __init__(self, message: str, *, step: int | None = None, substep: int | None = None,
-                 block: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: int | None = None,
+        substep: int | None = None,
+        block: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.step = step
         self.substep = substep
@@ -66,14 +79,40 @@ class BoundField:
     from_definition: bool = False
 
 
+def _dispatch(tfn: Callable[..., Any], mfn: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda *a: tfn(*a) if any(isinstance(x, torch.Tensor) for x in a) else mfn(*a)
+
+
+#: Elementwise functions for lowering symbolic field definitions (tensors or Python floats).
+_ELEMENTWISE = {
+    name: _dispatch(getattr(torch, tname), getattr(math, mname))
+    for name, tname, mname in [
+        ("exp", "exp", "exp"),
+        ("log", "log", "log"),
+        ("sqrt", "sqrt", "sqrt"),
+        ("sin", "sin", "sin"),
+        ("cos", "cos", "cos"),
+        ("tan", "tan", "tan"),
+        ("tanh", "tanh", "tanh"),
+        ("sinh", "sinh", "sinh"),
+        ("cosh", "cosh", "cosh"),
+        ("atan", "atan", "atan"),
+        ("Abs", "abs", "fabs"),
+    ]
+}
+
+
 def _definition_callable(f: Field, params: Mapping[Parameter, Any]) -> Callable[..., Any]:
     exprs = [f.definition[o] for o in f.outputs]
     ps = sorted({s for e in exprs for s in e.free_symbols if isinstance(s, Parameter)}, key=str)
     missing = [p for p in ps if p not in params]
     if missing:
         raise ValueError(f"field {f.name}: definition needs parameter(s) {missing}")
-    fns = [sympy.lambdify([*f.args, *ps], e, modules="torch") for e in exprs]
-    values = [params[p] for p in ps]
+    scalar = {p: params[p] for p in ps if not isinstance(params[p], torch.Tensor)}
+    tensor_ps = [p for p in ps if p not in scalar]
+    exprs = [e.xreplace({p: sympy.Float(v) for p, v in scalar.items()}) for e in exprs]
+    fns = [sympy.lambdify([*f.args, *tensor_ps], e, modules=[_ELEMENTWISE, "math"]) for e in exprs]
+    values = [params[p] for p in tensor_ps]
 
     def call(*args: Any) -> Any:
         like = args[0] if args and isinstance(args[0], torch.Tensor) else None
@@ -141,6 +180,7 @@ class Integrator:
         self.reduction = reduction or Reduction()
         self.program: Program = build_program(self.sde, self.word, self.reduction, allow_missing)
         self.params = self._bind_params(params or {})
+        self._callables = dict(fields or {})
         self.fields = self._bind_fields(fields or {})
         self.inplace = inplace
         self.dtype = dtype
@@ -162,7 +202,8 @@ class Integrator:
             name = key.name if isinstance(key, Parameter) else str(key)
             if name not in by_name:
                 raise ValueError(
-                    f"unknown parameter {name!r}; the SDE has {', '.join(sorted(by_name)) or 'none'}"
+                    f"unknown parameter {name!r}; the SDE has "
+                    f"{', '.join(sorted(by_name)) or 'none'}"
                 )
             if isinstance(value, torch.Tensor):
                 if not value.is_floating_point():
@@ -175,7 +216,9 @@ class Integrator:
                 try:
                     fv = float(value)
                 except (TypeError, ValueError) as exc:
-                    raise TypeError(f"parameter {name} must be a number or a tensor, got {value!r}") from exc
+                    raise TypeError(
+                        f"parameter {name} must be a number or a tensor, got {value!r}"
+                    ) from exc
                 if not math.isfinite(fv):
                     raise ValueError(f"parameter {name} = {fv} is not finite")
                 out[by_name[name]] = fv
@@ -190,7 +233,8 @@ class Integrator:
         unknown = set(fns) - known
         if unknown:
             raise ValueError(
-                f"unknown field(s) {sorted(unknown)}; the SDE's fields: {', '.join(sorted(known)) or 'none'}"
+                f"unknown field(s) {sorted(unknown)}; the SDE's fields: "
+                f"{', '.join(sorted(known)) or 'none'}"
             )
         out = []
         for f in self.program.fields:
@@ -207,6 +251,22 @@ class Integrator:
                     f"definition; fields the word evaluates: {', '.join(sorted(names))}"
                 )
         return out
+
+    def field_function(self, name: str) -> Callable[..., Any]:
+        """The torch callable of any field of the SDE (also those the word does not evaluate,
+        such as an energy read by observers); calls through it are not counted as NFE."""
+        for bf in self.fields:
+            if bf.field.name == name:
+                return bf.fn
+        f = self.sde.fields.get(name)
+        if f is None:
+            known = ", ".join(sorted(self.sde.fields))
+            raise ValueError(f"no field {name!r}; the SDE's fields: {known}")
+        if name in self._callables:
+            return self._callables[name]
+        if f.definition is not None:
+            return _definition_callable(f, self.params)
+        raise ValueError(f"field {name} needs a callable (fields={{'{name}': fn}})")
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -227,8 +287,10 @@ class Integrator:
     def exact(self) -> bool:
         """Whether one step reproduces the SDE's transition law exactly (single exact flow)."""
         subs = self.program.substeps
-        return len(self.word.letters) == 1 and len(self.sde.flows) == 1 and all(
-            s.solver.exact for s in subs
+        return (
+            len(self.word.letters) == 1
+            and len(self.sde.flows) == 1
+            and all(s.solver.exact for s in subs)
         )
 
     @property
@@ -244,8 +306,10 @@ class Integrator:
         for s in self.program.substeps:
             if not s.solver.exact:
                 order = min(order, s.solver.weak_order or 1)
-        if self.reduction.reuse == "per_step":
+        if _reuses_moved_evaluations(self.program):
             order = min(order, 1)
+        if self.program.groups:
+            order = min(order, 1)  # Metropolized words: the GHMC preset's declared order
         return order
 
     @property
@@ -260,9 +324,10 @@ class Integrator:
         ]
         for s in self.program.substeps:
             o = s.occurrence
+            order = "exact" if s.solver.exact else f"weak order {s.solver.weak_order}"
             lines.append(
                 f"  {s.index}: {o.letter}[{o.weight}] over [{s.start}, {s.stop}]  "
-                f"{s.solver.method} ({'exact' if s.solver.exact else 'weak order ' + str(s.solver.weak_order)})"
+                f"{s.solver.method} ({order})"
             )
         return "\n".join(lines)
 
@@ -284,7 +349,9 @@ class Integrator:
             raise StateError("a state is a mapping block name -> tensor")
         unknown = set(state) - set(self.blocks)
         if unknown:
-            raise StateError(f"unknown block(s) {sorted(unknown)}; blocks: {', '.join(self.blocks)}")
+            raise StateError(
+                f"unknown block(s) {sorted(unknown)}; blocks: {', '.join(self.blocks)}"
+            )
         missing = [b for b in self.blocks if b not in state]
         if missing:
             raise StateError(f"state misses block(s) {', '.join(missing)}")
@@ -306,9 +373,13 @@ class Integrator:
             if x.ndim == 0:
                 raise StateError(f"block {name} is 0-dimensional; give it a batch dimension")
         if self.dtype is not None and first.dtype != self.dtype:
-            raise StateError(f"the integrator was built for {self.dtype}, the state is {first.dtype}")
+            raise StateError(
+                f"the integrator was built for {self.dtype}, the state is {first.dtype}"
+            )
         if self.device is not None and first.device != self.device:
-            raise StateError(f"the integrator was built for {self.device}, the state is on {first.device}")
+            raise StateError(
+                f"the integrator was built for {self.device}, the state is on {first.device}"
+            )
         for p, v in self.params.items():
             if isinstance(v, torch.Tensor):
                 if v.device != first.device:
@@ -350,9 +421,11 @@ class Integrator:
                 converted.append(torch.as_tensor(v, dtype=like.dtype, device=like.device))
             else:
                 converted.append(v.tolist())
-        rows = [
-            tuple(c[i] for c in converted) for i in range(len(vals[0]) if vals else 1)
-        ] if vals else [()]
+        rows = (
+            [tuple(c[i] for c in converted) for i in range(len(vals[0]) if vals else 1)]
+            if vals
+            else [()]
+        )
         per_step = [rows[i] for i in inverse] if len(rows) > 1 else None
         constant = rows[0] if len(rows) == 1 else None
 
@@ -362,6 +435,15 @@ class Integrator:
             shapes.append(state[block_index[d.like]].shape)
         draws = noise.bind(shapes, like)
         namespace: dict[str, Any] = {"_nfe": self.nfe_counts}
+        tests = self.program.uniforms
+        accepted = [
+            torch.zeros(like.shape[0], dtype=torch.int64, device=like.device) for _ in tests
+        ]
+        if tests:
+            uniforms = noise.bind_uniform([torch.Size([like.shape[0]])] * len(tests), like)
+            for m, u in zip(tests, uniforms):
+                namespace[f"_udraw{m.group}"] = u
+        namespace.update(_accepted=accepted, _esum=element_sum, _select=select_walkers)
         for i, bf in enumerate(self.fields):
             namespace[f"_f{i}"] = bf.fn
         for i, d in enumerate(draws):
@@ -378,7 +460,9 @@ class Integrator:
             draws_take_times=noise.takes_times,
             namespace=namespace,
         )
-        return PreparedRun(self, lowered, constant, per_step, t_, h_, hook)
+        run = PreparedRun(self, lowered, constant, per_step, t_, h_, hook)
+        run.accepted = accepted
+        return run
 
     # -- convenience ----------------------------------------------------------------------------
     def step(
@@ -408,6 +492,31 @@ class Integrator:
         return dict(zip(self.blocks, out))
 
 
+def _reuses_moved_evaluations(program: Program) -> bool:
+    """Whether a field value is used after a block it was evaluated on has changed (the
+    ``per_step`` reuse of a moved-state evaluation, which costs an order)."""
+    from splitsde.symbolic.symbols import Block
+
+    versions = dict.fromkeys(program.blocks, 0)
+    taken: dict[Any, dict[Any, int]] = {}
+    for s in program.statements:
+        if isinstance(s, Eval):
+            snap = {a: versions[a] for a in s.args if isinstance(a, Block)}
+            for o in s.outs:
+                taken[o] = snap
+        elif isinstance(s, Let | Assign):
+            exprs = (s.expr,) if isinstance(s, Let) else s.exprs
+            for e in exprs:
+                for sym in e.free_symbols:
+                    snap = taken.get(sym)
+                    if snap is not None and any(versions[b] != v for b, v in snap.items()):
+                        return True
+            if isinstance(s, Assign):
+                for b in s.targets:
+                    versions[b] += 1
+    return False
+
+
 class _Hook:
     """Per-sub-step callback target for the hooked step variant."""
 
@@ -424,7 +533,7 @@ class _Checks:
         self.integ = integ
         self.like = {b: x for b, x in zip(integ.program.blocks, state)}
 
-    def check_field(self, i: int, outs: tuple, inputs: tuple) -> None:
+    def check_field(self, i: int, outs: tuple, inputs: tuple, substep: int = 0) -> None:
         bf = self.integ.fields[i]
         f = bf.field
         for name, out, like_block in zip(f.outputs, outs, f.like):
@@ -439,14 +548,31 @@ class _Checks:
                         f"(the shape of block {like_block})"
                     )
                 if out.dtype != like.dtype:
-                    raise FieldError(f"{where} returned dtype {out.dtype}, the state is {like.dtype}")
+                    raise FieldError(
+                        f"{where} returned dtype {out.dtype}, the state is {like.dtype}"
+                    )
                 if out.device != like.device:
-                    raise FieldError(f"{where} returned a tensor on {out.device}, the state is on {like.device}")
+                    raise FieldError(
+                        f"{where} returned a tensor on {out.device}, the state is on {like.device}"
+                    )
             if not torch.isfinite(out).all():
-                raise FieldError(f"{where} returned non-finite values")
+                sizes = [float(x.abs().max()) for x in inputs if isinstance(x, torch.Tensor)]
+                largest = f"; largest |input| = {max(sizes):.3g}" if sizes else ""
+                subs = self.integ.program.substeps
+                what = ""
+                if substep < len(subs):
+                    o = subs[substep].occurrence
+                    what = f" for sub-step {substep} ({o.letter}[{o.weight}])"
+                raise NonFiniteError(
+                    f"{where} returned non-finite values{what}{largest}",
+                    substep=substep if substep < len(subs) else None,
+                )
             if self.integ.inplace:
                 for x in inputs:
-                    if isinstance(x, torch.Tensor) and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                    if (
+                        isinstance(x, torch.Tensor)
+                        and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+                    ):
                         raise FieldError(
                             f"{where} returned a view of its input; return a new tensor (the "
                             "integrator updates blocks in place)"
@@ -485,6 +611,8 @@ class PreparedRun:
         self.t = t_.tolist()
         self.h = h_.tolist()
         self.hook = hook
+        #: Accepted Metropolis proposals per walker, one int64 tensor per ``{ }`` group.
+        self.accepted: list[torch.Tensor] = []
 
     @property
     def source(self) -> str:
@@ -493,7 +621,20 @@ class PreparedRun:
     def coefficients(self, k: int) -> tuple:
         return self.constant if self.constant is not None else self.per_step[k]
 
-    def call(self, k: int, state: tuple, carry: tuple | None, *, checked: bool = False,
-             hooked: bool = False) -> tuple[tuple, tuple]:
-        fn = self.lowered.checked if checked else self.lowered.hooked if hooked else self.lowered.fast
+    def call(
+        self,
+        k: int,
+        state: tuple,
+        carry: tuple | None,
+        *,
+        checked: bool = False,
+        hooked: bool = False,
+    ) -> tuple[tuple, tuple]:
+        fn = (
+            self.lowered.checked
+            if checked
+            else self.lowered.hooked
+            if hooked
+            else self.lowered.fast
+        )
         return fn(state, self.coefficients(k), carry, self.t[k], self.h[k])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import sympy
 
@@ -37,8 +38,12 @@ __all__ = [
     "Assign",
     "Draw",
     "Eval",
+    "GroupBegin",
+    "GroupInfo",
     "Let",
     "Mark",
+    "Merge",
+    "Metropolis",
     "Program",
     "ProgramCoefficient",
     "SubstepInfo",
@@ -92,7 +97,41 @@ class Mark:
     substep: int
 
 
-Statement = Eval | Draw | Let | Assign | Mark
+@dataclass(frozen=True)
+class GroupBegin:
+    """Start of Metropolized group ``group``: keep copies of ``saved`` for a rejection."""
+
+    group: int
+    saved: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A field value valid after a Metropolis test: ``accepted`` where the walker's proposal
+    was accepted, ``rejected`` (the value at the group's start) where it was rejected."""
+
+    field: Field
+    outs: tuple[FieldValue, ...]
+    args: tuple[sympy.Expr, ...]
+    accepted: tuple[FieldValue, ...]
+    rejected: tuple[FieldValue, ...]
+
+
+@dataclass(frozen=True)
+class Metropolis:
+    r"""End of Metropolized group ``group``: accept each walker's proposal when
+    :math:`u < e^{-W/k_BT}` with ``u`` a uniform draw and ``work`` :math:`= W/k_BT`; otherwise
+    restore ``saved`` and flip ``momenta``. ``merges`` keep field values consistent."""
+
+    group: int
+    saved: tuple[Block, ...]
+    momenta: tuple[Block, ...]
+    work: Temporary
+    uniform: NoiseSymbol
+    merges: tuple[Merge, ...]
+
+
+Statement = Eval | Draw | Let | Assign | Mark | GroupBegin | Metropolis
 
 
 @dataclass(frozen=True)
@@ -120,6 +159,20 @@ class ProgramCoefficient:
     weight: Fraction
 
 
+@dataclass(frozen=True)
+class GroupInfo:
+    """A Metropolized group ``{ ... }``: its sub-steps and its hook index in the step."""
+
+    index: int
+    substeps: tuple[int, ...]
+    text: str
+    hook: int
+
+    @property
+    def letter(self) -> str:
+        return "{" + self.text + "}"
+
+
 @dataclass
 class Program:
     blocks: tuple[Block, ...]
@@ -129,6 +182,12 @@ class Program:
     substeps: list[SubstepInfo]
     coefficients: list[ProgramCoefficient]
     carry: list[tuple[FieldValue, ...]] = field(default_factory=list)
+    groups: list[GroupInfo] = field(default_factory=list)
+
+    @property
+    def uniforms(self) -> list[Metropolis]:
+        """Metropolis tests, each drawing one uniform per walker, in program order."""
+        return [s for s in self.statements if isinstance(s, Metropolis)]
 
     @property
     def fields(self) -> tuple[Field, ...]:
@@ -156,7 +215,11 @@ class Program:
         for s in self.statements:
             if isinstance(s, Eval):
                 outs = ", ".join(map(str, s.outs))
-                carry = f"   [carried from the previous step if available: slot {s.carry}]" if s.carry is not None else ""
+                carry = (
+                    f"   [carried from the previous step if available: slot {s.carry}]"
+                    if s.carry is not None
+                    else ""
+                )
                 lines.append(f"  {outs} = {s.field.name}({', '.join(map(str, s.args))}){carry}")
             elif isinstance(s, Draw):
                 lines.append(f"  {s.symbol} ~ N(0, 1) like {s.like}   [{s.start}, {s.stop}]")
@@ -165,6 +228,21 @@ class Program:
             elif isinstance(s, Assign):
                 for tgt, e in zip(s.targets, s.exprs):
                     lines.append(f"  {tgt} <- {e}")
+            elif isinstance(s, GroupBegin):
+                g = self.groups[s.group]
+                kept = ", ".join(map(str, s.saved))
+                lines.append(f"  -- Metropolized group {g.letter}: keep {kept}")
+            elif isinstance(s, Metropolis):
+                kept = ", ".join(map(str, s.saved))
+                flip = ", ".join(map(str, s.momenta))
+                lines.append(
+                    f"  {s.uniform} ~ U(0, 1) per walker; accept where "
+                    f"{s.uniform} < exp(-{s.work}),"
+                    f" else restore {kept} and flip {flip or 'nothing'}"
+                )
+                for m in s.merges:
+                    for o, a, r in zip(m.outs, m.accepted, m.rejected):
+                        lines.append(f"  {o} = {a} if accepted else {r}")
             elif isinstance(s, Mark):
                 sub = self.substeps[s.substep]
                 o = sub.occurrence
@@ -173,7 +251,9 @@ class Program:
                     f"[{sub.start}, {sub.stop}] ({sub.solver.method})"
                 )
         if self.carry:
-            lines.append("  carry to next step: " + ", ".join(",".join(map(str, c)) for c in self.carry))
+            lines.append(
+                "  carry to next step: " + ", ".join(",".join(map(str, c)) for c in self.carry)
+            )
         return "\n".join(lines)
 
 
@@ -201,11 +281,9 @@ def build_program(
             f"word {word} leaves out flow(s) {', '.join(missing)} of the SDE; every flow must "
             "appear (pass allow_missing=True to integrate only part of the SDE)"
         )
+    energy = sde.energy
     if word.groups:
-        raise WordError(
-            f"word {word} has a Metropolized group {{ }}, which needs the Metropolis support of "
-            "the GHMC integrator (not available in this build)"
-        )
+        _check_groups(sde, word, reduction)
     for occ in word:
         flow = sde.flows[occ.letter]
         if occ.weight < 0 and flow.is_stochastic:
@@ -226,14 +304,22 @@ def build_program(
         if not f.time:
             return None
         if reduction.time_label is not None and reduction.applies_to(f.name):
-            return t + sympy.Rational(reduction.time_label.numerator, reduction.time_label.denominator) * h
+            return (
+                t
+                + sympy.Rational(reduction.time_label.numerator, reduction.time_label.denominator)
+                * h
+            )
         return label
 
-    def emit_eval(f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None) -> tuple[FieldValue, ...]:
+    def emit_eval(
+        f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None
+    ) -> tuple[FieldValue, ...]:
         outs = []
         for o in f.outputs:
             counter["v"] += 1
-            outs.append(FieldValue(f"{f.name}{'_' + o if len(f.outputs) > 1 else ''}_{counter['v']}"))
+            outs.append(
+                FieldValue(f"{f.name}{'_' + o if len(f.outputs) > 1 else ''}_{counter['v']}")
+            )
         full = (*args, label) if f.time else args
         stmt = Eval(f, tuple(outs), tuple(full))
         vers = tuple(versions.get(a) if isinstance(a, Block) else None for a in args)
@@ -245,7 +331,9 @@ def build_program(
     def plain(f: Field, args: tuple[sympy.Expr, ...]) -> bool:
         return tuple(args) == tuple(f.depends)
 
-    def value_of(f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None) -> tuple[FieldValue, ...]:
+    def value_of(
+        f: Field, args: tuple[sympy.Expr, ...], label: sympy.Expr | None
+    ) -> tuple[FieldValue, ...]:
         label = label_for(f, label)
         if reduction.reuse == "per_step" and reduction.applies_to(f.name) and plain(f, args):
             if f not in per_step:
@@ -260,6 +348,58 @@ def build_program(
                         return rec.stmt.outs
         return emit_eval(f, args, label)
 
+    def energy_now(name: str) -> Temporary:
+        """Emit the energy per walker at the current state (fresh or provably current fields)."""
+        expr = energy.expression()
+        repl = {}
+        for app in sorted(field_applications(expr), key=sympy.default_sort_key):
+            f, out = field_of(app)
+            repl[app] = value_of(f, tuple(app.args[: len(f.depends)]), None)[out]
+        tmp = Temporary(name)
+        statements.append(Let(tmp, expr.xreplace(repl)))
+        return tmp
+
+    groups: list[GroupInfo] = []
+    group_state: dict[str, Any] = {}
+
+    def begin_group(g: int, first: int) -> None:
+        idx = next(ix for ix in word.groups if ix[0] == first)
+        changed = {b for i in idx for b in sde.flows[word[i].letter].changed}
+        saved = tuple(b for b in sde.blocks if b in changed or b in energy.momenta)
+        groups.append(GroupInfo(len(groups), idx, _group_text(word, idx), len(word) + len(groups)))
+        statements.append(GroupBegin(g, saved))
+        group_state.update(saved=saved, start=dict(versions), energy=energy_now(f"E{g}_start"))
+
+    def end_group(g: int) -> None:
+        e1 = energy_now(f"E{g}_end")
+        work = Temporary(f"W{g}")
+        statements.append(Let(work, (e1 - group_state["energy"]) / energy.kT))
+        saved, start = group_state["saved"], group_state["start"]
+        end = dict(versions)
+        merges, new_records = [], []
+        for f in dict.fromkeys(rec.stmt.field for rec in records):
+            deps = f.depends
+            if f.time or not set(deps) & set(saved) or set(deps) & set(energy.momenta):
+                continue  # untouched by the test, or not recoverable after a momentum flip
+            at_end = _find(records, f, deps, end)
+            at_start = _find(records, f, deps, start)
+            if at_end is None or at_start is None:
+                continue
+            counter["v"] += 1
+            outs = tuple(FieldValue(f"{o.name}_m{counter['v']}") for o in at_end.stmt.outs)
+            merges.append(Merge(f, outs, deps, at_end.stmt.outs, at_start.stmt.outs))
+        statements.append(
+            Metropolis(g, saved, energy.momenta, work, NoiseSymbol(f"u_{g}"), tuple(merges))
+        )
+        for b in saved:
+            versions[b] += 1
+        for m in merges:
+            vers = tuple(versions[b] for b in m.args)
+            key = (m.field, tuple(zip(m.args, vers)), None)
+            rec = _EvalRecord(m, len(statements), key, None, vers)  # type: ignore[arg-type]
+            new_records.append(rec)
+        records.extend(new_records)
+
     def pre_evaluate() -> None:
         for occ in word:
             for f in sde.flows[occ.letter].solver.fields:
@@ -267,6 +407,8 @@ def build_program(
                     per_step[f] = emit_eval(f, f.depends, label_for(f, t if f.time else None))
 
     for k, occ in enumerate(word):
+        if occ.group is not None and (k == 0 or word[k - 1].group != occ.group):
+            begin_group(occ.group, k)
         if reduction.reuse == "per_step" and (
             (reduction.eval_at == "start" and k == 0)
             or (not isinstance(reduction.eval_at, str) and reduction.eval_at == k)
@@ -282,7 +424,9 @@ def build_program(
             rename[xi] = new
             a = sympy.Rational(spec.start.numerator, spec.start.denominator)
             b = sympy.Rational(spec.stop.numerator, spec.stop.denominator)
-            statements.append(Draw(new, spec.like, sympy.expand(t0 + a * s), sympy.expand(t0 + b * s)))
+            statements.append(
+                Draw(new, spec.like, sympy.expand(t0 + a * s), sympy.expand(t0 + b * s))
+            )
         for c, d in upd.coefficients.items():
             new = Coefficient(f"c{k}_{c.name}")
             rename[c] = new
@@ -290,7 +434,7 @@ def build_program(
         for tmp, _ in upd.lets:
             rename[tmp] = Temporary(f"k{k}_{tmp.name}")
 
-        def lower(e: sympy.Expr) -> sympy.Expr:
+        def lower(e: sympy.Expr, rename: dict = rename) -> sympy.Expr:
             e = e.xreplace(rename)
             apps = sorted(field_applications(e), key=sympy.default_sort_key)
             if not apps:
@@ -312,14 +456,81 @@ def build_program(
             versions[b] += 1
         statements.append(Mark(k))
         substeps.append(SubstepInfo(k, occ, solver, t0, sympy.expand(t0 + s)))
+        if occ.group is not None and (k == len(word) - 1 or word[k + 1].group != occ.group):
+            end_group(occ.group)
 
-    if reduction.reuse == "per_step" and not isinstance(reduction.eval_at, str) and reduction.eval_at == len(word):
-        raise WordError("eval_at equal to the number of sub-steps evaluates after the step; use 'start'")
+    if (
+        reduction.reuse == "per_step"
+        and not isinstance(reduction.eval_at, str)
+        and reduction.eval_at == len(word)
+    ):
+        raise WordError(
+            "eval_at equal to the number of sub-steps evaluates after the step; use 'start'"
+        )
 
-    program = Program(sde.blocks, word, reduction, statements, substeps, coefs)
+    program = Program(sde.blocks, word, reduction, statements, substeps, coefs, groups=groups)
     if reduction.reuse == "exact":
         _mark_carry(program, records, versions)
     return program
+
+
+def _find(records: list[_EvalRecord], f: Field, deps: tuple, vers: dict) -> _EvalRecord | None:
+    """The latest evaluation of ``f`` at its own dependencies with the given block versions."""
+    key = (f, tuple((b, vers[b]) for b in deps), None)
+    for rec in reversed(records):
+        if rec.key == key:
+            return rec
+    return None
+
+
+def _group_text(word: Word, idx: tuple[int, ...]) -> str:
+    counts = word.counts
+    return " ".join(
+        word[i].letter
+        if word[i].weight == Fraction(1, counts[word[i].letter])
+        else f"{word[i].letter}[{word[i].weight}]"
+        for i in idx
+    )
+
+
+def _check_groups(sde: SDE, word: Word, reduction: Reduction) -> None:
+    """A Metropolized group must be a reversible, volume-preserving proposal with an energy."""
+    if sde.energy is None:
+        raise WordError(
+            f"word {word} has a Metropolized group {{ }}, which needs the energy of the SDE "
+            "(SDE(..., energy=Energy(...))); this SDE declares none"
+        )
+    if reduction.reuse == "per_step":
+        raise WordError(
+            "a Metropolized group needs exact field values inside the proposal; use "
+            "reuse='exact' or 'none', not 'per_step'"
+        )
+    for idx in word.groups:
+        text = _group_text(word, idx)
+        noisy = [word[i].letter for i in idx if sde.flows[word[i].letter].is_stochastic]
+        if noisy:
+            raise WordError(
+                f"group {{{text}}} contains stochastic letter(s) "
+                f"{', '.join(dict.fromkeys(noisy))}; "
+                "a Metropolized group must be deterministic: move them outside the braces"
+            )
+        timed = [
+            word[i].letter for i in idx if sde.flows[word[i].letter].solver.time != "autonomous"
+        ]
+        if timed:
+            raise WordError(f"group {{{text}}} has time-dependent letter(s) {', '.join(timed)}")
+        items: list[list] = []
+        for i in idx:
+            o = word[i]
+            if items and items[-1][0] == o.letter:
+                items[-1][1] += o.weight
+            else:
+                items.append([o.letter, o.weight])
+        if items != items[::-1]:
+            raise WordError(
+                f"group {{{text}}} is not symmetric: its proposal is not reversible under a "
+                "momentum flip, so the Metropolis test would not sample the target exactly"
+            )
 
 
 def _mark_carry(program: Program, records: list[_EvalRecord], final: dict[Block, int]) -> None:

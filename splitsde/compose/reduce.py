@@ -52,16 +52,24 @@ class Reduction:
         if isinstance(self.eval_at, bool) or not (
             self.eval_at in ("first", "start") or isinstance(self.eval_at, int)
         ):
-            raise ValueError(f"eval_at must be 'first', 'start' or an integer, got {self.eval_at!r}")
+            raise ValueError(
+                f"eval_at must be 'first', 'start' or an integer, got {self.eval_at!r}"
+            )
         if self.eval_at != "first" and self.reuse != "per_step":
             raise ValueError("eval_at only applies to reuse='per_step'")
         label = self.time_label
         if isinstance(label, str):
             if label not in _LABELS:
-                raise ValueError(f"time_label must be 'start', 'mid', 'end' or a fraction, got {label!r}")
+                raise ValueError(
+                    f"time_label must be 'start', 'mid', 'end' or a fraction, got {label!r}"
+                )
             object.__setattr__(self, "time_label", _LABELS[label])
         elif label is not None:
-            frac = Fraction(label).limit_denominator(10**9) if isinstance(label, float) else Fraction(label)
+            frac = (
+                Fraction(label).limit_denominator(10**9)
+                if isinstance(label, float)
+                else Fraction(label)
+            )
             if not 0 <= frac <= 1:
                 raise ValueError(f"time_label must lie in [0, 1], got {label}")
             object.__setattr__(self, "time_label", frac)
@@ -100,7 +108,10 @@ def reduce(
     time_label: Fraction | float | str | None = None,
     fields: tuple[str, ...] | None = None,
 ) -> ReducedWord:
-    """The reduced variant of ``word``: e.g. ``reduce("OBA", reuse="per_step", eval_at="start")``."""
+    """The reduced variant of ``word``.
+
+    Example: ``reduce("OBA", reuse="per_step", eval_at="start")``.
+    """
     w = _word(word)
     if isinstance(eval_at, int) and not isinstance(eval_at, bool) and not 0 <= eval_at <= len(w):
         raise WordError(f"eval_at={eval_at} is outside the {len(w)} sub-steps of {w}")

@@ -88,7 +88,7 @@ def _tokenize(text: str) -> list[_Token]:
         raise WordError(f"a word must be a string, got {type(text).__name__}")
     if not text.strip():
         raise WordError("empty word: give at least one letter, e.g. 'BAOAB'")
-    alpha = [c for c in text if c.isalpha()]
+    alpha = [c for c in re.sub(r"\[[^\]]*\]?", "", text) if c.isalpha()]
     lower = bool(alpha) and all(c.islower() for c in alpha)
     if not lower and any(c.islower() for c in alpha):
         i = next(i for i, c in enumerate(text) if c.islower())
@@ -157,8 +157,8 @@ class Word:
     """An immutable, validated splitting word.
 
     >>> w = Word("BAOAB")
-    >>> [(o.letter, str(o.weight)) for o in w]
-    [('B', '1/2'), ('A', '1/2'), ('O', '1'), ('A', '1/2'), ('B', '1/2')]
+    >>> " ".join(f"{o.letter}{o.weight}" for o in w)
+    'B1/2 A1/2 O1 A1/2 B1/2'
     >>> w.is_symmetric
     True
     >>> Word(str(w)) == w

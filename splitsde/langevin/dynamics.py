@@ -30,21 +30,31 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.langevin.potentials import Potential, _Q
+from splitsde.langevin.potentials import _Q, Potential
+from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter
 from splitsde.system import System
 
-__all__ = ["LangevinSystem", "overdamped", "overdamped_lm", "underdamped"]
+__all__ = ["LangevinSystem", "langevin_sde", "overdamped", "overdamped_lm", "underdamped"]
 
 
 class LangevinSystem(System):
     """A Langevin system: the split SDE, its parameters, the potential(s) and helpers."""
 
-    def __init__(self, sde: SDE, params: dict, fields: dict, potentials: Sequence[Potential],
-                 kT: float, mass: Any, underdamped: bool, name: str) -> None:
+    def __init__(
+        self,
+        sde: SDE,
+        params: dict,
+        fields: dict,
+        potentials: Sequence[Potential],
+        kT: float,
+        mass: Any,
+        underdamped: bool,
+        name: str,
+    ) -> None:
         super().__init__(sde, params, fields, name)
         self.potentials = tuple(potentials)
         self.kT = float(kT)
@@ -102,6 +112,31 @@ def _force_field(name: str, q: Block, pot: Potential) -> Field:
     return Field(name, [q], definition=definition, description=f"force of {pot!r}")
 
 
+def _energy_field(name: str, q: Block, pot: Potential) -> Field:
+    return Field(name, [q], like=[None], description=f"potential energy of {pot!r} per walker")
+
+
+def langevin_sde(kicks: Sequence[tuple[str, Field, Field]]) -> SDE:
+    r"""The symbolic underdamped Langevin SDE with energy
+    :math:`H = \sum_k U_k(q) + \sum p^2/(2M)`.
+
+    ``kicks`` lists ``(letter, force field, energy field)`` per kick letter: ``("B", F, U)``
+    for one force, or ``("B0", F0, U0), ("B1", F1, U1), ...`` for force groups. The letters
+    are A (positions), the kicks, and O (exact Ornstein--Uhlenbeck).
+    """
+    q, p = Block("q"), Block("p")
+    M = Parameter("M", positive=True)
+    g = Parameter("gamma", nonnegative=True)
+    T = Parameter("kT", positive=True)
+    flows: dict[str, Flow] = {"A": Flow({q: p / M}, description="positions (openmmtools R)")}
+    for letter, F, _ in kicks:
+        what = "kick (openmmtools V)" if letter == "B" else f"kick of force group {letter[1:]}"
+        flows[letter] = Flow({p: F()}, description=what)
+    flows["O"] = Flow({p: -g * p}, {p: sympy.sqrt(2 * g * T * M)}, description="exact OU")
+    energy = Energy(sum(U() for _, _, U in kicks), p**2 / (2 * M), kT=T, momenta=[p])
+    return SDE([q, p], flows, energy=energy, name="underdamped Langevin")
+
+
 def underdamped(
     potential: Potential | Sequence[Potential],
     *,
@@ -123,27 +158,30 @@ def underdamped(
         raise ValueError(f"gamma must be finite and non-negative, got {gamma}")
     if not kT > 0:
         raise ValueError(f"kT must be positive, got {kT}")
-    q, p = Block("q"), Block("p")
-    M = Parameter("M", positive=True)
-    g = Parameter("gamma", nonnegative=True)
-    T = Parameter("kT", positive=True)
-    flows: dict[str, Flow] = {"A": Flow({q: p / M}, description="positions (openmmtools R)")}
+    q = Block("q")
     fields: dict[str, Any] = {}
     if force_groups and len(pots) > 1:
+        kicks = []
         for i, pot in enumerate(pots):
-            F = _force_field(f"F{i}", q, pot)
-            flows[f"B{i}"] = Flow({p: F()}, description=f"kick of force group {i}")
-            fields[F.name] = pot.force
+            kicks.append((f"B{i}", _force_field(f"F{i}", q, pot), _energy_field(f"U{i}", q, pot)))
+            fields[f"F{i}"] = pot.force
+            fields[f"U{i}"] = pot.energy
     else:
         if len(pots) == 1:
-            F = _force_field("F", q, pots[0])
+            kicks = [("B", _force_field("F", q, pots[0]), _energy_field("U", q, pots[0]))]
             fields["F"] = pots[0].force
+            fields["U"] = pots[0].energy
         else:
-            F = Field("F", [q], description="sum of forces")
+            kicks = [
+                (
+                    "B",
+                    Field("F", [q], description="sum of forces"),
+                    Field("U", [q], like=[None], description="sum of potential energies"),
+                )
+            ]
             fields["F"] = lambda x: sum(pt.force(x) for pt in pots)
-        flows["B"] = Flow({p: F()}, description="kick (openmmtools V)")
-    flows["O"] = Flow({p: -g * p}, {p: sympy.sqrt(2 * g * T * M)}, description="exact OU")
-    sde = SDE([q, p], flows, name="underdamped Langevin")
+            fields["U"] = lambda x: sum(pt.energy(x) for pt in pots)
+    sde = langevin_sde(kicks)
     if isinstance(mass, torch.Tensor):
         if (mass <= 0).any():
             raise ValueError("masses must be positive")
@@ -163,15 +201,29 @@ def overdamped(potential: Potential, *, kT: float = 1.0) -> LangevinSystem:
     F = _force_field("F", q, potential)
     sde = SDE(
         [q],
-        {"B": Flow({q: F()}, description="drift"), "O": Flow(noise={q: sympy.sqrt(2 * T)}, description="noise")},
+        {
+            "B": Flow({q: F()}, description="drift"),
+            "O": Flow(noise={q: sympy.sqrt(2 * T)}, description="noise"),
+        },
         name="overdamped Langevin",
     )
-    return LangevinSystem(sde, {"kT": kT}, {"F": potential.force}, [potential], kT, 1.0, False,
-                          f"overdamped {potential.name}")
+    return LangevinSystem(
+        sde,
+        {"kT": kT},
+        {"F": potential.force},
+        [potential],
+        kT,
+        1.0,
+        False,
+        f"overdamped {potential.name}",
+    )
 
 
-def overdamped_lm(potential: Potential, *, kT: float = 1.0, h: float) -> tuple[LangevinSystem, float]:
-    r"""The Leimkuhler--Matthews scheme :math:`q_{n+1} = q_n + hF(q_n) + \sqrt{kT h/2}(R_n + R_{n+1})`
+def overdamped_lm(
+    potential: Potential, *, kT: float = 1.0, h: float
+) -> tuple[LangevinSystem, float]:
+    r"""The Leimkuhler--Matthews scheme
+    :math:`q_{n+1} = q_n + hF(q_n) + \sqrt{kT h/2}(R_n + R_{n+1})`
     as BAOAB in the infinite-friction limit (unit mass, :math:`\delta = \sqrt{2h}`).
 
     Returns the underdamped system (with :math:`\gamma = \infty` realised as a full momentum
@@ -186,8 +238,13 @@ def overdamped_lm(potential: Potential, *, kT: float = 1.0, h: float) -> tuple[L
     F = _force_field("F", q, potential)
     from splitsde.symbolic.solve import Custom, noise_symbol
 
-    refresh = Custom({p: sympy.sqrt(T) * noise_symbol(p)}, weak_order=None, exact=True,
-                     name="momentum refresh", reason="gamma = infinity: p is redrawn from N(0, kT)")
+    refresh = Custom(
+        {p: sympy.sqrt(T) * noise_symbol(p)},
+        weak_order=None,
+        exact=True,
+        name="momentum refresh",
+        reason="gamma = infinity: p is redrawn from N(0, kT)",
+    )
     sde = SDE(
         [q, p],
         {
@@ -197,6 +254,7 @@ def overdamped_lm(potential: Potential, *, kT: float = 1.0, h: float) -> tuple[L
         },
         name="Langevin (infinite friction)",
     )
-    sys_ = LangevinSystem(sde, {"kT": kT}, {"F": potential.force}, [potential], kT, 1.0, True,
-                          f"LM {potential.name}")
+    sys_ = LangevinSystem(
+        sde, {"kT": kT}, {"F": potential.force}, [potential], kT, 1.0, True, f"LM {potential.name}"
+    )
     return sys_, float(np.sqrt(2.0 * h))

@@ -19,7 +19,9 @@ from splitsde.observers import Observer
 __all__ = ["ConfigurationalTemperature", "kinetic_temperature", "potential_energy"]
 
 
-def kinetic_temperature(state: Mapping[str, torch.Tensor], mass: Any = 1.0, removed_dof: int = 0) -> torch.Tensor:
+def kinetic_temperature(
+    state: Mapping[str, torch.Tensor], mass: Any = 1.0, removed_dof: int = 0
+) -> torch.Tensor:
     """Per-walker instantaneous kinetic temperature :math:`p^\\top M^{-1} p / N_{dof}`."""
     p = state["p"]
     m = torch.as_tensor(mass, dtype=p.dtype, device=p.device)
@@ -65,3 +67,9 @@ class ConfigurationalTemperature(Observer):
         g2 = self.g2 / self.count
         lap = self.lap / self.count
         return {"grad2": g2, "laplacian": lap, "value": float(g2.mean() / lap.mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"g2": self.g2, "lap": self.lap, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.g2, self.lap, self.count = state["g2"], state["lap"], state["count"]

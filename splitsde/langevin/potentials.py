@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 
-def _autograd_force(energy: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor) -> torch.Tensor:
+def _autograd_force(
+    energy: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor
+) -> torch.Tensor:
     with torch.enable_grad():
         x = q.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(energy(x).sum(), x)
@@ -111,7 +113,9 @@ class _Separable1D(Potential):
 @cache
 def _partition(pot: _Separable1D, kT: float) -> float:
     f = lambda x: math.exp(-(float(pot.u(np.array(x))) - pot._umin) / kT)  # noqa: E731
-    return scipy.integrate.quad(f, -pot._support, pot._support, limit=200, epsabs=1e-13, epsrel=1e-12)[0]
+    return scipy.integrate.quad(
+        f, -pot._support, pot._support, limit=200, epsabs=1e-13, epsrel=1e-12
+    )[0]
 
 
 @cache
@@ -142,14 +146,14 @@ class Harmonic(_Separable1D):
         return 0.5 * self.omega**2 * (q * q).reshape(q.shape[0], -1).sum(-1)
 
     def force(self, q: torch.Tensor) -> torch.Tensor:
-        return q * (-self.omega**2)
+        return q * (-(self.omega**2))
 
     def laplacian(self, q: torch.Tensor) -> torch.Tensor:
         n = q[0].numel()
         return torch.full((q.shape[0],), self.omega**2 * n, dtype=q.dtype, device=q.device)
 
     def symbolic_force(self) -> sympy.Expr:
-        return -sympy.Float(self.omega) ** 2 * _Q
+        return -(sympy.Float(self.omega) ** 2) * _Q
 
     def moments(self, kT: float) -> dict[str, np.ndarray]:
         return {"mean": np.array(0.0), "var": np.array(kT / self.omega**2)}
@@ -229,7 +233,9 @@ class MullerBrown(Potential):
 
     def energy(self, q: torch.Tensor) -> torch.Tensor:
         if q.shape[-1] != 2:
-            raise ValueError(f"Müller-Brown needs a last axis of size 2, got shape {tuple(q.shape)}")
+            raise ValueError(
+                f"Müller-Brown needs a last axis of size 2, got shape {tuple(q.shape)}"
+            )
         e = self._terms(q[..., 0], q[..., 1], torch)
         return e.reshape(q.shape[0], -1).sum(-1)
 
@@ -269,8 +275,12 @@ def _mb_moments(scale: float, kT: float) -> dict[str, np.ndarray]:
 class TorchPotential(Potential):
     """Any torch energy function ``energy(q) -> (walkers,)``; forces by autograd."""
 
-    def __init__(self, energy: Callable[[torch.Tensor], torch.Tensor], name: str = "torch",
-                 event_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        energy: Callable[[torch.Tensor], torch.Tensor],
+        name: str = "torch",
+        event_shape: tuple[int, ...] | None = None,
+    ) -> None:
         self._energy = energy
         self.name = name
         self.event_shape = event_shape

@@ -22,7 +22,7 @@ from sympy.core.function import AppliedUndef
 
 from splitsde.symbolic.symbols import Block, _check_name, t
 
-__all__ = ["Field", "field_of", "field_applications"]
+__all__ = ["Field", "field_applications", "field_of"]
 
 
 class Field:
@@ -144,7 +144,9 @@ class Field:
                 raise KeyError(f"field {self.name!r}: definition for unknown output {key!r}")
             expr = sympy.sympify(expr)
             stray = {
-                s for s in expr.free_symbols if (isinstance(s, Block) or s == t) and s not in allowed
+                s
+                for s in expr.free_symbols
+                if (isinstance(s, Block) or s == t) and s not in allowed
             }
             if stray:
                 raise ValueError(

@@ -41,11 +41,7 @@ def check_expression(expr: Any, where: str) -> sympy.Expr:
         e = sympy.sympify(expr, strict=True)
     except (sympy.SympifyError, TypeError) as exc:
         raise TypeError(f"{where}: {expr!r} is not a symbolic expression") from exc
-    bad = [
-        s
-        for s in e.free_symbols
-        if not (isinstance(s, Block | Parameter) or s == t)
-    ]
+    bad = [s for s in e.free_symbols if not (isinstance(s, Block | Parameter) or s == t)]
     if bad:
         names = ", ".join(sorted(map(str, bad)))
         raise ValueError(
@@ -182,7 +178,9 @@ def linear_drift(matrix: Any, blocks_: list[Block] | tuple[Block, ...]) -> dict[
     """
     C = sympy.Matrix(matrix)
     if C.shape != (len(blocks_), len(blocks_)):
-        raise ValueError(f"linear_drift: matrix shape {C.shape} does not match {len(blocks_)} blocks")
+        raise ValueError(
+            f"linear_drift: matrix shape {C.shape} does not match {len(blocks_)} blocks"
+        )
     z = sympy.Matrix(blocks_)
     fz = C * z
     return {b: fz[i] for i, b in enumerate(blocks_) if fz[i] != 0}

@@ -56,7 +56,7 @@ class phi1(sympy.Function):
         return True if self.args[0].is_real else None
 
     def _latex(self, printer):
-        return r"\varphi_1\left(%s\right)" % printer._print(self.args[0])
+        return r"\varphi_1\left(" + printer._print(self.args[0]) + r"\right)"
 
 
 def phi1_numpy(x):

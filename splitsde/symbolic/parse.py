@@ -80,7 +80,10 @@ def parse_expression(text: str, symbols: Iterable[sympy.Symbol] = ()) -> sympy.E
     namespace.update(FUNCTIONS)
     try:
         expr = parse_expr(
-            text, local_dict=dict(names), global_dict=namespace, transformations=standard_transformations
+            text,
+            local_dict=dict(names),
+            global_dict=namespace,
+            transformations=standard_transformations,
         )
     except Exception as exc:  # syntax errors and the like, reported with the text
         raise ExpressionError(f"cannot parse {text!r}: {exc}") from exc

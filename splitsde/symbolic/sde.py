@@ -15,6 +15,7 @@ from typing import Any
 
 import sympy
 
+from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow, check_expression
 from splitsde.symbolic.solve import Solver, SolverStrategy
@@ -36,6 +37,9 @@ class SDE:
     drift, noise:
         Optional full drift and noise per block; when given, the flows must add up to them
         (drifts sum, noise variances sum).
+    energy:
+        Optional :class:`~splitsde.symbolic.energy.Energy` conserved by the deterministic
+        flows (needed by Metropolized ``{ }`` groups and by shadow-work/heat observers).
     name:
         A label used in reports.
     """
@@ -47,6 +51,7 @@ class SDE:
         *,
         drift: Mapping[Block, Any] | None = None,
         noise: Mapping[Block, Any] | None = None,
+        energy: Energy | None = None,
         name: str = "",
     ) -> None:
         from splitsde.compose.word import LETTER
@@ -76,17 +81,31 @@ class SDE:
             unknown -= set(self.blocks)
             if unknown:
                 raise ValueError(
-                    f"flow {letter} uses block(s) {sorted(map(str, unknown))} not declared in the SDE"
+                    f"flow {letter} uses block(s) {sorted(map(str, unknown))} "
+                    "not declared in the SDE"
                 )
             self.flows[letter] = flow
         self.name = name
         self.fields: dict[str, Field] = {}
-        for letter, flow in self.flows.items():
+        for flow in self.flows.values():
             for f in flow.fields:
                 other = self.fields.get(f.name)
                 if other is not None and other is not f:
                     raise ValueError(f"two different fields are named {f.name!r}")
                 self.fields[f.name] = f
+        if energy is not None:
+            if not isinstance(energy, Energy):
+                raise TypeError("energy must be a splitsde Energy")
+            stray = energy.blocks - set(self.blocks)
+            if stray:
+                names = sorted(map(str, stray))
+                raise ValueError(f"the energy uses block(s) {names} not in the SDE")
+            for f in energy.fields:
+                other = self.fields.get(f.name)
+                if other is not None and other is not f:
+                    raise ValueError(f"two different fields are named {f.name!r}")
+                self.fields[f.name] = f
+        self.energy = energy
         if drift is not None or noise is not None:
             self._check_total(drift or {}, noise or {})
 
@@ -100,6 +119,8 @@ class SDE:
         ps: set[Parameter] = set()
         for flow in self.flows.values():
             ps |= set(flow.parameters)
+        if self.energy is not None:
+            ps |= set(self.energy.parameters)
         return tuple(sorted(ps, key=str))
 
     @property
@@ -149,7 +170,7 @@ class SDE:
         flows = {
             k: (f.with_solver(solvers[k]) if k in solvers else f) for k, f in self.flows.items()
         }
-        return SDE(self.blocks, flows, name=self.name)
+        return SDE(self.blocks, flows, energy=self.energy, name=self.name)
 
     def describe(self) -> str:
         lines = [f"SDE {self.name or ''} on blocks {', '.join(map(str, self.blocks))}".rstrip()]
@@ -159,7 +180,8 @@ class SDE:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"SDE({self.name or ''}; blocks={list(map(str, self.blocks))}; flows={list(self.flows)})"
+        blocks = list(map(str, self.blocks))
+        return f"SDE({self.name or ''}; blocks={blocks}; flows={list(self.flows)})"
 
     def _repr_latex_(self) -> str:
         rows = []

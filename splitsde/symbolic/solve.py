@@ -67,6 +67,24 @@ __all__ = [
 #: Gauss--Legendre nodes used when a time integral has no closed form.
 QUADRATURE_NODES = 16
 
+
+@dataclass(frozen=True)
+class TimeIntegration:
+    """How time integrals of coefficients are computed: sympy closed forms first (unless
+    ``closed_form`` is false), Gauss--Legendre quadrature with ``nodes`` nodes otherwise."""
+
+    nodes: int = QUADRATURE_NODES
+    closed_form: bool = True
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError("quadrature needs at least one node")
+
+    @property
+    def label(self) -> str:
+        return f"Gauss-Legendre quadrature ({self.nodes} nodes)"
+
+
 _tau = sympy.Dummy("tau", real=True)
 
 
@@ -155,7 +173,8 @@ class Solver:
     def latex(self) -> str:
         """The update in LaTeX (an ``aligned`` environment)."""
         rows = [
-            rf"{sympy.latex(tgt)} &\leftarrow {sympy.latex(d)}" for tgt, d in self.display_expressions()
+            rf"{sympy.latex(tgt)} &\leftarrow {sympy.latex(d)}"
+            for tgt, d in self.display_expressions()
         ]
         return r"\begin{aligned}" + r"\\ ".join(rows) + r"\end{aligned}"
 
@@ -321,24 +340,25 @@ def _quadrature_sum(integrand_in_tau: sympy.Expr, nodes: int) -> sympy.Expr:
     )
 
 
-def _tau_integral(integrand: sympy.Expr, nodes: int) -> tuple[sympy.Expr, str]:
+def _tau_integral(integrand: sympy.Expr, ti: TimeIntegration) -> tuple[sympy.Expr, str]:
     r""":math:`\int_t^{t+h} f(\tau)\,d\tau` in closed form if sympy finds one, else quadrature."""
-    try:
-        r = sympy.integrate(integrand, (_tau, t, t + h), manual=True)
-        if not r.has(sympy.Integral) and not r.has(sympy.I) and r.is_finite is not False:
-            return r, "closed form (sympy)"
-    except Exception:  # sympy may raise on exotic integrands; fall back to quadrature
-        pass
-    return _quadrature_sum(integrand, nodes), f"Gauss-Legendre quadrature ({nodes} nodes)"
+    if ti.closed_form:
+        try:
+            r = sympy.integrate(integrand, (_tau, t, t + h), manual=True)
+            if not r.has(sympy.Integral) and not r.has(sympy.I) and r.is_finite is not False:
+                return r, "closed form (sympy)"
+        except Exception:  # sympy may raise on exotic integrands; fall back to quadrature
+            pass
+    return _quadrature_sum(integrand, ti.nodes), ti.label
 
 
-def _time_integral(v: sympy.Expr, nodes: int) -> tuple[sympy.Expr, str]:
+def _time_integral(v: sympy.Expr, ti: TimeIntegration) -> tuple[sympy.Expr, str]:
     r""":math:`\int_t^{t+h} v(\tau)\,d\tau`; ``v`` is written in ``t``."""
     if v == 0:
         return sympy.Integer(0), "autonomous"
     if t not in v.free_symbols:
         return v * h, "autonomous"
-    return _tau_integral(v.xreplace({t: _tau}), nodes)
+    return _tau_integral(v.xreplace({t: _tau}), ti)
 
 
 def _shifted(expr_th: sympy.Expr) -> sympy.Expr:
@@ -363,7 +383,7 @@ def _scalar_update(
     atoms: list[sympy.Expr],
     v: list[sympy.Expr],
     g: sympy.Expr,
-    nodes: int,
+    ti: TimeIntegration,
     coefs: dict[Coefficient, CoefficientDef],
 ) -> tuple[sympy.Expr, list[str]]:
     """Closed-form (or quadrature) update of one block with scalar rate ``a(t)``."""
@@ -382,12 +402,12 @@ def _scalar_update(
         for u, vk in zip(atoms, v):
             if vk == 0:
                 continue
-            val, kind = _time_integral(vk, nodes)
+            val, kind = _time_integral(vk, ti)
             times.append(kind)
             disp = sympy.Integral(vk.xreplace({t: _tau}), (_tau, t, t + h))
             new += named(val, kind, disp, f"I{len(times)}") * u
         if g != 0:
-            var, kind = _time_integral(g**2, nodes)
+            var, kind = _time_integral(g**2, ti)
             times.append(kind)
             disp = sympy.Integral((g**2).xreplace({t: _tau}), (_tau, t, t + h))
             new += sympy.sqrt(named(var, kind, disp, "Q")) * xi
@@ -395,7 +415,7 @@ def _scalar_update(
 
     c = _time_factor(a)
     a0 = sympy.cancel(a / c)
-    dC, kind = _time_integral(c, nodes)
+    dC, kind = _time_integral(c, ti)
     times.append(kind)
     phi = sympy.exp(a0 * dC)
     new = phi * b
@@ -407,7 +427,7 @@ def _scalar_update(
             psi = sympy.factor_terms(w * dC) * phi1(a0 * dC)
         else:
             integrand = sympy.exp(a0 * _shifted(dC)) * vk.xreplace({t: _tau})
-            val, kind = _tau_integral(integrand, nodes)
+            val, kind = _tau_integral(integrand, ti)
             times.append(kind)
             psi = named(val, kind, sympy.Integral(integrand, (_tau, t, t + h)), f"Psi{len(times)}")
         new += psi * u
@@ -417,7 +437,7 @@ def _scalar_update(
             q = sympy.factor_terms(kappa * dC) * phi1(2 * a0 * dC)
         else:
             integrand = sympy.exp(2 * a0 * _shifted(dC)) * (g**2).xreplace({t: _tau})
-            val, kind = _tau_integral(integrand, nodes)
+            val, kind = _tau_integral(integrand, ti)
             times.append(kind)
             q = named(val, kind, sympy.Integral(integrand, (_tau, t, t + h)), "Q")
         new += sympy.sqrt(q) * xi
@@ -516,9 +536,10 @@ class _NumericLinear:
                 g2 = np.stack(
                     [self._bcast(self._g2(tt, *p), (n, 1))[:, 0] for tt in tau.ravel()]
                 ).reshape(*tau.shape, n)
-                q = np.einsum("...qik,...qk,...qjk,q->...ij", phi_i, g2, phi_i, wq) * s[
-                    ..., None, None
-                ]
+                q = (
+                    np.einsum("...qik,...qk,...qjk,q->...ij", phi_i, g2, phi_i, wq)
+                    * s[..., None, None]
+                )
             L = psd_cholesky(q)
             for i in range(n):
                 for j in range(i + 1):
@@ -551,7 +572,7 @@ def forced_response_batched(A0: np.ndarray, w: np.ndarray, dC: np.ndarray) -> np
 
 
 def _linear_family_update(
-    lf: _LinearForm, frozen: bool, nodes: int
+    lf: _LinearForm, frozen: bool, ti: TimeIntegration
 ) -> tuple[Update, str, list[str]]:
     """Update of ``dz = A z + sum_k v_k u_k + G dW`` with atoms frozen at the slice start."""
     Z, n = lf.changed, len(lf.changed)
@@ -563,7 +584,7 @@ def _linear_family_update(
         exprs, times = [], []
         for i, b in enumerate(Z):
             e, tk = _scalar_update(
-                b, lf.A[i, i], lf.atoms, [vk[i] for vk in lf.v], lf.noise[i], nodes, coefs
+                b, lf.A[i, i], lf.atoms, [vk[i] for vk in lf.v], lf.noise[i], ti, coefs
             )
             exprs.append(e)
             times += tk
@@ -583,14 +604,14 @@ def _linear_family_update(
         notes.append("linear coefficients frozen at the start of the slice")
     else:
         c, A0 = clock
-        dC, time = _time_integral(c, nodes)
+        dC, time = _time_integral(c, ti)
         noise_sq = [g**2 for g in lf.noise]
         v = [list(vk) for vk in lf.v]
         if c != 1:
             notes.append(f"common clock c(t) = {c}")
-    num = _NumericLinear(A0, dC, noise_sq, c, v, nodes)
+    num = _NumericLinear(A0, dC, noise_sq, c, v, ti.nodes)
     if any(t in k.free_symbols for k in num.kappa) or not all(num.atom_clock):
-        time = _worst_time([time, f"Gauss-Legendre quadrature ({nodes} nodes)"])
+        time = _worst_time([time, ti.label])
     group = NumericCoefficients(
         num.keys,
         num.evaluate,
@@ -672,12 +693,14 @@ class ExponentialEuler:
     """
 
     nodes: int = QUADRATURE_NODES
+    closed_form: bool = True
 
     def derive(self, flow: Any) -> Solver:
         lf = _linear_form(flow)
         if lf.multiplicative:
             raise ValueError(f"exponential Euler needs additive noise: {lf.multiplicative}")
-        upd, time, notes = _linear_family_update(lf, frozen=False, nodes=self.nodes)
+        ti = TimeIntegration(self.nodes, self.closed_form)
+        upd, time, notes = _linear_family_update(lf, frozen=False, ti=ti)
         exact = not lf.approximate and time != "frozen at slice start"
         reasons = list(lf.approximate.values())
         if any(t in u.free_symbols for u in lf.atoms):
@@ -696,11 +719,17 @@ class ExponentialEuler:
 
 @dataclass(frozen=True)
 class Auto:
-    """The derived solver: exact (shear or linear) when possible, approximate otherwise."""
+    """The derived solver: exact (shear or linear) when possible, approximate otherwise.
+
+    ``closed_form=False`` integrates every time-dependent coefficient by Gauss--Legendre
+    quadrature with ``nodes`` nodes instead of asking sympy for a closed form.
+    """
 
     nodes: int = QUADRATURE_NODES
+    closed_form: bool = True
 
     def derive(self, flow: Any) -> Solver:
+        ti = TimeIntegration(self.nodes, self.closed_form)
         lf = _linear_form(flow)
         Z = _names(lf.changed)
         if lf.multiplicative:
@@ -713,7 +742,7 @@ class Auto:
             reasons = list(lf.approximate.values())
             if clock is None:
                 reasons.append("linear coefficients without a common clock (frozen)")
-            upd, time, notes = _linear_family_update(lf, frozen=clock is None, nodes=self.nodes)
+            upd, time, notes = _linear_family_update(lf, frozen=clock is None, ti=ti)
             if lf.approximate and any(t in u.free_symbols for u in lf.approximate):
                 time = "frozen at slice start"
             return Solver(
@@ -726,7 +755,7 @@ class Auto:
                 time=time,
                 notes=tuple(notes),
             )
-        upd, time, notes = _linear_family_update(lf, frozen=False, nodes=self.nodes)
+        upd, time, notes = _linear_family_update(lf, frozen=False, ti=ti)
         if linear_zero:
             method = "shear"
             reason = f"the drift of {Z} does not depend on {Z}"
@@ -735,7 +764,9 @@ class Auto:
             c = clock[0] if clock else 1
             how = "constant coefficients" if c == 1 else f"common clock c(t) = {c}"
             reason = f"linear in {Z} with {how} and additive noise"
-        return Solver(method=method, exact=True, reason=reason, update=upd, time=time, notes=tuple(notes))
+        return Solver(
+            method=method, exact=True, reason=reason, update=upd, time=time, notes=tuple(notes)
+        )
 
 
 @dataclass(frozen=True)
@@ -743,9 +774,10 @@ class Exact:
     """Demand the exact solver; raise with the classifier's reason if there is none."""
 
     nodes: int = QUADRATURE_NODES
+    closed_form: bool = True
 
     def derive(self, flow: Any) -> Solver:
-        s = Auto(self.nodes).derive(flow)
+        s = Auto(self.nodes, self.closed_form).derive(flow)
         if not s.exact:
             raise ValueError(f"no exact solver for {flow!r}: {s.reason}")
         return s

@@ -110,7 +110,9 @@ class Update:
         for e in self.all_expressions():
             used |= {s for s in e.free_symbols if isinstance(s, NoiseSymbol)}
         if used - declared:
-            raise ValueError(f"update uses undeclared noise symbols {sorted(map(str, used - declared))}")
+            raise ValueError(
+                f"update uses undeclared noise symbols {sorted(map(str, used - declared))}"
+            )
         coefs = set()
         for e in self.all_expressions():
             coefs |= {s for s in e.free_symbols if isinstance(s, Coefficient)}
@@ -130,7 +132,11 @@ class Update:
 
     def closed_form(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` with every closed-form coefficient substituted (numeric ones stay symbols)."""
-        subs = {c: d.expr for c, d in self.coefficients.items() if d.expr is not None and d.method == "closed form"}
+        subs = {
+            c: d.expr
+            for c, d in self.coefficients.items()
+            if d.expr is not None and d.method == "closed form"
+        }
         return expr.xreplace(subs) if subs else expr
 
     def display(self, expr: sympy.Expr) -> sympy.Expr:

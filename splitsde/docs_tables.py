@@ -1,0 +1,77 @@
+"""Markdown generated from the library's declarations (used by the docs build hook).
+
+Every function returns a Markdown string; the docs insert it where a page says
+``<!-- generated: function_name -->``.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+__all__ = ["langevin_nfe_table", "presets_table", "solver_gallery"]
+
+
+def presets_table() -> str:
+    from splitsde.compose.presets import PRESETS
+
+    rows = [
+        "| preset | word | weak order | invariant measure | reference |",
+        "|---|---|---|---|---|",
+    ]
+    for p in PRESETS.values():
+        name = p.name + (f" (alias {', '.join(p.aliases)})" if p.aliases else "")
+        rows.append(f"| {name} | `{p.word}` | {p.weak_order} | {p.invariant} | {p.reference} |")
+    return "\n".join(rows)
+
+
+def _gallery_flows() -> list[tuple[str, object]]:
+    import splitsde as sd
+
+    q, p, x, m = sd.blocks("q p x m")
+    g, kT, M = sd.parameters("gamma kT M", positive=True)
+    b0, b1, G, nu, Mi = sd.parameters("beta0 beta1 Gamma nu Minv", positive=True)
+    beta = b0 + (b1 - b0) * sd.t
+    F = sd.Field("F", [q])
+    S = sd.Field("s", [x], time=True)
+    return [
+        ("Kick (shear)", sd.Flow({p: F()})),
+        ("Drift (shear)", sd.Flow({q: p / M})),
+        ("Ornstein-Uhlenbeck", sd.Flow({p: -g * p}, {p: sympy.sqrt(2 * g * kT * M)})),
+        ("VP forward process, linear beta(t)", sd.Flow({x: -beta * x / 2}, {x: sympy.sqrt(beta)})),
+        (
+            "PSLD forward process (coupled, common clock)",
+            sd.Flow(
+                sd.linear_drift(
+                    [[-beta * G / 2, beta * Mi / 2], [-beta / 2, -beta * nu / 2]], [x, m]
+                ),
+                {x: sympy.sqrt(G * beta), m: sympy.sqrt(nu * beta / Mi)},
+            ),
+        ),
+        ("Noise without a closed-form variance", sd.Flow({x: -x}, {x: sympy.exp(-(sd.t**2))})),
+        ("Overdamped drift (nonlinear)", sd.Flow({q: F()}, {q: sympy.sqrt(2 * kT)})),
+        ("Friction plus a field (linear part)", sd.Flow({p: -g * p + F()})),
+        ("Time-dependent score in a shear", sd.Flow({m: S()})),
+    ]
+
+
+def solver_gallery() -> str:
+    out = []
+    for title, flow in _gallery_flows():
+        s = flow.solver
+        eqs = "; ".join(f"`{e.lhs} = {e.rhs}`" for e in flow.equations())
+        out.append(f"### {title}\n\nFlow: {eqs}\n\n```text\n{s.describe()}\n```\n")
+    return "\n".join(out)
+
+
+def langevin_nfe_table() -> str:
+    import splitsde as sd
+
+    system = sd.langevin.underdamped(sd.potentials.Harmonic(1.0))
+    rows = ["| word | symmetric | weak order | field evaluations per step |", "|---|---|---|---|"]
+    for w in ("BAOAB", "ABOBA", "OBABO", "OABAO", "BAOA", "OBA", "BAO", "ABO"):
+        integ = system.integrator(w)
+        rows.append(
+            f"| `{w}` | {integ.word.is_symmetric} | {integ.weak_order} | "
+            f"{integ.evaluations_per_step} |"
+        )
+    return "\n".join(rows)

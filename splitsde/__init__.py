@@ -6,7 +6,7 @@ run it with :func:`integrate`, and verify it exactly where the theory allows.
 
 __version__ = "0.1.0"
 
-from splitsde import langevin, solvers
+from splitsde import diffusion, langevin, solvers
 from splitsde.checkpoint import CheckpointError
 from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError, StateError
 from splitsde.compose.presets import PRESETS, Preset, preset, word
@@ -62,6 +62,7 @@ __all__ = [
     "ZeroNoise",
     "__version__",
     "blocks",
+    "diffusion",
     "energy_function",
     "h",
     "integrate",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SECTIONS", "certificates", "double_well", "run_demo"]
+__all__ = ["SECTIONS", "certificates", "diffusion", "double_well", "run_demo"]
 
 
 def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -136,10 +136,18 @@ def certificates(out: Path, quick: bool = False, h: float = 0.25) -> dict[str, A
     return {w: c.to_json() for w, c in certs.items()} | {"figure": str(path)}
 
 
+def diffusion(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Diffusion samplers on a 2-D Gaussian mixture (see :mod:`splitsde.diffusion.demo`)."""
+    from splitsde.diffusion.demo import mixture_demo
+
+    return mixture_demo(out, quick=quick, seed=seed)
+
+
 #: Sections of the tour, in order.
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "double-well": double_well,
     "certificates": certificates,
+    "diffusion": diffusion,
 }
 
 

@@ -19,8 +19,8 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n 2 --dist loadgroup -q
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -q
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
 
 test-fast: venv
 	$(PY) -m pytest -n 2 -q -m "not slow"

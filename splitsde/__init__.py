@@ -6,7 +6,7 @@ run it with :func:`integrate`, and verify it exactly where the theory allows.
 
 __version__ = "0.1.0"
 
-from splitsde import langevin, solvers
+from splitsde import diffusion, langevin, solvers
 from splitsde.checkpoint import CheckpointError
 from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError, StateError
 from splitsde.compose.presets import PRESETS, Preset, preset, word
@@ -62,6 +62,7 @@ __all__ = [
     "ZeroNoise",
     "__version__",
     "blocks",
+    "diffusion",
     "energy_function",
     "h",
     "integrate",
@@ -79,3 +80,15 @@ __all__ = [
     "t",
     "word",
 ]
+
+
+_SUBPACKAGES = ("analysis", "problems", "diffusion", "backends", "interop")
+
+
+def __getattr__(name: str):
+    """Sub-packages with heavier imports load on first use: ``sd.analysis``, ``sd.problems``."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"splitsde.{name}")
+    raise AttributeError(f"module 'splitsde' has no attribute {name!r}")

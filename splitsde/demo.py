@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SECTIONS", "double_well", "run_demo"]
+__all__ = ["SECTIONS", "certificates", "diffusion", "double_well", "run_demo"]
 
 
 def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -83,8 +83,72 @@ def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]
     }
 
 
+def certificates(out: Path, quick: bool = False, h: float = 0.25) -> dict[str, Any]:
+    """Exact certificates of BAOAB, ABOBA, OBABO and OBA on the harmonic oscillator: weak
+    order, stationary biases (formulas in h), measured NFE, stability bound, and a figure of
+    the stationary biases against h."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    from splitsde.analysis.certify import certificate
+
+    words = ["BAOAB", "ABOBA", "OBABO", "OBA"]
+    omega, gamma, kT = 1.0, 1.0, 1.0
+    certs = {w: certificate(w, "harmonic", h=h, omega=omega, gamma=gamma, kT=kT,
+                            ladder_steps=3 if quick else 5) for w in words}
+    print(f"Exact certificates on the harmonic oscillator (omega = {omega:g}, gamma = {gamma:g}, "
+          f"kT = {kT:g}, M = 1) at h = {h:g}")
+    print(f"  {'word':7}{'order':>6}{'NFE':>5}{'<q^2> bias':>13}{'<p^2> bias':>13}"
+          f"{'stable h <':>12}")
+    for w, c in certs.items():
+        rb = c.relative_bias or {}
+        bound = f"{c.stability_bound:.4g}" if c.stability_bound else "-"
+        print(f"  {w:7}{c.weak_order!s:>6}{c.nfe_per_step:>5g}{rb.get('q2', float('nan')):>+13.2e}"
+              f"{rb.get('p2', float('nan')):>+13.2e}{bound:>12}")
+    print("  leading stationary biases (exact series in h):")
+    for w, c in certs.items():
+        terms = "; ".join(f"<{k[0]}^2>: {v}" if k != "qp" else f"<qp>: {v}"
+                          for k, v in c.bias_leading_terms.items())
+        print(f"    {w:6} {terms}")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for w, c in certs.items():
+        hs = np.asarray(c.stationary_ladder["hs"])
+        for ax, key in zip(axes, ("q2", "p2")):
+            v = np.abs(np.asarray(c.stationary_ladder[key]))
+            if np.all(v < 1e-13):
+                ax.plot([], [], label=f"{w}: exact")
+            else:
+                ax.loglog(hs, np.where(v > 0, v, np.nan), "o-", ms=3, label=w)
+    for ax, key in zip(axes, ("<q^2>", "<p^2>")):
+        ax.set_xlabel("h")
+        ax.set_ylabel(f"|relative bias of {key}|")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=8)
+    fig.suptitle("Stationary bias of splitting schemes on the harmonic oscillator (exact)")
+    fig.tight_layout()
+    path = out / "certificates_stationary_bias.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"  figure: {path}")
+    return {w: c.to_json() for w, c in certs.items()} | {"figure": str(path)}
+
+
+def diffusion(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Diffusion samplers on a 2-D Gaussian mixture (see :mod:`splitsde.diffusion.demo`)."""
+    from splitsde.diffusion.demo import mixture_demo
+
+    return mixture_demo(out, quick=quick, seed=seed)
+
+
 #: Sections of the tour, in order.
-SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {"double-well": double_well}
+SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "double-well": double_well,
+    "certificates": certificates,
+    "diffusion": diffusion,
+}
 
 
 def run_demo(

@@ -19,6 +19,12 @@ settings.register_profile("dev", max_examples=10, deadline=None, derandomize=Tru
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(1)
+try:  # tiny BLAS calls (2x2 expm) are ~400x slower with threaded OpenBLAS on a loaded machine
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+except ImportError:  # pragma: no cover
+    pass
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Sub-command modules under :mod:`splitsde.cli`; each defines ``register(subparsers)``.
-COMMANDS = ["sample", "demo"]
+COMMANDS = ["sample", "demo", "verify", "compare"]
 
 
 class CLIError(Exception):

@@ -106,6 +106,27 @@ class HoistedProgram:
     hoisted: list[tuple[Coefficient, sympy.Expr, int]]
 
 
+def _linear_combination(e: sympy.Expr) -> sympy.Expr:
+    r"""``e`` as :math:`\sum_i c_i T_i` (state-free :math:`c_i`, one tensor symbol each) when it is
+    linear in its tensor symbols, else ``e`` unchanged.
+
+    Euler-type updates arrive as :math:`y + h\,(a y + b x + c v)`; collected per tensor they
+    lower to in-place ``y.mul_(); y.add_(x, alpha=...)`` instead of a chain of temporaries.
+    """
+    if not isinstance(e, sympy.Add | sympy.Mul):
+        return e
+    ex = sympy.expand(e, power_base=False, power_exp=False, log=False, multinomial=False)
+    terms: dict[sympy.Expr, sympy.Expr] = {}
+    for term in sympy.Add.make_args(ex):
+        factors = sympy.Mul.make_args(term)
+        tensors = [a for a in factors if _is_tensor(a)]
+        if len(tensors) != 1 or not isinstance(tensors[0], _TENSOR):
+            return e
+        coef = sympy.Mul(*[a for a in factors if not _is_tensor(a)])
+        terms[tensors[0]] = terms.get(tensors[0], sympy.Integer(0)) + coef
+    return sympy.Add(*[c * s for s, c in terms.items()])
+
+
 def hoist_program(program: Program) -> HoistedProgram:
     hz = _Hoister()
     out: list[Any] = []
@@ -114,7 +135,8 @@ def hoist_program(program: Program) -> HoistedProgram:
             out.append(Let(s.symbol, hz.hoist(s.expr)))
         elif isinstance(s, Assign):
             hz.substep = s.substep
-            out.append(Assign(s.targets, tuple(hz.hoist(e) for e in s.exprs), s.substep))
+            exprs = tuple(hz.hoist(_linear_combination(e)) for e in s.exprs)
+            out.append(Assign(s.targets, exprs, s.substep))
         else:
             out.append(s)
     return HoistedProgram(program, out, hz.order)
@@ -223,10 +245,10 @@ class CoefficientTable:
         return a
 
     def check_finite(self, values: list[np.ndarray], t_: np.ndarray, h_: np.ndarray) -> None:
-        names = self.describe_symbols()
         for sym, v in zip(self.symbols, values):
             bad = ~np.isfinite(v)
             if bad.any():
+                names = self.describe_symbols()
                 i = int(np.argwhere(bad.reshape(len(v), -1).any(axis=1))[0, 0])
                 raise CoefficientError(
                     f"coefficient {names[sym]} is not finite at step start t={t_[i]:.6g}, "

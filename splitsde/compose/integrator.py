@@ -33,7 +33,7 @@ from splitsde.compose.codegen import (
     select_walkers,
 )
 from splitsde.compose.presets import word as parse_word
-from splitsde.compose.program import Program, SubstepInfo, build_program
+from splitsde.compose.program import Assign, Eval, Let, Program, SubstepInfo, build_program
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import Word
 from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource
@@ -307,7 +307,7 @@ class Integrator:
         for s in self.program.substeps:
             if not s.solver.exact:
                 order = min(order, s.solver.weak_order or 1)
-        if self.reduction.reuse == "per_step":
+        if _reuses_moved_evaluations(self.program):
             order = min(order, 1)
         if self.program.groups:
             order = min(order, 1)  # Metropolized words: the GHMC preset's declared order
@@ -517,6 +517,31 @@ class Integrator:
         with torch.no_grad():
             out, _ = run.call(0, tensors, None, checked=True)
         return dict(zip(self.blocks, out))
+
+
+def _reuses_moved_evaluations(program: Program) -> bool:
+    """Whether a field value is used after a block it was evaluated on has changed (the
+    ``per_step`` reuse of a moved-state evaluation, which costs an order)."""
+    from splitsde.symbolic.symbols import Block
+
+    versions = dict.fromkeys(program.blocks, 0)
+    taken: dict[Any, dict[Any, int]] = {}
+    for s in program.statements:
+        if isinstance(s, Eval):
+            snap = {a: versions[a] for a in s.args if isinstance(a, Block)}
+            for o in s.outs:
+                taken[o] = snap
+        elif isinstance(s, Let | Assign):
+            exprs = (s.expr,) if isinstance(s, Let) else s.exprs
+            for e in exprs:
+                for sym in e.free_symbols:
+                    snap = taken.get(sym)
+                    if snap is not None and any(versions[b] != v for b, v in snap.items()):
+                        return True
+            if isinstance(s, Assign):
+                for b in s.targets:
+                    versions[b] += 1
+    return False
 
 
 class _Hook:

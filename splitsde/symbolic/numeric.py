@@ -91,6 +91,21 @@ def van_loan(a: np.ndarray, k: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, n
     a = np.asarray(a, dtype=np.float64)
     k = np.asarray(k, dtype=np.float64)
     T = np.asarray(T, dtype=np.float64)
+    # The block exponential loses everything to cancellation once |A T| is large (its blocks
+    # grow like exp(|A| T) while Q stays O(1)), so solve a short slice T / 2^j and double it:
+    # Q(2s) = Q(s) + e^{As} Q(s) e^{A^T s}, e^{2As} = (e^{As})^2.
+    scale = float(np.max(np.abs(a), initial=0.0)) * a.shape[-1]
+    scale *= float(np.max(np.abs(T), initial=0.0))
+    doublings = int(np.ceil(np.log2(scale))) + 1 if scale > 1.0 else 0
+    phi, q = _van_loan_block(a, k, T / 2.0**doublings)
+    for _ in range(doublings):
+        q = q + phi @ q @ np.swapaxes(phi, -1, -2)
+        phi = phi @ phi
+    return phi, 0.5 * (q + np.swapaxes(q, -1, -2))
+
+
+def _van_loan_block(a: np.ndarray, k: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Van Loan's block exponential for one (short) slice."""
     n = a.shape[-1]
     big = np.zeros((*T.shape, 2 * n, 2 * n))
     sign = np.where(T < 0, -1.0, 1.0)[..., None, None]

@@ -761,7 +761,10 @@ class Auto:
         upd, time, notes = _linear_family_update(lf, frozen=False, ti=ti)
         if linear_zero:
             method = "shear"
-            reason = f"the drift of {Z} does not depend on {Z}"
+            if not flow.drift:
+                reason = f"additive noise only: the increment of {Z} is Gaussian"
+            else:
+                reason = f"the drift of {Z} does not depend on {Z}"
         else:
             method = "linear"
             c = clock[0] if clock else 1

@@ -1,0 +1,233 @@
+"""Samplers x NFE budgets on an analytic target: the engine behind ``splitsde compare``, the
+diffusion demo and ``benchmarks/diffusion_quality.py``.
+
+For Gaussian data the quality of a sampler is the exact KL divergence and 2-Wasserstein
+distance between the law of its output (data block) and the data law, computed by the exact
+analysis; for mixtures it is the sliced Wasserstein distance, the energy distance and the
+mode-weight error of ``n`` generated samples against fresh data (each with a standard error).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from splitsde.diffusion.metrics import (
+    exact_law,
+    gaussian_kl,
+    gaussian_w2,
+    mixture_metrics,
+)
+from splitsde.diffusion.processes import ForwardProcess
+from splitsde.diffusion.processes import process as get_process
+from splitsde.diffusion.samplers import BudgetError, Sampler, plan, sampler
+from splitsde.diffusion.targets import GaussianData, GaussianMixture
+
+__all__ = ["Comparison", "compare", "has_exact_analysis", "target"]
+
+_TARGET = re.compile(r"(gaussian|ring|mixture)-(\d+)(?:x(\d+))?\Z")
+
+
+def target(spec: str | GaussianMixture, seed: int = 0) -> GaussianMixture:
+    """An analytic target from a short spec: ``gaussian-D`` (random covariance in ``D``
+    dimensions), ``ring-K`` (``K`` modes on a circle in 2-D), ``mixture-KxD`` (``K`` random
+    modes in ``D`` dimensions)."""
+    if isinstance(spec, GaussianMixture):
+        return spec
+    m = _TARGET.match(spec.strip().lower())
+    if not m:
+        raise ValueError(
+            f"unknown target {spec!r}; use gaussian-D, ring-K or mixture-KxD "
+            "(e.g. gaussian-64, ring-8, mixture-8x16)"
+        )
+    kind, a, b = m.group(1), int(m.group(2)), m.group(3)
+    if a < 1 or (b is not None and int(b) < 1):
+        raise ValueError(f"target {spec!r}: sizes must be positive")
+    if kind == "gaussian":
+        if b is not None:
+            raise ValueError("gaussian-D takes one size")
+        return GaussianData.random(a, seed=seed)
+    if kind == "ring":
+        if b is not None:
+            raise ValueError("ring-K takes one size")
+        return GaussianMixture.ring(a)
+    if b is None:
+        raise ValueError("mixture-KxD needs both sizes, e.g. mixture-8x16")
+    return GaussianMixture.random(a, int(b), seed=seed)
+
+
+def has_exact_analysis() -> bool:
+    """Whether :mod:`splitsde.analysis` provides the exact propagation."""
+    try:
+        from splitsde.analysis import propagate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class Comparison:
+    """Rows of a comparison: one dict per (sampler, NFE budget)."""
+
+    process: str
+    target: str
+    metric: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        """A text table: samplers down, NFE budgets across, the main metric in the cells."""
+        nfes = sorted({r["nfe_budget"] for r in self.rows})
+        names = list(dict.fromkeys(r["sampler"] for r in self.rows))
+        cell = {(r["sampler"], r["nfe_budget"]): r for r in self.rows}
+        width = 16
+        head = f"{'sampler':16}" + "".join(f"{'NFE ' + str(n):>{width}}" for n in nfes)
+        lines = [f"{self.metric} on {self.target} under {self.process}", head]
+        for name in names:
+            row = f"{name:16}"
+            for n in nfes:
+                r = cell.get((name, n))
+                row += f"{_cell(r, self.metric):>{width}}"
+            lines.append(row)
+        notes = sorted(
+            {r["nfe"] for r in self.rows if r.get("nfe") and r["nfe"] != r["nfe_budget"]}
+        )
+        if notes:
+            lines.append("* measured NFE below the budget (steps cost more than one evaluation)")
+        return "\n".join(lines)
+
+
+def _cell(r: dict[str, Any] | None, metric: str) -> str:
+    if r is None:
+        return "-"
+    if r.get("error"):
+        return r["error_short"]
+    v = r[metric]
+    se = r.get(f"{metric}_se")
+    star = "*" if r.get("nfe") and r["nfe"] != r["nfe_budget"] else ""
+    if v is None or not math.isfinite(v):
+        return "diverged" + star
+    txt = f"{v:.3g}" if se is None else f"{v:.3g}±{se:.1g}"
+    return txt + star
+
+
+def compare(
+    process: str | ForwardProcess,
+    target_: str | GaussianMixture,
+    samplers: Sequence[str | Sampler],
+    nfes: Sequence[int],
+    *,
+    n: int = 2000,
+    grid: str = "uniform",
+    eps: float | None = None,
+    seed: int = 0,
+    prior: str = "stationary",
+    exact: bool | None = None,
+    batches: int = 10,
+    progress: bool | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> Comparison:
+    """Run every sampler at every NFE budget and measure its quality.
+
+    ``exact`` (default: for Gaussian data when the exact analysis is available) uses the exact
+    law instead of samples; ``prior`` is ``"stationary"`` (the process's prior, as in practice)
+    or ``"exact"`` (the exact marginal at ``T``).
+    """
+    proc = get_process(process)
+    tgt = target(target_, seed)
+    gaussian = isinstance(tgt, GaussianData)
+    if exact is None:
+        exact = gaussian and has_exact_analysis()
+    if exact and not gaussian:
+        raise ValueError("the exact law needs Gaussian data (a gaussian-D target)")
+    if prior not in ("stationary", "exact"):
+        raise ValueError("prior must be 'stationary' or 'exact'")
+    score = tgt.score(proc)
+    metric = "kl" if exact else "sliced_w2"
+    comp = Comparison(proc.name, tgt.name, metric)
+    jobs = [(s, k) for s in samplers for k in nfes]
+    bar = _bar(len(jobs), progress)
+    for name, budget in jobs:
+        s = sampler(name)
+        row: dict[str, Any] = {"sampler": s.name, "nfe_budget": int(budget)}
+        try:
+            p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
+            row.update(steps=p.steps, nfe=p.nfe, weak_order=p.integrator.weak_order)
+            if exact:
+                row.update(_exact_row(p, proc, tgt, prior))
+            else:
+                row.update(_sample_row(p, proc, tgt, n, seed, prior, batches))
+        except BudgetError as err:
+            row.update(error=str(err), error_short="budget<1 step")
+        except FloatingPointError as err:
+            row.update(error=str(err), error_short="diverged")
+        comp.rows.append(row)
+        if on_row is not None:
+            on_row(row)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return comp
+
+
+def _prior_law(
+    proc: ForwardProcess, tgt: GaussianData, prior: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if prior == "exact":
+        return tgt.law(proc, proc.T)
+    d = tgt.dim
+    var = torch.tensor([v for v in proc.prior_variance() for _ in range(d)], dtype=torch.float64)
+    return torch.zeros(len(var), dtype=torch.float64), torch.diag(var)
+
+
+def _exact_row(p: Any, proc: ForwardProcess, tgt: GaussianData, prior: str = "stationary") -> dict:
+    m0, c0 = _prior_law(proc, tgt, prior)
+    mean, cov = exact_law(p, m0, c0)
+    d = tgt.dim
+    mx, cx = mean[:d], cov[:d, :d]
+    finite = bool(torch.isfinite(mx).all() and torch.isfinite(cx).all())
+    if not finite:
+        return {"kl": float("inf"), "w2": float("inf")}
+    try:
+        kl = gaussian_kl(mx, cx, tgt.mean, tgt.cov)
+    except RuntimeError:  # the output covariance is not positive definite
+        kl = float("inf")
+    return {"kl": kl, "w2": gaussian_w2(mx, cx, tgt.mean, tgt.cov)}
+
+
+def _sample_row(
+    p: Any, proc: ForwardProcess, tgt: GaussianMixture, n: int, seed: int, prior: str, batches: int
+) -> dict:
+    gen = torch.Generator().manual_seed(seed + 7919)
+    if prior == "exact":
+        y0 = tgt.sample_marginal(proc, proc.T, n, generator=gen, dtype=torch.float64)
+    else:
+        y0 = proc.prior(n, tgt.dim, generator=gen, dtype=torch.float64)
+    res = p.run(y0, seed=seed, progress=False)
+    x = res.x
+    out: dict[str, Any] = {"nfe": res.nfe, "wall_time": res.wall_time}
+    if not torch.isfinite(x).all():
+        out.update(sliced_w2=float("inf"), energy=float("inf"), mode_weight=float("inf"))
+        return out
+    mm = mixture_metrics(x, tgt, batches=batches, seed=seed + 1)
+    for k in ("sliced_w2", "energy", "mode_weight"):
+        out[k] = mm[k].value
+        out[f"{k}_se"] = mm[k].se
+        out[f"{k}_floor"] = mm[f"{k}_floor"].value
+    return out
+
+
+def _bar(total: int, enabled: bool | None):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="compare", leave=False)

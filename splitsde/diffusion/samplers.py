@@ -1,0 +1,497 @@
+r"""Diffusion samplers as words over a split reverse SDE, with derived solvers and reductions.
+
+A sampler is data: a split of the reverse-SDE family (:mod:`splitsde.diffusion.reverse`), a
+word over its letters, noise scales :math:`\lambda`, optional solver choices and a
+:class:`~splitsde.compose.reduce.Reduction`. Running it is :func:`splitsde.integrate` over the
+reverse-time grid, followed by the noise-free denoising step run as a second one-step
+integrator through :func:`splitsde.integrate`. No sampler has its own loop.
+
+=================  ========  =====================================================  ==========
+name               split     word / rule                                            NFE/step
+=================  ========  =====================================================  ==========
+``em``             full      ``R`` solved by Euler--Maruyama                        1
+``pf-euler``       full      ``R`` at :math:`\lambda = 0` (probability-flow Euler)  1
+``sscs``           sscs      ``A S A``: exact OU half steps around an Euler score   1
+                             step (Dockhorn et al., ICLR 2022)
+``oba`` ``bao``    abo       naive splitting words (fields evaluated afresh)        2, 2, 3
+``obab``
+``vv``             abo       ``B A B`` at :math:`\lambda = 0` (velocity Verlet on   3
+                             the probability-flow ODE)
+``reduced-*``      abo       the same words with ``reuse="per_step"``               1
+``sps``            abo       reduced ``OBA`` with data-block noise :math:`\lambda_s` 1
+=================  ========  =====================================================  ==========
+
+All of them have finite-time weak order 1 (Euler-type treatment of the score; the reduction
+rule caps the order at 1); :attr:`Sampler.weak_order` reads it off the compiled integrator.
+
+The splitting samplers follow Pandey, Rudolph & Mandt, *Towards fast stochastic sampling in
+diffusion generative models* (2024) and *Efficient integrators for diffusion generative models*
+(ICLR 2024). Their sub-flows, the solvers of the sub-flows and the evaluation point and time
+label of the reduced variants are **reconstructed** (see ``docs/diffusion.md``): ``A`` moves
+the data block with its score term and noise, ``B`` the momentum with its deterministic drift
+and score term, ``O`` adds the momentum noise (solved exactly); ``A`` and ``B`` are Euler
+steps. The derived solver of ``B`` would be exponential Euler (its expanding linear part
+:math:`e^{\beta\nu h/2}` exact, the contracting score term frozen), which is unstable at the
+step sizes of interest; pass ``solvers={}`` through :meth:`Sampler.with_options` to use it.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+
+from splitsde.compose.integrator import Integrator
+from splitsde.compose.reduce import Reduction
+from splitsde.compose.word import Word
+from splitsde.diffusion.grids import check_grid, time_grid
+from splitsde.diffusion.processes import ForwardProcess
+from splitsde.diffusion.processes import process as get_process
+from splitsde.diffusion.reverse import ReverseSDE, SplitSpec
+from splitsde.integrate import Result, integrate
+from splitsde.symbolic.solve import EulerMaruyama, SolverStrategy
+
+__all__ = [
+    "SAMPLERS",
+    "BudgetError",
+    "Plan",
+    "SampleResult",
+    "Sampler",
+    "plan",
+    "sample",
+    "sampler",
+]
+
+_PANDEY = (
+    "Pandey, Rudolph & Mandt, Towards fast stochastic sampling in diffusion generative models "
+    "(2024); Efficient integrators for diffusion generative models, ICLR 2024"
+)
+
+
+class BudgetError(ValueError):
+    """An NFE budget too small for one step of a sampler (plus its denoising step)."""
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A diffusion sampler: split, word, noise scales, solvers and reduction.
+
+    Attributes
+    ----------
+    name, description, reference:
+        What it is and where it comes from.
+    split:
+        Named split of the reverse SDE (or a spec, see :mod:`~splitsde.diffusion.reverse`).
+    word:
+        The splitting word over the split's letters. Letters whose flow vanishes for the
+        chosen noise scales (``O`` at :math:`\\lambda_m = 0`) are dropped.
+    lam:
+        Noise scale :math:`\\lambda` (one number, or per block name).
+    solvers:
+        Solver strategies overriding the derived ones, by letter.
+    reduction:
+        Evaluation reuse rules (``None``: reuse only provably unchanged values).
+    reconstructed:
+        Whether parts of the definition are reconstructed rather than taken from a paper.
+    needs_blocks:
+        Blocks the split needs (``("x", "m")`` for the splitting samplers).
+    """
+
+    name: str
+    split: str | SplitSpec
+    word: str
+    lam: float | Mapping[str, float] = 1.0
+    solvers: Mapping[str, SolverStrategy] = field(default_factory=dict)
+    reduction: Reduction | None = None
+    description: str = ""
+    reference: str = ""
+    reconstructed: bool = False
+    needs_blocks: tuple[str, ...] = ()
+
+    # -- building ---------------------------------------------------------------------------------
+    def check_process(self, process: ForwardProcess) -> None:
+        missing = [b for b in self.needs_blocks if b not in process.block_names]
+        if missing:
+            raise ValueError(
+                f"sampler {self.name} needs blocks {', '.join(self.needs_blocks)}; process "
+                f"{process.name} has {', '.join(process.block_names)} (use an augmented process "
+                "such as psld-cifar10 or cld)"
+            )
+
+    def reverse(self, process: ForwardProcess) -> ReverseSDE:
+        self.check_process(process)
+        return process.reverse(self.lam)
+
+    def compiled_word(self, process: ForwardProcess) -> Word:
+        """The word with letters of vanished flows left out."""
+        letters = set(self.reverse(process).letters(self.split))
+        w = Word(self.word)
+        kept = [o for o in w if o.letter in letters]
+        if not kept:
+            raise ValueError(f"sampler {self.name}: no flow left at these noise scales")
+        counts: dict[str, int] = {}
+        for o in kept:
+            counts[o.letter] = counts.get(o.letter, 0) + 1
+        # keep explicit weights only where a letter keeps all its occurrences
+        parts = []
+        for o in kept:
+            full = w.counts[o.letter] == counts[o.letter]
+            default = o.weight == Fraction(1, w.counts[o.letter])
+            parts.append(o.letter if (full and default) or not full else f"{o.letter}[{o.weight}]")
+        return Word(" ".join(parts))
+
+    def integrator(
+        self, process: ForwardProcess, score: Callable[..., Any], **kwargs: Any
+    ) -> Integrator:
+        """The sampling integrator for ``process`` with ``score`` bound to the field ``s``."""
+        rev = self.reverse(process)
+        sde = rev.sde(self.split)
+        solvers = {k: v for k, v in self.solvers.items() if k in sde.flows}
+        return Integrator(
+            sde,
+            self.compiled_word(process),
+            rev.params_for(sde),
+            {"s": score},
+            reduction=self.reduction,
+            solvers=solvers or None,
+            **kwargs,
+        )
+
+    def denoiser(
+        self, process: ForwardProcess, score: Callable[..., Any], **kwargs: Any
+    ) -> Integrator:
+        """The one-step noise-free Euler integrator of the final denoising step (the drift at
+        :math:`\\lambda = 1`, as in the reference implementations)."""
+        rev = process.reverse(1.0)
+        sde = rev.denoiser_sde()
+        return Integrator(
+            sde,
+            "D",
+            rev.params_for(sde),
+            {"s": score},
+            solvers={"D": EulerMaruyama(reason="the denoising step is one Euler step")},
+            **kwargs,
+        )
+
+    def weak_order(self, process: ForwardProcess) -> int | None:
+        """Declared finite-time weak order, read off the compiled integrator."""
+        return self.integrator(process, _never).weak_order
+
+    def with_options(self, **changes: Any) -> Sampler:
+        """A copy with some attributes changed (``lam``, ``reduction``, ``solvers``, ...)."""
+        return replace(self, **changes)
+
+    def __str__(self) -> str:
+        red = f", {self.reduction}" if self.reduction else ""
+        return f"{self.name}: {self.word} on the {self.split} split{red}"
+
+
+def _never(*args: Any) -> Any:  # a placeholder field callable for structural queries
+    raise RuntimeError("placeholder score called")
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+_EULER_S = {"S": EulerMaruyama(reason="SSCS treats the score part by Euler")}
+#: Sub-step solvers of the splitting samplers (reconstructed): Euler for the data and momentum
+#: drifts. The derived exponential Euler solves the momentum's expanding linear part exactly
+#: while freezing the contracting score term, which is unstable at large steps (its amplification
+#: e^{beta nu h / 2} is not compensated); docs/diffusion.md shows the comparison.
+_EULER_AB = {
+    "A": EulerMaruyama(reason="splitting samplers update the data block by Euler"),
+    "B": EulerMaruyama(reason="splitting samplers update the momentum drift by Euler"),
+}
+_EM = {"R": EulerMaruyama(reason="Euler-Maruyama sampler")}
+#: Default reduction of the reduced splitting samplers (reconstructed): evaluate the score once
+#: per step where the naive word first needs it (same state and time label as the naive
+#: word), and reuse that value in every later sub-flow of the step. ``eval_at="start"`` (on the
+#: state before the first sub-flow) is the other natural choice; docs/diffusion.md compares
+#: them.
+REDUCED = Reduction(reuse="per_step", eval_at="first")
+
+
+def _reduced(name: str, word: str, lam: Any = 1.0) -> Sampler:
+    return Sampler(
+        f"reduced-{name}",
+        "abo",
+        word,
+        lam,
+        _EULER_AB,
+        reduction=REDUCED,
+        reconstructed=True,
+        needs_blocks=("x", "m"),
+        reference=_PANDEY,
+        description=f"{word} with one score evaluation per step reused by every sub-flow",
+    )
+
+
+def _naive(name: str, word: str, lam: Any = 1.0, what: str = "") -> Sampler:
+    return Sampler(
+        name,
+        "abo",
+        word,
+        lam,
+        _EULER_AB,
+        reconstructed=True,
+        needs_blocks=("x", "m"),
+        reference=_PANDEY,
+        description=what or f"naive splitting {word}: each sub-flow evaluates the score afresh",
+    )
+
+
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in [
+        Sampler(
+            "em",
+            "full",
+            "R",
+            1.0,
+            _EM,
+            description="Euler-Maruyama on the reverse SDE",
+            reference="Kloeden & Platen (1992); Song et al., ICLR 2021",
+        ),
+        Sampler(
+            "pf-euler",
+            "full",
+            "R",
+            0.0,
+            _EM,
+            description="Euler on the probability-flow ODE (lambda = 0)",
+            reference="Song et al., ICLR 2021",
+        ),
+        Sampler(
+            "sscs",
+            "sscs",
+            "ASA",
+            1.0,
+            _EULER_S,
+            description="symmetric splitting: exact OU half steps around an Euler step of "
+            "the score part (score minus the stationary score)",
+            reference="Dockhorn, Vahdat & Kreis, ICLR 2022 (SSCS)",
+        ),
+        _naive("oba", "OBA"),
+        _naive("bao", "BAO"),
+        _naive("obab", "OBAB"),
+        _naive("vv", "BAB", 0.0, "velocity Verlet B A B on the probability-flow ODE"),
+        _reduced("oba", "OBA"),
+        _reduced("bao", "BAO"),
+        _reduced("obab", "OBAB"),
+        _reduced("vv", "BAB", 0.0),
+        Sampler(
+            "sps",
+            "abo",
+            "OBA",
+            {"x": 0.0},
+            _EULER_AB,
+            reduction=REDUCED,
+            reconstructed=True,
+            needs_blocks=("x", "m"),
+            reference=_PANDEY,
+            description="reduced OBA with data-block noise regulation lambda_s (default 0)",
+        ),
+    ]
+}
+
+
+def sampler(name: str | Sampler, **options: Any) -> Sampler:
+    """A registered sampler by name, with options: ``lam`` (noise scales), ``lam_s`` (the
+    data-block noise scale of SPS), ``eval_at`` / ``time_label`` (reduced variants),
+    ``solvers``."""
+    if isinstance(name, Sampler):
+        s = name
+    else:
+        key = name.strip().lower()
+        if key not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; samplers: {', '.join(SAMPLERS)}")
+        s = SAMPLERS[key]
+    changes: dict[str, Any] = {}
+    if "lam_s" in options:
+        lam_s = float(options.pop("lam_s"))
+        base = dict(s.lam) if isinstance(s.lam, Mapping) else {"x": s.lam, "m": s.lam}
+        base["x"] = lam_s
+        changes["lam"] = base
+    if "lam" in options:
+        changes["lam"] = options.pop("lam")
+    if "eval_at" in options or "time_label" in options:
+        if s.reduction is None or s.reduction.reuse != "per_step":
+            raise ValueError(f"eval_at/time_label apply to reduced samplers, not {s.name}")
+        changes["reduction"] = Reduction(
+            "per_step",
+            options.pop("eval_at", s.reduction.eval_at),
+            options.pop("time_label", s.reduction.time_label),
+            s.reduction.fields,
+        )
+    if "solvers" in options:
+        changes["solvers"] = {**s.solvers, **options.pop("solvers")}
+    if options:
+        raise ValueError(f"unknown sampler option(s) {sorted(options)}")
+    return replace(s, **changes) if changes else s
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning and running
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SampleResult:
+    """Generated samples and how they were made.
+
+    ``nfe`` is measured by the field counters (steps plus the denoising step, the way the
+    papers report it); ``results`` holds the :class:`~splitsde.integrate.Result` of the
+    sampling run and of the denoising step.
+    """
+
+    final: dict[str, torch.Tensor]
+    nfe: int
+    nfe_steps: int
+    nfe_denoise: int
+    steps: int
+    grid: np.ndarray
+    wall_time: float
+    results: list[Result]
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The data block of the samples."""
+        return next(iter(self.final.values()))
+
+
+@dataclass
+class Plan:
+    """A sampler compiled for one process, score and grid: what :func:`sample` runs and what
+    the exact analysis propagates."""
+
+    sampler: Sampler
+    process: ForwardProcess
+    integrator: Integrator
+    denoiser: Integrator | None
+    grid: np.ndarray  # diffusion times, T -> eps
+
+    @property
+    def tau(self) -> np.ndarray:
+        """The reverse-time grid the integrator runs on."""
+        return self.process.T - self.grid
+
+    @property
+    def denoise_tau(self) -> np.ndarray:
+        return np.array([self.process.T - self.grid[-1], self.process.T])
+
+    @property
+    def steps(self) -> int:
+        return len(self.grid) - 1
+
+    @property
+    def nfe(self) -> int:
+        """NFE as compiled (first step, steady steps, denoising step); :func:`sample` reports
+        the measured count."""
+        prog = self.integrator.program
+        first = prog.evaluations_per_step(first=True)
+        per = prog.evaluations_per_step()
+        return first + (self.steps - 1) * per + (1 if self.denoiser is not None else 0)
+
+    def run(
+        self, y0: Mapping[str, torch.Tensor], *, seed: int = 0, progress: bool | None = None
+    ) -> SampleResult:
+        started = _time.perf_counter()
+        res = integrate(self.integrator, y0, grid=self.tau, seed=seed, progress=progress)
+        results = [res]
+        final = res.final
+        nfe_d = 0
+        if self.denoiser is not None:
+            den = integrate(self.denoiser, final, grid=self.denoise_tau, seed=seed, progress=False)
+            results.append(den)
+            final, nfe_d = den.final, den.nfe
+        return SampleResult(
+            final,
+            res.nfe + nfe_d,
+            res.nfe,
+            nfe_d,
+            self.steps,
+            self.grid,
+            _time.perf_counter() - started,
+            results,
+        )
+
+
+def steps_for_budget(integ: Integrator, nfe: int, denoise: bool, name: str) -> int:
+    """The most steps whose NFE (with the denoising step) fits the budget ``nfe``."""
+    prog = integ.program
+    first, per = prog.evaluations_per_step(first=True), prog.evaluations_per_step()
+    budget = int(nfe) - (1 if denoise else 0)
+    if budget < first or (per == 0 and budget < first):
+        raise BudgetError(
+            f"an NFE budget of {nfe} is too small for {name}: one step costs {first} score "
+            f"evaluation(s){' plus 1 for the denoising step' if denoise else ''}"
+        )
+    if per == 0:
+        raise BudgetError(f"{name} evaluates no score per step; give steps= instead of nfe=")
+    return 1 + (budget - first) // per
+
+
+def plan(
+    sampler_: str | Sampler,
+    process: str | ForwardProcess,
+    score: Callable[..., Any],
+    *,
+    nfe: int | None = None,
+    steps: int | None = None,
+    grid: str | Sequence[float] | np.ndarray = "uniform",
+    eps: float | None = None,
+    denoise: bool = True,
+    **integrator_options: Any,
+) -> Plan:
+    """Compile a sampler for a process, a score callable and a grid.
+
+    Give exactly one of ``nfe`` (a budget: the most steps that fit, counting the denoising
+    step) and ``steps``, unless ``grid`` is an explicit array of diffusion times.
+    """
+    s = sampler(sampler_)
+    proc = get_process(process)
+    integ = s.integrator(proc, score, **integrator_options)
+    den = s.denoiser(proc, score, **integrator_options) if denoise else None
+    if isinstance(grid, str):
+        if (nfe is None) == (steps is None):
+            raise ValueError("give exactly one of nfe= and steps=")
+        if nfe is not None:
+            steps = steps_for_budget(integ, nfe, denoise, s.name)
+        ts = time_grid(proc, grid, steps, eps)
+    else:
+        if nfe is not None or steps is not None:
+            raise ValueError("an explicit grid fixes the steps; do not give nfe= or steps=")
+        ts = check_grid(proc, grid, eps)
+    return Plan(s, proc, integ, den, ts)
+
+
+def sample(
+    sampler_: str | Sampler,
+    process: str | ForwardProcess,
+    score: Callable[..., Any],
+    n: int | None = None,
+    *,
+    shape: int | Sequence[int] | None = None,
+    y0: Mapping[str, torch.Tensor] | None = None,
+    nfe: int | None = None,
+    steps: int | None = None,
+    grid: str | Sequence[float] | np.ndarray = "uniform",
+    eps: float | None = None,
+    denoise: bool = True,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: Any = "cpu",
+    progress: bool | None = None,
+) -> SampleResult:
+    """Draw ``n`` samples: prior at ``T`` (or ``y0``), the sampler over the grid, then the
+    denoising step. ``shape`` is the shape of one data sample (``(d,)`` or ``(C, H, W)``)."""
+    p = plan(sampler_, process, score, nfe=nfe, steps=steps, grid=grid, eps=eps, denoise=denoise)
+    if y0 is None:
+        if n is None or shape is None:
+            raise ValueError("give n= and shape= (or an initial state y0=)")
+        gen = torch.Generator(device=device).manual_seed(seed + 7919)
+        y0 = p.process.prior(n, shape, generator=gen, dtype=dtype, device=device)
+    return p.run(y0, seed=seed, progress=progress)

@@ -120,7 +120,8 @@ class ODESolver:
 
     @property
     def evaluations_per_call(self) -> int | None:
-        """Evaluations of each field per slice (``None``: adaptive or set by ``step_size``)."""
+        """Drift evaluations per slice (``None``: adaptive, or set by ``step_size``); each
+        evaluates every field application of the drift once."""
         if self.spec.adaptive or dict(self.options).get("step_size") is not None:
             return None
         return self.spec.stages

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import sympy
 import torch
 
-from splitsde.symbolic.field import Field
+from splitsde.symbolic.field import Field, field_applications, field_of
 from splitsde.symbolic.symbols import Block, h, t
 
 __all__ = ["FlowMap", "ODEIntegrate"]
@@ -56,8 +56,8 @@ class FlowMap(Field):
     solve:
         The ODE integrator (see :class:`ODEIntegrate`).
     evaluations_per_call:
-        Evaluations of each real field per call of the map when they are fixed by the method
-        (four for one classical Runge--Kutta step), ``None`` when adaptive.
+        Evaluations of the drift per call of the map when the method fixes them (four for one
+        classical Runge--Kutta step), ``None`` when adaptive.
     description:
         A label for listings.
     """
@@ -91,6 +91,9 @@ class FlowMap(Field):
             flow.drift.get(b, sympy.Integer(0)) for b in changed
         )
         self.inner_fields: tuple[Field, ...] = tuple(flow.fields)
+        apps = set().union(*(field_applications(e) for e in self.drift))
+        # one call per distinct application (the outputs of one call share it)
+        self._calls_per_rhs = len({(field_of(a)[0], a.args) for a in apps})
         self.solve = solve
         self.evaluations_per_call = evaluations_per_call
 
@@ -101,10 +104,10 @@ class FlowMap(Field):
 
     @property
     def field_evaluations(self) -> int | None:
-        """Real field evaluations of one call (all inner fields), ``None`` if adaptive."""
+        """Real field evaluations of one call of the map, ``None`` if adaptive."""
         if self.evaluations_per_call is None:
             return None
-        return self.evaluations_per_call * len(self.inner_fields)
+        return self.evaluations_per_call * self._calls_per_rhs
 
     def bind(
         self, drift: Callable[[Sequence[torch.Tensor], float], list[torch.Tensor]]

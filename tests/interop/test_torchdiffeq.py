@@ -121,6 +121,18 @@ def test_flow_map_field_evaluations_are_counted():
     assert res.nfe == 4 * 2 * 2 * 4  # steps x slices x internal steps (2^-4 / 2^-5) x stages
 
 
+def test_each_field_of_the_drift_is_counted():
+    """Two fields in the mapped drift: rk4 evaluates each four times per slice."""
+    q, p = sd.blocks("q p")
+    F = sd.Field("F", [q], definition=-q)
+    G = sd.Field("G", [p], definition=p)
+    sde = sd.SDE([q, p], {"X": sd.Flow({q: G(), p: F()}, solver=ODESolver("rk4"))})
+    integ = sd.Integrator(sde, "X")
+    assert integ.evaluations_per_step == 8
+    res = sd.integrate(integ, {"q": torch.ones(2, 1), "p": torch.zeros(2, 1)}, h=0.1, steps=5)
+    assert res.nfe_by_field == {"F": 20, "G": 20}
+
+
 def test_flow_map_is_evaluated_afresh_under_every_reduction():
     """A flow map is a solver, not a reusable field: per_step reuse must not reuse it."""
     sde, params = _oscillator()

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import sympy
 
-__all__ = ["langevin_nfe_table", "method_table", "presets_table", "solver_gallery"]
+__all__ = [
+    "langevin_nfe_table",
+    "method_table",
+    "ode_method_table",
+    "presets_table",
+    "solver_gallery",
+]
 
 
 def presets_table() -> str:
@@ -104,4 +110,18 @@ def method_table() -> str:
             m.reference,
         ]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def ode_method_table() -> str:
+    """The torchdiffeq methods :class:`~splitsde.interop.torchdiffeq.ODESolver` accepts."""
+    from splitsde.interop.torchdiffeq import ODE_METHODS
+
+    rows = [
+        "| method | order | drift evaluations per internal step | reference |",
+        "|---|---|---|---|",
+    ]
+    for m in ODE_METHODS.values():
+        cost = "adaptive (measured)" if m.adaptive else str(m.stages)
+        rows.append(f"| `{m.name}` | {m.order} | {cost} | {m.reference} |")
     return "\n".join(rows)

@@ -8,18 +8,9 @@ by :func:`torchdiffeq.odeint` inside the compiled step as a
 :class:`~splitsde.symbolic.flowmap.FlowMap`; the fields the drift applies are evaluated through
 the integrator's counter, so ``Result.nfe`` includes every stage.
 
-Declared orders (the order of the method as an ODE solver, hence its weak order as a sub-flow
-solver; a splitting word caps the composed order, e.g. at 2 for a symmetric word):
-
-=============  =====  =============================  =================================
-method         order  field evaluations per slice    reference
-=============  =====  =============================  =================================
-``euler``      1      1                              Euler (1768)
-``midpoint``   2      2                              Runge, Math. Ann. 46 (1895)
-``rk4``        4      4                              Kutta, Z. Math. Phys. 46 (1901)
-``bosh3``      3      adaptive                       Bogacki & Shampine (1989)
-``dopri5``     5      adaptive                       Dormand & Prince (1980)
-=============  =====  =============================  =================================
+Each method of :data:`ODE_METHODS` is declared with its order as an ODE solver, hence its weak
+order as a sub-flow solver (a splitting word caps the composed order, e.g. at 2 for a symmetric
+word), its drift evaluations per internal step and a reference.
 
 The adaptive pairs choose their own internal steps: their error is set by ``rtol``/``atol``
 rather than by the slice length, so their declared order describes the method, not a

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import sympy
 
-__all__ = ["langevin_nfe_table", "presets_table", "solver_gallery"]
+__all__ = [
+    "langevin_nfe_table",
+    "method_table",
+    "ode_method_table",
+    "presets_table",
+    "solver_gallery",
+]
 
 
 def presets_table() -> str:
@@ -74,4 +80,48 @@ def langevin_nfe_table() -> str:
             f"| `{w}` | {integ.word.is_symmetric} | {integ.weak_order} | "
             f"{integ.evaluations_per_step} |"
         )
+    return "\n".join(rows)
+
+
+def method_table() -> str:
+    """Every registered method (presets, solver strategies, torchdiffeq solvers, samplers)
+    with its declared weak order, invariant-measure behaviour, field evaluations per step (from
+    the compiled program, or measured when adaptive), exact sub-flows and reference."""
+    import importlib
+
+    import splitsde  # noqa: F401  (presets and solver strategies register on import)
+    from splitsde.methods import registered_methods
+
+    for module in ("splitsde.interop.torchdiffeq", "splitsde.diffusion"):
+        importlib.import_module(module)  # their methods register on import
+    rows = [
+        "| method | kind | weak order | invariant measure | field evaluations per step "
+        "(per slice for a solver) | exact sub-flows | reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in registered_methods():
+        cells = [
+            m.name,
+            m.kind,
+            m.weak_order,
+            m.invariant,
+            m.evaluations,
+            m.exact_subflows,
+            m.reference,
+        ]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def ode_method_table() -> str:
+    """The torchdiffeq methods :class:`~splitsde.interop.torchdiffeq.ODESolver` accepts."""
+    from splitsde.interop.torchdiffeq import ODE_METHODS
+
+    rows = [
+        "| method | order | drift evaluations per internal step | reference |",
+        "|---|---|---|---|",
+    ]
+    for m in ODE_METHODS.values():
+        cost = "adaptive (measured)" if m.adaptive else str(m.stages)
+        rows.append(f"| `{m.name}` | {m.order} | {cost} | {m.reference} |")
     return "\n".join(rows)

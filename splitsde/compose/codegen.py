@@ -388,6 +388,7 @@ def lower(
     pr = _Printer(names)
     n_sub = len(program.substeps)
     field_index = {f: i for i, f in enumerate(program.fields)}
+    map_index = {f: i for i, f in enumerate(program.flow_maps)}
 
     def body(mode: str) -> list[str]:
         L: list[str] = []
@@ -396,7 +397,12 @@ def lower(
         for s in hp.statements:
             if isinstance(s, Mark):
                 upcoming = s.substep + 1
-            if isinstance(s, Eval):
+            if isinstance(s, Eval) and s.field in map_index:
+                # a flow map counts the real fields it evaluates itself
+                outs = ", ".join(names[o] for o in s.outs) + ("," if len(s.outs) > 1 else "")
+                args = ", ".join(pr(a) for a in s.args)
+                L.append(f"{outs} = _map{map_index[s.field]}({args})")
+            elif isinstance(s, Eval):
                 i = field_index[s.field]
                 outs = ", ".join(names[o] for o in s.outs)
                 call = f"_f{i}({', '.join(pr(a) for a in s.args)})"

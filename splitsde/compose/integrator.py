@@ -278,9 +278,10 @@ class Integrator:
         return self.program.substeps
 
     @property
-    def evaluations_per_step(self) -> int:
+    def evaluations_per_step(self) -> int | None:
         """Field evaluations per step in steady state, as the program is compiled (the measured
-        count is in :class:`~splitsde.integrate.Result`)."""
+        count is in :class:`~splitsde.integrate.Result`); ``None`` when an adaptive flow map
+        makes it depend on the state."""
         return self.program.evaluations_per_step()
 
     @property
@@ -338,6 +339,30 @@ class Integrator:
     @cached_property
     def _hoisted(self):
         return hoist_program(self.program)
+
+    @cached_property
+    def _flow_maps(self) -> list[Callable[..., Any]]:
+        """The program's flow maps, bound to counted callables of the real fields they use."""
+        from splitsde.compose.expressions import lower_expressions
+
+        index = {bf.field: i for i, bf in enumerate(self.fields)}
+        counts = self.nfe_counts
+
+        def counted(i: int) -> Callable[..., Any]:
+            fn = self.fields[i].fn
+
+            def call(*args: Any) -> Any:
+                counts[i] += 1
+                return fn(*args)
+
+            return call
+
+        out = []
+        for fm in self.program.flow_maps:
+            fns = {f: counted(index[f]) for f in fm.inner_fields}
+            drift = lower_expressions(fm.drift, fm.depends, self.params, fns, like=fm.changed)
+            out.append(fm.bind(drift))
+        return out
 
     @cached_property
     def coefficient_table(self) -> CoefficientTable:
@@ -446,6 +471,8 @@ class Integrator:
         namespace.update(_accepted=accepted, _esum=element_sum, _select=select_walkers)
         for i, bf in enumerate(self.fields):
             namespace[f"_f{i}"] = bf.fn
+        for i, fm in enumerate(self._flow_maps):
+            namespace[f"_map{i}"] = fm
         for i, d in enumerate(draws):
             namespace[f"_draw{i}"] = d
         checks = _Checks(self, state)

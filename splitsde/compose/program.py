@@ -21,6 +21,7 @@ import sympy
 from splitsde.compose.reduce import Reduction
 from splitsde.compose.word import Occurrence, Word, WordError
 from splitsde.symbolic.field import Field, field_applications, field_of
+from splitsde.symbolic.flowmap import FlowMap
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import Solver
 from splitsde.symbolic.symbols import (
@@ -191,9 +192,20 @@ class Program:
 
     @property
     def fields(self) -> tuple[Field, ...]:
+        """The real fields the step evaluates (those inside flow maps included)."""
         out: list[Field] = []
         for s in self.statements:
-            if isinstance(s, Eval) and s.field not in out:
+            if isinstance(s, Eval):
+                inner = s.field.inner_fields if isinstance(s.field, FlowMap) else (s.field,)
+                out.extend(f for f in inner if f not in out)
+        return tuple(out)
+
+    @property
+    def flow_maps(self) -> tuple[FlowMap, ...]:
+        """Numerically integrated flow maps (pseudo-fields) the step evaluates."""
+        out: list[FlowMap] = []
+        for s in self.statements:
+            if isinstance(s, Eval) and isinstance(s.field, FlowMap) and s.field not in out:
                 out.append(s.field)
         return tuple(out)
 
@@ -205,9 +217,19 @@ class Program:
     def draws(self) -> list[Draw]:
         return [s for s in self.statements if isinstance(s, Draw)]
 
-    def evaluations_per_step(self, first: bool = False) -> int:
-        """Field evaluations the program makes per step (``first``: without carried values)."""
-        return sum(1 for e in self.evals if first or e.carry is None)
+    def evaluations_per_step(self, first: bool = False) -> int | None:
+        """Field evaluations the program makes per step (``first``: without carried values);
+        ``None`` when an adaptive flow map makes the count depend on the state."""
+        n = 0
+        for e in self.evals:
+            if isinstance(e.field, FlowMap):
+                inner = e.field.field_evaluations
+                if inner is None:
+                    return None
+                n += inner
+            elif first or e.carry is None:
+                n += 1
+        return n
 
     def listing(self) -> str:
         """A readable listing of the step program."""
@@ -220,6 +242,8 @@ class Program:
                     if s.carry is not None
                     else ""
                 )
+                if isinstance(s.field, FlowMap):
+                    carry = f"   [{s.field.description or 'flow map'}]"
                 lines.append(f"  {outs} = {s.field.name}({', '.join(map(str, s.args))}){carry}")
             elif isinstance(s, Draw):
                 lines.append(f"  {s.symbol} ~ N(0, 1) like {s.like}   [{s.start}, {s.stop}]")
@@ -402,7 +426,7 @@ def build_program(
 
     def pre_evaluate() -> None:
         for occ in word:
-            for f in sde.flows[occ.letter].solver.fields:
+            for f in _direct_fields(sde.flows[occ.letter].solver):
                 if f not in per_step and reduction.applies_to(f.name):
                     per_step[f] = emit_eval(f, f.depends, label_for(f, t if f.time else None))
 
@@ -433,6 +457,17 @@ def build_program(
             coefs.append(ProgramCoefficient(new, d, occ.offset, occ.weight))
         for tmp, _ in upd.lets:
             rename[tmp] = Temporary(f"k{k}_{tmp.name}")
+        maps_here: dict[tuple, tuple[FieldValue, ...]] = {}
+
+        def flow_map(f: FlowMap, args: tuple, maps: dict = maps_here) -> tuple[FieldValue, ...]:
+            """One evaluation per flow map and sub-step (its outputs share it); never reused."""
+            args = tuple(sympy.expand(a) for a in args)
+            if (f, args) not in maps:
+                counter["v"] += 1
+                outs = tuple(FieldValue(f"{f.name}_{o}_{counter['v']}") for o in f.outputs)
+                statements.append(Eval(f, outs, args))
+                maps[(f, args)] = outs
+            return maps[(f, args)]
 
         def lower(e: sympy.Expr, rename: dict = rename) -> sympy.Expr:
             e = e.xreplace(rename)
@@ -442,6 +477,9 @@ def build_program(
             repl = {}
             for app in apps:
                 f, out = field_of(app)
+                if isinstance(f, FlowMap):
+                    repl[app] = flow_map(f, app.args)[out]
+                    continue
                 n_dep = len(f.depends)
                 args = tuple(app.args[:n_dep])
                 label = sympy.expand(app.args[n_dep]) if f.time else None
@@ -472,6 +510,16 @@ def build_program(
     if reduction.reuse == "exact":
         _mark_carry(program, records, versions)
     return program
+
+
+def _direct_fields(solver: Solver) -> list[Field]:
+    """Fields a solver's update applies directly (not inside a flow map)."""
+    out: list[Field] = []
+    for app in sorted(solver.update.field_applications, key=str):
+        f = field_of(app)[0]
+        if not isinstance(f, FlowMap) and f not in out:
+            out.append(f)
+    return out
 
 
 def _find(records: list[_EvalRecord], f: Field, deps: tuple, vers: dict) -> _EvalRecord | None:
@@ -513,6 +561,19 @@ def _check_groups(sde: SDE, word: Word, reduction: Reduction) -> None:
                 f"group {{{text}}} contains stochastic letter(s) "
                 f"{', '.join(dict.fromkeys(noisy))}; "
                 "a Metropolized group must be deterministic: move them outside the braces"
+            )
+        mapped = [
+            word[i].letter
+            for i in idx
+            if any(
+                isinstance(field_of(a)[0], FlowMap)
+                for a in sde.flows[word[i].letter].solver.update.field_applications
+            )
+        ]
+        if mapped:
+            raise WordError(
+                f"group {{{text}}} has letter(s) {', '.join(dict.fromkeys(mapped))} solved by a "
+                "numerical ODE method, which is not a reversible volume-preserving proposal"
             )
         timed = [
             word[i].letter for i in idx if sde.flows[word[i].letter].solver.time != "autonomous"

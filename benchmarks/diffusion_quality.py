@@ -459,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + "; ".join(f"{k}: {v}" for k, v in c.items()))
     overhead = []
     if not args.skip_overhead:
-        print("\nIntegrator overhead with a 4-layer MLP (width 256):"
-              + (" [quick: batch 256, per-run fixed costs dominate]" if args.quick else ""))
+        print(
+            "\nIntegrator overhead with a 4-layer MLP (width 256):"
+            + (" [quick: batch 256, per-run fixed costs dominate]" if args.quick else "")
+        )
         if limit is not None:
             limit.restore_original_limits()
         overhead = run_overhead(args)

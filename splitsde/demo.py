@@ -97,21 +97,32 @@ def certificates(out: Path, quick: bool = False, h: float = 0.25) -> dict[str, A
 
     words = ["BAOAB", "ABOBA", "OBABO", "OBA"]
     omega, gamma, kT = 1.0, 1.0, 1.0
-    certs = {w: certificate(w, "harmonic", h=h, omega=omega, gamma=gamma, kT=kT,
-                            ladder_steps=3 if quick else 5) for w in words}
-    print(f"Exact certificates on the harmonic oscillator (omega = {omega:g}, gamma = {gamma:g}, "
-          f"kT = {kT:g}, M = 1) at h = {h:g}")
-    print(f"  {'word':7}{'order':>6}{'NFE':>5}{'<q^2> bias':>13}{'<p^2> bias':>13}"
-          f"{'stable h <':>12}")
+    certs = {
+        w: certificate(
+            w, "harmonic", h=h, omega=omega, gamma=gamma, kT=kT, ladder_steps=3 if quick else 5
+        )
+        for w in words
+    }
+    print(
+        f"Exact certificates on the harmonic oscillator (omega = {omega:g}, gamma = {gamma:g}, "
+        f"kT = {kT:g}, M = 1) at h = {h:g}"
+    )
+    print(
+        f"  {'word':7}{'order':>6}{'NFE':>5}{'<q^2> bias':>13}{'<p^2> bias':>13}{'stable h <':>12}"
+    )
     for w, c in certs.items():
         rb = c.relative_bias or {}
         bound = f"{c.stability_bound:.4g}" if c.stability_bound else "-"
-        print(f"  {w:7}{c.weak_order!s:>6}{c.nfe_per_step:>5g}{rb.get('q2', float('nan')):>+13.2e}"
-              f"{rb.get('p2', float('nan')):>+13.2e}{bound:>12}")
+        print(
+            f"  {w:7}{c.weak_order!s:>6}{c.nfe_per_step:>5g}{rb.get('q2', float('nan')):>+13.2e}"
+            f"{rb.get('p2', float('nan')):>+13.2e}{bound:>12}"
+        )
     print("  leading stationary biases (exact series in h):")
     for w, c in certs.items():
-        terms = "; ".join(f"<{k[0]}^2>: {v}" if k != "qp" else f"<qp>: {v}"
-                          for k, v in c.bias_leading_terms.items())
+        terms = "; ".join(
+            f"<{k[0]}^2>: {v}" if k != "qp" else f"<qp>: {v}"
+            for k, v in c.bias_leading_terms.items()
+        )
         print(f"    {w:6} {terms}")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for w, c in certs.items():

@@ -17,7 +17,11 @@ K = np.diag([0.08, 8.02])
 def test_van_loan_matches_quadrature_on_long_slices(T):
     ref = scipy.integrate.quad_vec(
         lambda s: scipy.linalg.expm(A * s) @ K @ scipy.linalg.expm(A * s).T,
-        0.0, T, epsabs=1e-14, epsrel=1e-13, limit=500,
+        0.0,
+        T,
+        epsabs=1e-14,
+        epsrel=1e-13,
+        limit=500,
     )[0]
     phi, q = van_loan(A, K, np.array(T))
     np.testing.assert_allclose(phi, scipy.linalg.expm(A * T), rtol=1e-10, atol=1e-14)
@@ -34,8 +38,11 @@ def test_van_loan_long_slice_reaches_the_stationary_covariance():
 def test_van_loan_negative_slices_are_unchanged():
     phi, q = van_loan(A, K, np.array([-0.7]))
     ref = -scipy.integrate.quad_vec(
-        lambda s: scipy.linalg.expm(A * s) @ K @ scipy.linalg.expm(A * s).T, -0.7, 0.0,
-        epsabs=1e-14, epsrel=1e-13,
+        lambda s: scipy.linalg.expm(A * s) @ K @ scipy.linalg.expm(A * s).T,
+        -0.7,
+        0.0,
+        epsabs=1e-14,
+        epsrel=1e-13,
     )[0]
     np.testing.assert_allclose(phi[0], scipy.linalg.expm(-0.7 * A), rtol=1e-10)
     np.testing.assert_allclose(q[0], ref, rtol=1e-9, atol=1e-10)

@@ -23,4 +23,3 @@ def test_per_step_reuse_without_fields_keeps_order_two():
     integ = prob.integrator("BAOAB", reduction=sd.Reduction("per_step"))
     assert integ.weak_order == 2
     assert finite_time_order(symbolic_step(integ), prob.sde).order == 2
-

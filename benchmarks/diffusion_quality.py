@@ -135,16 +135,28 @@ def run_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
 def ablation_samplers() -> list[dm.Sampler]:
     """The reconstructed choices of the reduced splitting samplers, one change at a time."""
     base = dm.sampler("reduced-oba")
+    euler = sd.solvers.EulerMaruyama
+    old = {"A": euler(reason="ablation"), "B": euler(reason="ablation")}
     return [
         base.with_options(name="reduced-oba"),
-        dm.sampler("reduced-oba", eval_at="start").with_options(name="oba:eval-at-start"),
+        dm.sampler("reduced-oba", time_label="mid").with_options(name="oba:label-mid"),
         dm.sampler("reduced-oba", time_label="end").with_options(name="oba:label-end"),
         base.with_options(name="oba:exp-euler", solvers={}),
-        base.with_options(name="oba:friction-in-O", split="abo-friction"),
+        # the previous reconstruction: O = momentum noise only, B = the whole momentum drift
+        base.with_options(name="abo:noise-O", split="abo", solvers=old),
+        dm.sampler("reduced-oba", eval_at="start").with_options(
+            name="abo:noise-O,start", split="abo", solvers=old
+        ),
+        # ... with the (expanding) momentum friction in O, solved exactly
+        base.with_options(name="abo:friction-O", split="abo-friction", solvers=old),
         dm.sampler("sps", lam_s=0.0).with_options(name="sps(lam_s=0)"),
         dm.sampler("sps", lam_s=0.5).with_options(name="sps(lam_s=0.5)"),
         dm.sampler("sps", lam_s=2.0).with_options(name="sps(lam_s=2)"),
     ]
+
+
+#: Samplers compared on the quadratic grid of the PSLD reference code as well.
+GRID_SAMPLERS = ["em", "sscs", "reduced-oba", "sps"]
 
 
 def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -157,28 +169,34 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
     for tname, tgt in targets.items():
         exact = isinstance(tgt, dm.GaussianData) and dm.comparison.has_exact_analysis()
-        comp = dm.compare(
-            "psld-cifar10",
-            tgt,
-            ablation_samplers(),
-            nfes,
-            n=400 if args.quick else args.n,
-            seed=args.seed,
-            exact=exact,
-            batches=args.batches,
-            progress=args.progress,
-        )
-        print(f"\nAblation of the reconstructed choices\n{comp.table()}")
-        out.append(
-            {
-                "process": "psld-cifar10",
-                "target": tname,
-                "target_name": comp.target,
-                "metric": comp.metric,
-                "exact": exact,
-                "rows": comp.rows,
-            }
-        )
+        runs = [("uniform", ablation_samplers())]
+        if exact:  # exact and cheap: also the reference code's quadratic grid
+            runs.append(("quadratic", GRID_SAMPLERS))
+        for grid, samplers in runs:
+            comp = dm.compare(
+                "psld-cifar10",
+                tgt,
+                samplers,
+                nfes,
+                n=400 if args.quick else args.n,
+                grid=grid,
+                seed=args.seed,
+                exact=exact,
+                batches=args.batches,
+                progress=args.progress,
+            )
+            print(f"\nAblation of the reconstructed choices ({grid} grid)\n{comp.table()}")
+            out.append(
+                {
+                    "process": "psld-cifar10",
+                    "target": tname,
+                    "target_name": comp.target,
+                    "grid": grid,
+                    "metric": comp.metric,
+                    "exact": exact,
+                    "rows": comp.rows,
+                }
+            )
     return out
 
 
@@ -310,11 +328,11 @@ def hand_written(
                 x.mul_(1 + h * B * G / 2).add_(m, alpha=-h * B * Mi / 2)
                 x.add_(sx, alpha=h * G * B).add_(nx, alpha=math.sqrt(h * G * B))
                 m.add_(dm_)
-            else:  # sps: O (momentum noise), B and A by Euler with the score evaluated once
-                torch.randn(m.shape, generator=gen, out=nm)
-                m.add_(nm, alpha=math.sqrt(h * nu * B / Mi))
+            else:  # sps: one score evaluation; O (momentum OU part), B (kick), A (data)
                 sx, sm = model(x, m, t0)
-                m.mul_(1 + h * B * nu / 2).add_(x, alpha=h * B / 2).add_(sm, alpha=h * nu * B / Mi)
+                torch.randn(m.shape, generator=gen, out=nm)
+                m.mul_(1 + h * B * nu / 2).add_(sm, alpha=h * nu * B / Mi)
+                m.add_(nm, alpha=math.sqrt(h * nu * B / Mi)).add_(x, alpha=h * B / 2)
                 x.mul_(1 + h * B * G / 2).add_(sx, alpha=h * G * B / 2)
                 x.add_(m, alpha=-h * B * Mi / 2)
         # the final denoising step: one Euler step of the lambda = 1 drift, no noise

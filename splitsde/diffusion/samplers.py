@@ -13,12 +13,12 @@ name               split     word / rule                                        
 ``pf-euler``       full      ``R`` at :math:`\lambda = 0` (probability-flow Euler)  1
 ``sscs``           sscs      ``A S A``: exact OU half steps around an Euler score   1
                              step (Dockhorn et al., ICLR 2022)
-``oba`` ``bao``    abo       naive splitting words (fields evaluated afresh)        2, 2, 3
+``oba`` ``bao``    abo-ou    naive splitting words (fields evaluated afresh)        2, 2, 2
 ``obab``
 ``vv``             abo       ``B A B`` at :math:`\lambda = 0` (velocity Verlet on   3
                              the probability-flow ODE)
-``reduced-*``      abo       the same words with ``reuse="per_step"``               1
-``sps``            abo       reduced ``OBA`` with data-block noise :math:`\lambda_s` 1
+``reduced-*``      same      the same words with ``reuse="per_step"``               1
+``sps``            abo-ou    reduced ``OBA`` with data-block noise :math:`\lambda_s` 1
 =================  ========  =====================================================  ==========
 
 All of them have finite-time weak order 1 (Euler-type treatment of the score; the reduction
@@ -27,12 +27,18 @@ rule caps the order at 1); :attr:`Sampler.weak_order` reads it off the compiled 
 The splitting samplers follow Pandey, Rudolph & Mandt, *Towards fast stochastic sampling in
 diffusion generative models* (2024) and *Efficient integrators for diffusion generative models*
 (ICLR 2024). Their sub-flows, the solvers of the sub-flows and the evaluation point and time
-label of the reduced variants are **reconstructed** (see ``docs/diffusion.md``): ``A`` moves
-the data block with its score term and noise, ``B`` the momentum with its deterministic drift
-and score term, ``O`` adds the momentum noise (solved exactly); ``A`` and ``B`` are Euler
-steps. The derived solver of ``B`` would be exponential Euler (its expanding linear part
-:math:`e^{\beta\nu h/2}` exact, the contracting score term frozen), which is unstable at the
-step sizes of interest; pass ``solvers={}`` through :meth:`Sampler.with_options` to use it.
+label of the reduced variants are **reconstructed**: the public record available to us (the
+papers' abstracts and reviews, the official PSLD code, which has EM, SSCS and a black-box ODE
+sampler but no splitting sampler) names the ingredients but not the update equations; see
+``docs/diffusion.md``. The stochastic words run on the ``abo-ou`` split
+(:mod:`~splitsde.diffusion.reverse`): ``A`` moves the data block with its score term and noise,
+``B`` kicks the momentum with the data (:math:`\tfrac\beta2\bar x`), ``O`` is the momentum's
+Ornstein--Uhlenbeck part (friction, score term, noise); ``A`` and ``O`` are Euler--Maruyama
+steps, ``B`` is exact. The derived solver of ``O`` would be exponential Euler (its expanding
+linear part :math:`e^{\beta\nu h/2}` exact, the contracting score term frozen), which is
+unstable at the step sizes of interest; pass ``solvers={}`` through
+:meth:`Sampler.with_options` to use it. The velocity-Verlet words run on the probability-flow
+ODE split into the data and momentum equations (``abo`` at :math:`\lambda = 0`).
 """
 
 from __future__ import annotations
@@ -199,10 +205,16 @@ def _never(*args: Any) -> Any:  # a placeholder field callable for structural qu
 # The registry
 # ---------------------------------------------------------------------------------------------
 _EULER_S = {"S": EulerMaruyama(reason="SSCS treats the score part by Euler")}
-#: Sub-step solvers of the splitting samplers (reconstructed): Euler for the data and momentum
-#: drifts. The derived exponential Euler solves the momentum's expanding linear part exactly
-#: while freezing the contracting score term, which is unstable at large steps (its amplification
-#: e^{beta nu h / 2} is not compensated); docs/diffusion.md shows the comparison.
+#: Sub-step solvers of the stochastic splitting samplers (reconstructed; B, the momentum kick by
+#: the data, is solved exactly by its derived shear). The derived exponential Euler of O solves
+#: the momentum's expanding friction e^{beta nu h / 2} exactly while freezing the contracting
+#: score term, which is unstable at large steps; docs/diffusion.md shows the comparison.
+_EULER_AO = {
+    "A": EulerMaruyama(reason="splitting samplers update the data block by Euler"),
+    "O": EulerMaruyama(reason="splitting samplers update the momentum's OU part by Euler"),
+}
+#: Sub-step solvers of the velocity-Verlet words (data and momentum equations of the
+#: probability-flow ODE, Euler steps as in the paper's symplectic Euler and velocity Verlet).
 _EULER_AB = {
     "A": EulerMaruyama(reason="splitting samplers update the data block by Euler"),
     "B": EulerMaruyama(reason="splitting samplers update the momentum drift by Euler"),
@@ -210,19 +222,21 @@ _EULER_AB = {
 _EM = {"R": EulerMaruyama(reason="Euler-Maruyama sampler")}
 #: Default reduction of the reduced splitting samplers (reconstructed): evaluate the score once
 #: per step where the naive word first needs it (same state and time label as the naive
-#: word), and reuse that value in every later sub-flow of the step. ``eval_at="start"`` (on the
-#: state before the first sub-flow) is the other natural choice; docs/diffusion.md compares
-#: them.
+#: word), and reuse that value in every later sub-flow of the step. For OBA on the abo-ou split
+#: that is the state at the start of the step, labelled with the step's start time.
 REDUCED = Reduction(reuse="per_step", eval_at="first")
+#: The split of the stochastic splitting samplers (see splitsde.diffusion.reverse).
+SPLITTING = "abo-ou"
 
 
 def _reduced(name: str, word: str, lam: Any = 1.0) -> Sampler:
+    deterministic = lam == 0.0
     return Sampler(
         f"reduced-{name}",
-        "abo",
+        "abo" if deterministic else SPLITTING,
         word,
         lam,
-        _EULER_AB,
+        _EULER_AB if deterministic else _EULER_AO,
         reduction=REDUCED,
         reconstructed=True,
         needs_blocks=("x", "m"),
@@ -232,12 +246,13 @@ def _reduced(name: str, word: str, lam: Any = 1.0) -> Sampler:
 
 
 def _naive(name: str, word: str, lam: Any = 1.0, what: str = "") -> Sampler:
+    deterministic = lam == 0.0
     return Sampler(
         name,
-        "abo",
+        "abo" if deterministic else SPLITTING,
         word,
         lam,
-        _EULER_AB,
+        _EULER_AB if deterministic else _EULER_AO,
         reconstructed=True,
         needs_blocks=("x", "m"),
         reference=_PANDEY,
@@ -286,10 +301,10 @@ SAMPLERS: dict[str, Sampler] = {
         _reduced("vv", "BAB", 0.0),
         Sampler(
             "sps",
-            "abo",
+            SPLITTING,
             "OBA",
             {"x": 0.0},
-            _EULER_AB,
+            _EULER_AO,
             reduction=REDUCED,
             reconstructed=True,
             needs_blocks=("x", "m"),

@@ -16,7 +16,7 @@ def test_compare_table_and_json(capsys, tmp_path):
         "--target",
         "ring-4",
         "--samplers",
-        "em,reduced-oba,obab",
+        "em,reduced-oba,vv",
         "--nfe",
         "3,8",
         "--n",
@@ -26,14 +26,14 @@ def test_compare_table_and_json(capsys, tmp_path):
     assert main([*argv, "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "sliced_w2 on 4 modes on a ring" in out and "reduced-oba" in out
-    assert "budget<1 step" in out  # obab needs 3 evaluations + 1 for the denoising step
+    assert "budget<1 step" in out  # vv needs 3 evaluations + 1 for the denoising step
     assert png.stat().st_size > 0
     assert main([*argv, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     rows = {(r["sampler"], r["nfe_budget"]): r for r in data["rows"]}
     assert rows[("em", 8)]["nfe"] == 8 and rows[("em", 8)]["steps"] == 7
-    assert rows[("obab", 8)]["nfe"] == 7  # two naive steps of 3 evaluations + denoising
-    assert "too small for obab" in rows[("obab", 3)]["error"]
+    assert rows[("vv", 8)]["nfe"] == 7  # two naive steps of 3 evaluations + denoising
+    assert "too small for vv" in rows[("vv", 3)]["error"]
     assert rows[("em", 3)]["sliced_w2_se"] > 0
 
 

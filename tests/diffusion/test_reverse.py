@@ -72,6 +72,28 @@ def test_abo_split_structure_and_dropped_letters():
     assert not ode.sde("full").flows["R"].is_stochastic
 
 
+@pytest.mark.parametrize("lam_x, lam_m", [(1, 1), (0, 1), (0.5, 0)])
+def test_abo_ou_split_keeps_the_momentum_score_with_its_noise(lam_x, lam_m):
+    """abo-ou: A = the data equation, B = the momentum kick by the data, O = friction, score
+    term and noise of the momentum (algorithms.md section 2, written out by hand)."""
+    rev = dm.process("psld-cifar10").reverse({"x": lam_x, "m": lam_m})
+    sde = rev.sde("abo-ou")
+    p, x, m, sx, sm = _syms(rev)
+    B, G, nu, Mi = p["beta"], p["Gamma"], p["nu"], p["Minv"]
+    cx = sympy.Rational(1 + sympy.nsimplify(lam_x) ** 2, 2)
+    cm = sympy.Rational(1 + sympy.nsimplify(lam_m) ** 2, 2)
+    A, K, O = sde.flows["A"], sde.flows["B"], sde.flows["O"]
+    assert set(A.changed) == {x} and set(K.changed) == {m} and set(O.changed) == {m}
+    assert _same(A.drift[x], B / 2 * (G * x - Mi * m) + cx * G * B * sx)
+    assert _same(A.noise.get(x, 0) ** 2, sympy.nsimplify(lam_x) ** 2 * G * B)
+    assert _same(K.drift[m], B / 2 * x) and not K.noise
+    assert K.solver.exact  # the kick does not depend on m: a shear
+    assert _same(O.drift[m], B / 2 * nu * m + cm * nu * B / Mi * sm)
+    assert _same(O.noise.get(m, 0) ** 2, sympy.nsimplify(lam_m) ** 2 * nu * B / Mi)
+    assert _same(K.drift[m] + O.drift[m], rev.drift[m])
+    assert sde.letters == ("A", "B", "O")  # O stays at lambda_m = 0 (friction and score)
+
+
 def test_user_split():
     rev = dm.process("psld-cifar10").reverse(1.0)
     spec = {

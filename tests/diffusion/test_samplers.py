@@ -10,8 +10,10 @@ import splitsde.diffusion as dm
 PSLD = "psld-cifar10"
 
 #: score evaluations per step as the naive words' derivation says (the score depends on both
-#: blocks, so a value is reusable only before any block moved)
-NAIVE_NFE = {"oba": 2, "bao": 2, "obab": 3, "vv": 3}
+#: blocks, so a value is reusable only before any block moved). On the abo-ou split O and A
+#: need the score and B (the momentum kick by the data) does not: OBA, BAO and OBAB cost 2;
+#: velocity Verlet on the probability-flow ODE needs it in all three sub-steps.
+NAIVE_NFE = {"oba": 2, "bao": 2, "obab": 2, "vv": 3}
 ONE_NFE = [
     "em",
     "pf-euler",
@@ -50,7 +52,7 @@ def test_measured_nfe_per_step(name, ring):
 
 @pytest.mark.parametrize(
     "name, budget, steps, nfe",
-    [("em", 50, 49, 50), ("oba", 50, 24, 49), ("obab", 50, 16, 49), ("reduced-obab", 10, 9, 10)],
+    [("em", 50, 49, 50), ("oba", 50, 24, 49), ("vv", 50, 16, 49), ("reduced-obab", 10, 9, 10)],
 )
 def test_nfe_budget_counts_the_denoising_step(name, budget, steps, nfe, ring):
     p = dm.process(PSLD)
@@ -59,7 +61,7 @@ def test_nfe_budget_counts_the_denoising_step(name, budget, steps, nfe, ring):
     assert dm.plan(name, p, ring.score(p), nfe=budget).nfe == nfe
 
 
-@pytest.mark.parametrize("name, budget", [("em", 1), ("oba", 2), ("obab", 3), ("vv", 3)])
+@pytest.mark.parametrize("name, budget", [("em", 1), ("oba", 2), ("obab", 2), ("vv", 3)])
 def test_budget_too_small_is_a_clear_error(name, budget, ring):
     p = dm.process(PSLD)
     with pytest.raises(dm.BudgetError, match=f"budget of {budget} is too small for {name}"):

@@ -374,26 +374,29 @@ class DigitsResult:
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
 
-    def table(self) -> str:
-        """One block per process: samplers down, NFE budgets across, the Fréchet distance
-        (± bootstrap standard error) in the cells."""
+    def table(self, metric: str = "frechet") -> str:
+        """One block per process: samplers down, NFE budgets across, ``metric`` in the cells
+        (``"frechet"`` with its bootstrap standard deviation, ``"class_tv"`` or
+        ``"nearest_train"``), headed by the same metric of the two real-data references."""
+        if metric not in _METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(_METRICS)}")
         nfes = sorted({r["nfe_budget"] for r in self.rows})
         width = 15
+        n = self.rows[0]["samples"] if self.rows else "-"
         lines = [
-            f"Fréchet distance to the training digits in the classifier's feature space "
-            f"({self.rows[0]['samples'] if self.rows else '-'} samples, {self.config.grid} grid); "
-            f"real-vs-real floor (held-out vs training, {self.floor['samples']} images): "
-            f"{_cell(self.floor)}; {self.copy['samples']} training images themselves: "
-            f"{_cell(self.copy)}",
+            f"{_METRICS[metric]} ({n} samples, {self.config.grid} grid); real-vs-real floor "
+            f"(held-out digits): "
+            f"{_cell(self.floor, metric)}, training digits themselves: "
+            f"{_cell(self.copy, metric)}",
         ]
         for proc in dict.fromkeys(r["process"] for r in self.rows):
             rows = [r for r in self.rows if r["process"] == proc]
-            lines.append(f"{proc:14}" + "".join(f"{'NFE ' + str(n):>{width}}" for n in nfes))
+            lines.append(f"{proc:14}" + "".join(f"{'NFE ' + str(k):>{width}}" for k in nfes))
             cell = {(r["sampler"], r["nfe_budget"]): r for r in rows}
             for name in dict.fromkeys(r["sampler"] for r in rows):
                 line = f"  {name:12}"
-                for n in nfes:
-                    line += f"{_cell(cell.get((name, n))):>{width}}"
+                for k in nfes:
+                    line += f"{_cell(cell.get((name, k)), metric):>{width}}"
                 lines.append(line)
         if any(r.get("nfe") not in (None, r["nfe_budget"]) for r in self.rows):
             lines.append("* measured NFE below the budget (steps cost more than one evaluation)")
@@ -412,16 +415,23 @@ class DigitsResult:
         }
 
 
-def _cell(r: dict[str, Any] | None) -> str:
+_METRICS = {
+    "frechet": "Fréchet distance to the training digits in the classifier's feature space",
+    "class_tv": "Total variation of the predicted label frequencies from the training labels",
+    "nearest_train": "Mean pixel distance to the nearest training digit",
+}
+
+
+def _cell(r: dict[str, Any] | None, metric: str = "frechet") -> str:
     if r is None:
         return "-"
     if r.get("error"):
         return r["error_short"]
-    v = r["frechet"]
+    v = r.get(metric)
     star = "*" if r.get("nfe") not in (None, r.get("nfe_budget")) else ""
     if v is None or not math.isfinite(v):
         return "diverged" + star
-    se = r.get("frechet_se")
+    se = r.get(f"{metric}_se")
     return (f"{v:.3g}" if se is None else f"{v:.3g}±{se:.1g}") + star
 
 
@@ -692,6 +702,9 @@ def _run(
     if verbose:
         print()
         print(result.table())
+        for metric in ("class_tv", "nearest_train"):
+            print()
+            print(result.table(metric))
         if result.files:
             print(f"wrote {result.files['json']} and {len(result.files) - 1} PNG grids")
     return result

@@ -37,6 +37,9 @@ def test_tiny_pipeline_writes_results_and_reuses_the_cache(tmp_path, monkeypatch
     assert first.copy["nearest_train"] == 0  # training images are their own nearest neighbours
     assert 0 <= first.classifier["accuracy"] <= 1
     assert "Fréchet" in first.table() and "em" in first.table()
+    assert "nearest training digit" in first.table("nearest_train")
+    with pytest.raises(ValueError, match="unknown metric"):
+        first.table("fid")
 
     # outputs: the JSON (finite numbers only) and one PNG per (process, sampler) plus real digits
     out = json.loads((tmp_path / "out" / "digits.json").read_text())

@@ -569,8 +569,9 @@ def plot_grids(
     out: Path,
     side: int = 6,
 ) -> dict[str, str]:
-    """One PNG per (process, sampler): a mosaic of ``side**2`` samples per NFE budget (the same
-    prior draws in every panel), and one of real digits. Returns the paths by label."""
+    """One PNG per (process, sampler): a mosaic of the first ``side**2`` samples per NFE budget
+    (same prior draws and seed; the Brownian increments differ with the grid, so the digits
+    do), and one of held-out real digits. Returns the paths by label."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Sub-command modules under :mod:`splitsde.cli`; each defines ``register(subparsers)``.
-COMMANDS = ["sample", "demo", "verify", "compare"]
+COMMANDS = ["sample", "demo", "verify", "compare", "digits"]
 
 
 class CLIError(Exception):
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="splitsde",
-        description="Splitting integrators for SDEs: sample, verify, compare, demo.",
+        description="Splitting integrators for SDEs: sample, verify, compare, demo, digits.",
     )
     parser.add_argument("--version", action="version", version=f"splitsde {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -15,6 +15,16 @@ the generated samples.
 """
 
 from splitsde.diffusion.comparison import Comparison, compare, target
+from splitsde.diffusion.epsilon import DiffusionClock, EpsilonField, epsilon_sde
+from splitsde.diffusion.exponential import (
+    EXPONENTIAL_SAMPLERS,
+    ExponentialSampler,
+    StochasticDDIM,
+    ddim,
+    deis,
+    ipndm,
+    rhork,
+)
 from splitsde.diffusion.grids import GRIDS, GridError, check_grid, time_grid
 from splitsde.diffusion.metrics import (
     Estimate,
@@ -26,6 +36,7 @@ from splitsde.diffusion.metrics import (
     mode_weight_error,
     sliced_wasserstein,
 )
+from splitsde.diffusion.pfode import PFODESampler, ProbabilityFlow
 from splitsde.diffusion.processes import (
     PROCESSES,
     ForwardProcess,
@@ -58,6 +69,7 @@ from splitsde.diffusion.scores import (
 from splitsde.diffusion.targets import ExactScore, GaussianData, GaussianMixture
 
 __all__ = [
+    "EXPONENTIAL_SAMPLERS",
     "GRIDS",
     "PARAMETRISATIONS",
     "PARTS",
@@ -66,31 +78,42 @@ __all__ = [
     "SPLITS",
     "BudgetError",
     "Comparison",
+    "DiffusionClock",
+    "EpsilonField",
     "Estimate",
     "ExactScore",
+    "ExponentialSampler",
     "ForwardProcess",
     "GaussianData",
     "GaussianMixture",
     "GridError",
     "KernelTerms",
+    "PFODESampler",
     "Plan",
+    "ProbabilityFlow",
     "ReverseSDE",
     "SampleResult",
     "Sampler",
     "ScoreModel",
+    "StochasticDDIM",
     "check_grid",
     "cld",
     "compare",
+    "ddim",
+    "deis",
     "energy_distance",
     "eps_from_score",
+    "epsilon_sde",
     "exact_law",
     "gaussian_kl",
     "gaussian_w2",
+    "ipndm",
     "mixture_metrics",
     "mode_weight_error",
     "plan",
     "process",
     "psld",
+    "rhork",
     "sample",
     "sampler",
     "score_from_data",

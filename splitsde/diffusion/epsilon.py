@@ -93,12 +93,21 @@ def epsilon_sde(process: ForwardProcess, lam: float | Mapping[str, float] = 0.0)
     )
     T = rev.T
     tag = f"{process.name.replace('-', '_')}_{id(process) % 100000}"
+    last: dict[bytes, np.ndarray] = {}
+
+    def linv_t(x: np.ndarray) -> np.ndarray:
+        """One kernel evaluation shared by the entries (they are asked for the same times)."""
+        key = x.tobytes() + bytes(str(x.shape), "ascii")
+        if key not in last:
+            last.clear()
+            last[key] = kernel_inverse_transpose(process, x)
+        return last[key]
+
     entries = {}
     for b in range(n):
         for c in range(b, n):  # L^{-T} is upper triangular
             entries[(b, c)] = _time_function(
-                f"LinvT_{tag}_{b}{c}",
-                lambda x, b=b, c=c: kernel_inverse_transpose(process, x)[..., b, c],
+                f"LinvT_{tag}_{b}{c}", lambda x, b=b, c=c: linv_t(x)[..., b, c]
             )
     subs = {}
     for b, name in enumerate(names):

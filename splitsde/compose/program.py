@@ -517,21 +517,23 @@ def build_program(
         current, past = _history_values(
             k, [e.xreplace(rename) for e in upd.all_expressions()], value_of, statements, chains
         )
-        selected: dict[sympy.Expr, tuple[FieldValue, ...]] = {}
+        selected: dict[tuple, tuple[FieldValue, ...]] = {}
 
         def masked(node: Selected, selected: dict = selected) -> tuple[FieldValue, ...]:
-            """A per-walker selected evaluation: never reused, one per distinct node."""
-            if node not in selected:
-                f, _ = field_of(node.application)
+            """A per-walker selected evaluation: one per field, arguments and selection (its
+            outputs share it), never reused across sub-steps."""
+            f, _ = field_of(node.application)
+            args = tuple(sympy.expand(a) for a in node.application.args)
+            key = (f, args, node.mask)
+            if key not in selected:
                 outs = []
                 for o in f.outputs:
                     counter["v"] += 1
                     suffix = "_" + o if len(f.outputs) > 1 else ""
                     outs.append(FieldValue(f"{f.name}{suffix}_sel{counter['v']}"))
-                args = tuple(sympy.expand(a) for a in node.application.args)
                 statements.append(Eval(f, tuple(outs), args, mask=node.mask))
-                selected[node] = tuple(outs)
-            return selected[node]
+                selected[key] = tuple(outs)
+            return selected[key]
 
         def lower(
             e: sympy.Expr,

@@ -36,6 +36,7 @@ from splitsde.diffusion.metrics import (
     mode_weight_error,
     sliced_wasserstein,
 )
+from splitsde.diffusion.midpoint import POISSON_SAMPLERS, poisson_midpoint
 from splitsde.diffusion.pfode import PFODESampler, ProbabilityFlow
 from splitsde.diffusion.processes import (
     PROCESSES,
@@ -73,6 +74,7 @@ __all__ = [
     "GRIDS",
     "PARAMETRISATIONS",
     "PARTS",
+    "POISSON_SAMPLERS",
     "PROCESSES",
     "SAMPLERS",
     "SPLITS",
@@ -111,6 +113,7 @@ __all__ = [
     "mixture_metrics",
     "mode_weight_error",
     "plan",
+    "poisson_midpoint",
     "process",
     "psld",
     "rhork",

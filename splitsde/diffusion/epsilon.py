@@ -93,15 +93,13 @@ def epsilon_sde(process: ForwardProcess, lam: float | Mapping[str, float] = 0.0)
     )
     T = rev.T
     tag = f"{process.name.replace('-', '_')}_{id(process) % 100000}"
-    last: dict[bytes, np.ndarray] = {}
-
     def linv_t(x: np.ndarray) -> np.ndarray:
-        """One kernel evaluation shared by the entries (they are asked for the same times)."""
-        key = x.tobytes() + bytes(str(x.shape), "ascii")
-        if key not in last:
-            last.clear()
-            last[key] = kernel_inverse_transpose(process, x)
-        return last[key]
+        """Memoised per time (quadratures ask for the same times again and again)."""
+        flat = np.asarray(x, np.float64).reshape(-1)
+        out = np.empty((flat.size, n, n))
+        for i, ti in enumerate(flat):
+            out[i] = process.terms(float(ti)).L_inv_T
+        return out.reshape(*np.shape(x), n, n)
 
     entries = {}
     for b in range(n):

@@ -100,7 +100,10 @@ class Comparison:
             {r["nfe"] for r in self.rows if r.get("nfe") and r["nfe"] != r["nfe_budget"]}
         )
         if notes:
-            lines.append("* measured NFE below the budget (steps cost more than one evaluation)")
+            lines.append(
+                "* NFE differs from the budget (steps cost more than one evaluation; expected "
+                "count of a randomized sampler; measured count of an adaptive solve)"
+            )
         return "\n".join(lines)
 
 

@@ -372,3 +372,14 @@ def test_tab_deis_runs_on_psld():
     kl = {(r["sampler"], r["nfe_budget"]): r["kl"] for r in comp.rows}
     for name in ("deis-tab1", "deis-tab2"):
         assert np.isfinite(kl[(name, 60)]) and kl[(name, 60)] < kl[(name, 20)]
+
+
+def test_exponential_demo_quick(tmp_path, capsys):
+    from splitsde.demo import SECTIONS
+
+    out = SECTIONS["diffusion"](tmp_path, quick=True)
+    text = capsys.readouterr().out
+    assert "deis-tab3" in text and "ddim" in text
+    rows = {(r["sampler"], r["nfe_budget"]) for r in out["exponential"]["rows"]}
+    assert rows == {(s, n) for s in ("em", "ddim", "deis-tab3") for n in (5, 10)}
+    assert (tmp_path / "diffusion_exponential.png").stat().st_size > 0

@@ -326,6 +326,12 @@ def affine_step(
     """
     if not (h > 0 and math.isfinite(h)):
         raise ValueError(f"h must be positive and finite, got {h}")
+    n_sel = len(integrator.program.uniform_draws)
+    if len(uniforms) != n_sel:
+        raise ValueError(
+            f"the step draws {n_sel} uniform selection(s); give uniforms= with one value each "
+            "(the map of one selection branch)"
+        )
     prober = _Prober(integrator, layout_of(integrator, shapes), uniforms=uniforms)
     (out,) = prober.run(np.array([t0, t0 + h], dtype=np.float64))
     return prober.affine(out, t0, h)
@@ -381,6 +387,11 @@ def propagate(
     layout = layout_of(integrator, shapes)
     D = sum(lay.size for lay in layout)
     m, S = _as_mean_cov(mean0, cov0, D)
+    if integrator.program.uniform_draws:
+        raise NotAffineError(
+            "the program draws random selections (a randomized solver): its law is a mixture; "
+            "use splitsde.analysis.propagate_moments for the exact mean and covariance"
+        )
     if integrator.program.history:
         return _propagate_carried(integrator, times, layout, m, S, history)
     prober = _Prober(integrator, layout)

@@ -280,9 +280,10 @@ class Integrator:
         return self.program.substeps
 
     @property
-    def evaluations_per_step(self) -> int:
-        """Field evaluations per step in steady state, as the program is compiled (the measured
-        count is in :class:`~splitsde.integrate.Result`)."""
+    def evaluations_per_step(self) -> int | float:
+        """Field evaluations per step (and walker) in steady state, as the program is compiled
+        (expected count for randomized solvers; the measured count is in
+        :class:`~splitsde.integrate.Result`)."""
         return self.program.evaluations_per_step()
 
     @property

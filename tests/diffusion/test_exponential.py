@@ -319,9 +319,9 @@ def test_exact_law_of_a_multistep_run_equals_its_linear_map():
     assert np.abs(cov - A @ A.T).max() < 1e-12
 
 
-def test_exponential_euler_of_the_reverse_sde_is_exact_in_law_for_frozen_eps():
-    """A constant noise prediction is frozen exactly: the stochastic exponential Euler step's
-    law (exact analysis) equals the flow's law computed by quadrature."""
+def test_stochastic_exponential_euler_solves_linear_part_and_noise_exactly():
+    """The stochastic exponential Euler step (ei-sde, lambda = 1) has the exact linear part
+    alpha_b/alpha_a and the exact noise variance alpha_b^2 (rho_a^2 - rho_b^2) of the flow."""
     proc = dm.process("vp")
     integ = dm.sampler("ei-sde").integrator(proc, lambda x, tau: torch.zeros_like(x))
     amap = sd.analysis.affine_step(integ, 0.2, 0.1)
@@ -383,3 +383,33 @@ def test_exponential_demo_quick(tmp_path, capsys):
     rows = {(r["sampler"], r["nfe_budget"]) for r in out["exponential"]["rows"]}
     assert rows == {(s, n) for s in ("em", "ddim", "deis-tab3") for n in (5, 10)}
     assert (tmp_path / "diffusion_exponential.png").stat().st_size > 0
+
+
+def test_compare_cli_with_exponential_and_randomized_samplers(capsys):
+    import json
+
+    from splitsde.cli import main
+
+    argv = [
+        "compare",
+        "--process",
+        "vp",
+        "--target",
+        "gaussian-3",
+        "--grid",
+        "quadratic",
+        "--samplers",
+        "ddim,deis-tab3,ipndm,pmm1-k10,pf-rk4",
+        "--nfe",
+        "3,21",
+        "--json",
+    ]
+    assert main(argv) == 0
+    rows = {(r["sampler"], r["nfe_budget"]): r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows[("deis-tab3", 21)]["kl"] < rows[("ddim", 21)]["kl"]
+    assert rows[("deis-tab3", 3)]["error_short"] == "budget<1 step"  # 2 steps < order + 1
+    assert rows[("pmm1-k10", 21)]["law"] == "moments"
+    assert rows[("pmm1-k10", 21)]["nfe"] == pytest.approx(1 + 1.9 * 10)  # 2 - 1/K per step
+    assert rows[("pf-rk4", 21)]["nfe"] == 21 and rows[("pf-rk4", 21)]["steps"] == 5
+    assert main(["compare", "--process", "psld-cifar10", "--samplers", "ddim", "--nfe", "5"]) == 2
+    assert "one-block process" in capsys.readouterr().err

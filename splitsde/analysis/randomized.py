@@ -115,43 +115,62 @@ def propagate_moments(
         return [prober.affine(o, t0, hh) for o, t0, hh in zip(prober.run(times), times[:-1], hs)]
 
     m0 = maps(base)
-    branches: list[list[tuple[float, list[AffineMap]]]] = []
+    steps = len(m0)
+    # per step: the mean map, the mean noise factor, and the selection covariance terms
+    # sum_d sum_jk Cov(W_dj, W_dk) (dPhi_j S dPhi_k^T, dN_j dN_k^T, dy_j dy_k^T), reduced
+    # draw by draw so that only D x D (and one D x K mean noise) matrices are kept
+    Phi_bar = [a.Phi.copy() for a in m0]
+    c_bar = [a.c.copy() for a in m0]
+    N_bar = [a.noise.copy() for a in m0]
+    noise_cov = [np.zeros_like(a.Phi) for a in m0]
+    draws: list[list[tuple[float, list[np.ndarray], list[np.ndarray]]]] = []
+    probes: dict[int, list[AffineMap]] = {}
+    movable = [d for d, c in enumerate(cells) if len(c) > 1]
+    keep = {movable[0], movable[-1]} if movable else set()  # for the additivity check
     for d, cd in enumerate(cells):
-        row = [(cd[0][1], m0)]
-        for value, p in cd[1:]:
+        A = [np.zeros_like(a.noise) for a in m0]  # sum_j p_j dN_j of this draw
+        terms = []
+        for j, (value, p) in enumerate(cd[1:], start=1):
             u = list(base)
             u[d] = value
-            row.append((p, maps(u)))
-        branches.append(row)
-    _check_additive(cells, base, branches, m0, maps)
-    for k, a0 in enumerate(m0):
-        deltas = [
-            [(p, bm[k].Phi - a0.Phi, bm[k].c - a0.c, bm[k].noise - a0.noise) for p, bm in row]
-            for row in branches
-        ]
-        Phi = a0.Phi + sum(p * dP for row in deltas for p, dP, _, _ in row)
-        c = a0.c + sum(p * dc for row in deltas for p, _, dc, _ in row)
-        cov = Phi @ S @ Phi.T
-        mean_noise = a0.noise + sum(p * dN for row in deltas for p, _, _, dN in row)
-        cov += mean_noise @ mean_noise.T
-        for row in deltas:
-            ps = np.array([p for p, *_ in row])
-            C = np.diag(ps) - np.outer(ps, ps)
-            for j, (_, dPj, dcj, dNj) in enumerate(row):
-                yj = dPj @ m + dcj
-                for i2, (_, dPk, dck, dNk) in enumerate(row):
-                    w = C[j, i2]
-                    if w == 0.0:
-                        continue
-                    yk = dPk @ m + dck
-                    cov += w * (dPj @ S @ dPk.T + dNj @ dNk.T + np.outer(yj, yk))
-        m = Phi @ m + c
+            bm = maps(u)
+            if j == len(cd) - 1 and d in keep:
+                probes[d] = bm
+            dPhi = [bm[k].Phi - m0[k].Phi for k in range(steps)]
+            dc = [bm[k].c - m0[k].c for k in range(steps)]
+            for k in range(steps):
+                dN = bm[k].noise - m0[k].noise
+                Phi_bar[k] += p * dPhi[k]
+                c_bar[k] += p * dc[k]
+                N_bar[k] += p * dN
+                A[k] += p * dN
+                noise_cov[k] += p * dN @ dN.T
+            terms.append((p, dPhi, dc))
+        for k in range(steps):
+            noise_cov[k] -= A[k] @ A[k].T
+        draws.append(terms)
+    _check_additive(cells, base, probes, m0, maps)
+    for k in range(steps):
+        cov = Phi_bar[k] @ S @ Phi_bar[k].T + N_bar[k] @ N_bar[k].T + noise_cov[k]
+        for terms in draws:
+            # sum_jk (p_j delta_jk - p_j p_k) X_j Y_k^T over the non-base cells (dX_0 = 0)
+            mP = sum((p * dPhi[k] for p, dPhi, _ in terms), np.zeros_like(S))
+            my = sum((p * (dPhi[k] @ m + dc[k]) for p, dPhi, dc in terms), np.zeros_like(m))
+            for p, dPhi, dc in terms:
+                y = dPhi[k] @ m + dc[k]
+                cov += p * (dPhi[k] @ S @ dPhi[k].T + np.outer(y, y))
+            cov -= mP @ S @ mP.T + np.outer(my, my)
+        m = Phi_bar[k] @ m + c_bar[k]
         S = 0.5 * (cov + cov.T)
     return m, S
 
 
 def _check_additive(
-    cells: list, base: list[float], branches: list, m0: list[AffineMap], maps: Any
+    cells: list,
+    base: list[float],
+    probes: dict[int, list[AffineMap]],
+    m0: list[AffineMap],
+    maps: Any,
 ) -> None:
     """The step must act additively across draws: probe two draws off their base cell."""
     movable = [d for d, c in enumerate(cells) if len(c) > 1]
@@ -161,7 +180,7 @@ def _check_additive(
     u = list(base)
     u[d1], u[d2] = cells[d1][-1][0], cells[d2][-1][0]
     joint = maps(u)
-    one, two = branches[d1][-1][1], branches[d2][-1][1]
+    one, two = probes[d1], probes[d2]
     for k, a0 in enumerate(m0):
         for part in ("Phi", "c", "noise"):
             base_part = getattr(a0, part)

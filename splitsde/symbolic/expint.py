@@ -43,6 +43,7 @@ ICLR 2022 (iPNDM: Zhang & Chen 2023, app.).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ import sympy
 
 from splitsde.symbolic.field import field_of
 from splitsde.symbolic.history import Lagged
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, gauss_legendre
+from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
+from splitsde.symbolic.numeric import gauss_legendre as _gauss_legendre
 from splitsde.symbolic.solve import (
     ExponentialEuler,
     Solver,
@@ -104,6 +106,12 @@ TABLEAUS: dict[str, tuple[tuple, tuple, tuple, int]] = {
 
 _VARIABLES = ("t", "rho", "log-rho")
 MAX_ORDER = 3
+
+
+@functools.lru_cache(maxsize=16)
+def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss--Legendre nodes and weights on [0, 1] (cached: asked for once per slice)."""
+    return _gauss_legendre(n)
 
 
 class GridTooShortError(ValueError):

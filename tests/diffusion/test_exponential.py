@@ -368,10 +368,9 @@ def test_tab_deis_runs_on_psld():
     """tAB needs no scalar clock: on PSLD it integrates the matrix propagator by quadrature."""
     proc = dm.process("psld-cifar10")
     data = dm.GaussianData.random(2, seed=0)
-    comp = dm.compare(proc, data, ["deis-tab1", "deis-tab2"], [20, 60], progress=False)
-    kl = {(r["sampler"], r["nfe_budget"]): r["kl"] for r in comp.rows}
-    for name in ("deis-tab1", "deis-tab2"):
-        assert np.isfinite(kl[(name, 60)]) and kl[(name, 60)] < kl[(name, 20)]
+    comp = dm.compare(proc, data, ["deis-tab1"], [25, 50], progress=False)
+    kl = {r["nfe_budget"]: r["kl"] for r in comp.rows}
+    assert np.isfinite(kl[50]) and kl[50] < kl[25] / 4  # KL quadratic in a 2nd-order error
 
 
 def test_exponential_demo_quick(tmp_path, capsys):

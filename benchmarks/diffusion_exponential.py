@@ -158,12 +158,19 @@ def _value(rows: list[dict], sampler: str, nfe: int, metric: str) -> tuple[float
 
 
 def _less(a: Any, b: Any) -> bool | None:
+    """a below b: True (significantly, 2 SE), False (significantly above), None (unresolved
+    or missing)."""
     if a is None or b is None:
         return None
     (va, sa), (vb, sb) = a, b
-    if not math.isfinite(vb):
-        return math.isfinite(va)
-    return math.isfinite(va) and va < vb and vb - va > 2 * math.hypot(sa, sb)
+    if not (math.isfinite(va) and math.isfinite(vb)):
+        return None if math.isfinite(va) == math.isfinite(vb) else math.isfinite(va)
+    margin = 2 * math.hypot(sa, sb)
+    if vb - va > margin and va < vb:
+        return True
+    if va - vb > margin and va > vb:
+        return False
+    return None
 
 
 def _matches(a: Any, ref: Any, exact: bool) -> bool | None:
@@ -184,7 +191,8 @@ def verdicts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         rows, m = res["rows"], res["metric"]
         t3, r3, dd = (_value(rows, s, 10, m) for s in ("deis-tab3", "deis-rhoab3", "ddim"))
-        a = None if None in (t3, r3, dd) else bool(_less(t3, r3) and _less(r3, dd))
+        first, second = _less(t3, r3), _less(r3, dd)
+        a = None if first is None or second is None else first and second
         ref = _value(rows, "ddpm", FINE_STEPS, m)
         b = [
             _matches(_value(rows, f"pmm{o}", k, m), ref, res["exact"])
@@ -195,7 +203,7 @@ def verdicts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         c = _less(t3, _value(rows, "ddim", 20, m))
 
         def word(v: Any) -> str:
-            return "n/a" if v is None else ("holds" if v else "fails")
+            return "unresolved / n/a" if v is None else ("holds" if v else "fails")
 
         out.append(
             {

@@ -412,3 +412,48 @@ def test_compare_cli_with_exponential_and_randomized_samplers(capsys):
     assert rows[("pf-rk4", 21)]["nfe"] == 21 and rows[("pf-rk4", 21)]["steps"] == 5
     assert main(["compare", "--process", "psld-cifar10", "--samplers", "ddim", "--nfe", "5"]) == 2
     assert "one-block process" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("proc_name", ["vp", "psld-cifar10"])
+def test_epsilon_flow_is_the_score_flow(proc_name):
+    """The epsilon-parametrised family has the drift and noise of the score-parametrised one
+    (one Euler-Maruyama step of each with the same noise)."""
+    proc = dm.process(proc_name)
+    mix = dm.GaussianMixture.random(3, 2, seed=1)
+    score = mix.score(proc)
+    em = {"R": sd.solvers.EulerMaruyama()}
+    lam = 0.7
+    a = sd.Integrator(
+        dm.epsilon_sde(proc, lam),
+        "R",
+        {**proc.values, "T": proc.T},
+        {"e": dm.EpsilonField(proc, score)},
+        solvers=em,
+    )
+    rev = proc.reverse(lam)
+    b = sd.Integrator(
+        rev.sde("full"), "R", rev.params_for(rev.sde("full")), {"s": score}, solvers=em
+    )
+    gen = torch.Generator().manual_seed(0)
+    y = {n: torch.randn(16, 2, generator=gen) for n in proc.block_names}
+    xi = [torch.randn(16, 2, generator=gen) for _ in proc.block_names]
+    out_a = a.step(y, 0.35, 0.01, noise=xi)
+    out_b = b.step(y, 0.35, 0.01, noise=xi)
+    for n in proc.block_names:
+        assert torch.allclose(out_a[n], out_b[n], rtol=1e-12, atol=1e-12)
+
+
+def test_epsilon_field_reads_an_eps_network_directly():
+    proc = dm.process("vp")
+
+    class Net(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.tanh(x) * (1 + t[:, None])
+
+    model = dm.ScoreModel(Net().double(), proc, "eps")
+    direct = dm.EpsilonField(proc, model)
+    via_score = dm.EpsilonField(proc, lambda x, tau: model(x, tau))
+    assert direct.direct and not via_score.direct
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(direct(x, 0.4), via_score(x, 0.4), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(direct(x, 0.4), torch.tanh(x) * 1.6, rtol=1e-12)

@@ -457,3 +457,38 @@ def test_epsilon_field_reads_an_eps_network_directly():
     x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(direct(x, 0.4), via_score(x, 0.4), rtol=1e-12, atol=1e-12)
     assert torch.allclose(direct(x, 0.4), torch.tanh(x) * 1.6, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ei-sde", "pmm2-k4"])
+def test_stochastic_samplers_converge_in_law_with_weak_order_one(name):
+    """The law at t = 0.05 from the exact marginal at T (exact analysis; exact mean and
+    covariance for the randomized Poisson midpoint method) against the exact marginal."""
+    proc = dm.process("vp")
+    data = dm.GaussianData.random(2, seed=0, condition=10.0)
+    s = dm.poisson_midpoint(4, 2) if name == "pmm2-k4" else dm.sampler(name)
+    assert s.weak_order(proc) == 1
+    errs = []
+    steps = [80, 160, 320] if name.startswith("pmm") else [160, 320, 640]
+    for n in steps:
+        p = dm.plan(
+            s,
+            proc,
+            data.score(proc),
+            grid=np.linspace(proc.T, 0.05, n + 1),
+            eps=0.05,
+            denoise=False,
+        )
+        m0, c0 = data.law(proc, proc.T)
+        if name.startswith("pmm"):
+            from splitsde.analysis import propagate_moments
+
+            m, c = (
+                torch.as_tensor(v)
+                for v in propagate_moments(p.integrator, p.tau, m0.numpy(), c0.numpy(), {"x": (2,)})
+            )
+        else:
+            m, c = dm.exact_law(p, m0, c0)
+        me, ce = data.law(proc, 0.05)
+        errs.append(float((m - me).norm() + (c - ce).norm()))
+    slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
+    assert abs(slope - 1) < 0.15, (slope, errs)

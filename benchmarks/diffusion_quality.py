@@ -459,7 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="overhead runs (the fastest counts)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--sections",
+        default="quality,ablation,exponential,overhead",
+        help="comma-separated: quality, ablation, exponential (DEIS, Poisson midpoint, "
+        "PF-ODE; benchmarks/diffusion_exponential.py), overhead",
+    )
     args = p.parse_args(argv)
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     limit = single_threaded_blas()
@@ -469,14 +476,20 @@ def main(argv: list[str] | None = None) -> int:
         f"splitsde {sd.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads"
         f"{', quick' if args.quick else ''}"
     )
-    results = run_quality(args)
-    ablation = run_ablation(args)
+    results = run_quality(args) if "quality" in sections else []
+    ablation = run_ablation(args) if "ablation" in sections else []
     claims = verdicts(results)
-    print("\nClaims of the seed paper (count of comparisons that hold, significant at 2 SE):")
+    if claims:
+        print("\nClaims of the seed paper (count of comparisons that hold, significant at 2 SE):")
     for c in claims:
         print("  " + "; ".join(f"{k}: {v}" for k, v in c.items()))
+    if "exponential" in sections:
+        import diffusion_exponential
+
+        print("\nExponential integrators, Poisson midpoint, probability-flow ODE:")
+        diffusion_exponential.report(args, out)
     overhead = []
-    if not args.skip_overhead:
+    if not args.skip_overhead and "overhead" in sections:
         print(
             "\nIntegrator overhead with a 4-layer MLP (width 256):"
             + (" [quick: batch 256, per-run fixed costs dominate]" if args.quick else "")

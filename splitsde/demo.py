@@ -148,10 +148,14 @@ def certificates(out: Path, quick: bool = False, h: float = 0.25) -> dict[str, A
 
 
 def diffusion(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Diffusion samplers on a 2-D Gaussian mixture (see :mod:`splitsde.diffusion.demo`)."""
-    from splitsde.diffusion.demo import mixture_demo
+    """Diffusion samplers on a 2-D Gaussian mixture (see :mod:`splitsde.diffusion.demo`):
+    EM and SPS under PSLD, then EM, DDIM and DEIS under VP."""
+    from splitsde.diffusion.demo import exponential_demo, mixture_demo
 
-    return mixture_demo(out, quick=quick, seed=seed)
+    result = mixture_demo(out, quick=quick, seed=seed)
+    print()
+    result["exponential"] = exponential_demo(out, quick=quick, seed=seed)
+    return result
 
 
 #: Sections of the tour, in order.

@@ -33,11 +33,12 @@ class NoiseSource:
     def bind_uniform(
         self, shapes: Sequence[torch.Size], like: torch.Tensor
     ) -> list[Callable[[], torch.Tensor]]:
-        """One callable per uniform draw of the program (Metropolis tests), in program order;
-        each returns a tensor of uniforms on ``[0, 1)`` with the given shape."""
+        """One callable per uniform draw of the program (Metropolis tests, then the random
+        selections of randomized solvers), in program order; each returns a tensor of uniforms
+        on ``[0, 1)`` with the given shape."""
         raise NotImplementedError(
             f"the noise source {type(self).__name__} provides no uniform draws, which the "
-            "Metropolized groups { } of this word need"
+            "Metropolized groups { } or the randomized solvers of this word need"
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -131,7 +132,8 @@ class FixedNoise(NoiseSource):
     ) -> list[Callable[[], torch.Tensor]]:
         if len(self.uniforms) != len(shapes):
             raise ValueError(
-                f"FixedNoise has {len(self.uniforms)} uniforms for {len(shapes)} Metropolis tests"
+                f"FixedNoise has {len(self.uniforms)} uniforms for {len(shapes)} uniform draws "
+                "(Metropolis tests and random selections)"
             )
         out = []
         for v, s in zip(self.uniforms, shapes):

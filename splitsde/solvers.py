@@ -4,6 +4,12 @@ Pass one to :class:`~splitsde.symbolic.flow.Flow` (``solver=``) or to an integra
 (``solvers={"B": ...}``) to override the derived solver.
 """
 
+from splitsde.symbolic.expint import (
+    ExponentialClock,
+    ExponentialMultistep,
+    ExponentialRungeKutta,
+)
+from splitsde.symbolic.poisson import PoissonMidpoint
 from splitsde.symbolic.solve import (
     Auto,
     Custom,
@@ -20,7 +26,11 @@ __all__ = [
     "Custom",
     "EulerMaruyama",
     "Exact",
+    "ExponentialClock",
     "ExponentialEuler",
+    "ExponentialMultistep",
+    "ExponentialRungeKutta",
+    "PoissonMidpoint",
     "Solver",
     "SolverStrategy",
     "noise_symbol",

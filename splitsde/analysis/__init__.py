@@ -8,7 +8,9 @@
   errors over step ladders and their log--log slopes;
 * :mod:`~splitsde.analysis.montecarlo` -- Monte Carlo averages with batch-means errors and
   fitted weak orders with confidence intervals, for nonlinear problems;
-* :mod:`~splitsde.analysis.certify` -- the certificate behind ``splitsde verify``.
+* :mod:`~splitsde.analysis.certify` -- the certificate behind ``splitsde verify``;
+* :mod:`~splitsde.analysis.randomized` -- exact mean and covariance of randomized affine schemes
+  (per-walker random selections, the Poisson midpoint method).
 """
 
 from splitsde.analysis.affine import (
@@ -41,6 +43,7 @@ from splitsde.analysis.montecarlo import (
     stationary_average,
     weak_order,
 )
+from splitsde.analysis.randomized import propagate_moments, selection_cells
 from splitsde.analysis.symbolic import (
     FiniteTimeOrder,
     LeadingTerm,
@@ -85,7 +88,9 @@ __all__ = [
     "moment_generator",
     "moment_map",
     "propagate",
+    "propagate_moments",
     "second_moments",
+    "selection_cells",
     "stability_bound",
     "stationary",
     "stationary_average",

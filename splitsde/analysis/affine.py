@@ -202,8 +202,15 @@ def is_autonomous(integrator: Any) -> bool:
 class _Prober:
     """Probe states and noises for one integrator and layout, run through the lowered step."""
 
-    def __init__(self, integrator: Any, layout: tuple[BlockLayout, ...], seed: int = 12345) -> None:
+    def __init__(
+        self,
+        integrator: Any,
+        layout: tuple[BlockLayout, ...],
+        seed: int = 12345,
+        uniforms: Sequence[float] = (),
+    ) -> None:
         self.integ = integrator
+        self.uniforms = [float(u) for u in uniforms]
         self.layout = layout
         self.D = sum(lay.size for lay in layout)
         by_block = {lay.block: lay for lay in layout}
@@ -242,7 +249,9 @@ class _Prober:
         integ = self.integ
         state = dict(zip(integ.blocks, self.state))
         tensors = tuple(x.clone() for x in integ.check_state(state))
-        run = integ.prepare(tensors, np.asarray(times, np.float64), FixedNoise(self.noise))
+        run = integ.prepare(
+            tensors, np.asarray(times, np.float64), FixedNoise(self.noise, self.uniforms)
+        )
         outs = []
         saved = list(integ.nfe_counts)
         try:
@@ -286,7 +295,12 @@ class _Prober:
 
 
 def affine_step(
-    integrator: Any, t0: float, h: float, shapes: Mapping[str, Any] | None = None
+    integrator: Any,
+    t0: float,
+    h: float,
+    shapes: Mapping[str, Any] | None = None,
+    *,
+    uniforms: Sequence[float] = (),
 ) -> AffineMap:
     r"""The exact one-step map :math:`y \mapsto \Phi y + c + N\xi` of ``integrator``'s compiled
     step from ``t0`` with length ``h``.
@@ -300,6 +314,9 @@ def affine_step(
     shapes:
         Per-walker (event) shape of every block, ``{"q": (3,), "p": (3,)}``; missing blocks
         are scalar (event shape ``()``). ``D`` is the total event size.
+    uniforms:
+        Fixed values of the step's uniform draws (the random selections of a randomized
+        solver, one per draw in program order): the map of one selection branch.
 
     Raises
     ------
@@ -309,7 +326,13 @@ def affine_step(
     """
     if not (h > 0 and math.isfinite(h)):
         raise ValueError(f"h must be positive and finite, got {h}")
-    prober = _Prober(integrator, layout_of(integrator, shapes))
+    n_sel = len(integrator.program.uniform_draws)
+    if len(uniforms) != n_sel:
+        raise ValueError(
+            f"the step draws {n_sel} uniform selection(s); give uniforms= with one value each "
+            "(the map of one selection branch)"
+        )
+    prober = _Prober(integrator, layout_of(integrator, shapes), uniforms=uniforms)
     (out,) = prober.run(np.array([t0, t0 + h], dtype=np.float64))
     return prober.affine(out, t0, h)
 
@@ -354,11 +377,23 @@ def propagate(
     step is autonomous and a step length repeats. ``mean0`` is ``(D,)`` (or a scalar), ``cov0``
     ``(D, D)`` (or a variance vector / scalar). With ``history=True`` the means ``(n+1, D)`` and
     covariances ``(n+1, D, D)`` at every grid point are returned.
+
+    A multistep program (one that carries past field values, see
+    :attr:`~splitsde.compose.program.Program.history`) is Markov only in the state *and* the
+    carried values: the compiled step is probed as a map of both, and the joint Gaussian law is
+    propagated (the first step starts without history, as a run does).
     """
     times = make_grid(grid=np.asarray(grid, dtype=np.float64))
     layout = layout_of(integrator, shapes)
     D = sum(lay.size for lay in layout)
     m, S = _as_mean_cov(mean0, cov0, D)
+    if integrator.program.uniform_draws:
+        raise NotAffineError(
+            "the program draws random selections (a randomized solver): its law is a mixture; "
+            "use splitsde.analysis.propagate_moments for the exact mean and covariance"
+        )
+    if integrator.program.history:
+        return _propagate_carried(integrator, times, layout, m, S, history)
     prober = _Prober(integrator, layout)
     hs = np.diff(times)
     if is_autonomous(integrator):
@@ -400,3 +435,129 @@ def stationary(amap: AffineMap) -> tuple[np.ndarray, np.ndarray]:
     mean = np.linalg.solve(np.eye(D) - amap.Phi, amap.c)
     cov = scipy.linalg.solve_discrete_lyapunov(amap.Phi, amap.cov)
     return mean, 0.5 * (cov + cov.T)
+
+
+def _carry_fields(program: Any) -> list[Any]:
+    """The field whose value each carry entry holds (an evaluation or a recalled past value)."""
+    from splitsde.compose.program import Eval, Recall
+
+    evals = {s.outs: s.field for s in program.statements if isinstance(s, Eval)}
+    recalls = {s.outs: s.like for s in program.statements if isinstance(s, Recall)}
+    return [evals[outs] if outs in evals else evals[recalls[outs]] for outs in program.carry]
+
+
+def _carry_layout(integrator: Any, layout: tuple[BlockLayout, ...]) -> list[tuple[int, int, int]]:
+    """``(slot, output index, size)`` of every carried field value, in carry order."""
+    sizes = {lay.block: lay.size for lay in layout}
+    out = []
+    for slot, f in enumerate(_carry_fields(integrator.program)):
+        for i, like in enumerate(f.like):
+            out.append((slot, i, sizes[like.name]))
+    return out
+
+
+def _propagate_carried(
+    integrator: Any,
+    times: np.ndarray,
+    layout: tuple[BlockLayout, ...],
+    m: np.ndarray,
+    S: np.ndarray,
+    history: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Propagate the joint law of the state and the carried field values (multistep
+    programs): every step is probed as :math:`(y, c) \mapsto M (y, c) + k + N\xi`."""
+    D = sum(lay.size for lay in layout)
+    clay = _carry_layout(integrator, layout)
+    Dc = sum(size for _, _, size in clay)
+    shapes = {lay.block: lay.shape for lay in layout}
+    fields = _carry_fields(integrator.program)
+    like_shape = {(slot, i): shapes[fields[slot].like[i].name] for slot, i, _ in clay}
+    prober = _Prober(integrator, layout)
+    K, nc = prober.K, 2
+    rng = np.random.default_rng(54321)
+    B = 1 + D + Dc + K + nc
+    Y, C, X = np.zeros((B, D)), np.zeros((B, Dc)), np.zeros((B, K))
+    Y[1 : 1 + D] = np.eye(D)
+    C[1 + D : 1 + D + Dc] = np.eye(Dc)
+    X[1 + D + Dc : 1 + D + Dc + K] = np.eye(K)
+    Y[B - nc :] = rng.standard_normal((nc, D))
+    C[B - nc :] = rng.standard_normal((nc, Dc))
+    X[B - nc :] = rng.standard_normal((nc, K))
+    state = tuple(
+        torch.from_numpy(np.ascontiguousarray(Y[:, lay.slice]).reshape(B, *lay.shape))
+        for lay in layout
+    )
+    noise = [
+        torch.from_numpy(np.ascontiguousarray(X[:, sl]).reshape(B, *shape))
+        for sl, shape in prober.draw_layout
+    ]
+    carry_in = []
+    start = 0
+    for slot, i, size in clay:
+        carry_in.append(
+            torch.from_numpy(np.ascontiguousarray(C[:, start : start + size])).reshape(
+                B, *like_shape[(slot, i)]
+            )
+        )
+        start += size
+    n_out = [len(o) for o in integrator.program.carry]
+
+    def pack(flat: list[torch.Tensor]) -> tuple:
+        out, k = [], 0
+        for n in n_out:
+            out.append(flat[k] if n == 1 else tuple(flat[k : k + n]))
+            k += n
+        return tuple(out)
+
+    def unpack(carry: tuple) -> np.ndarray:
+        flat = []
+        for c in carry:
+            for x in c if isinstance(c, tuple) else (c,):
+                flat.append(x.detach().cpu().numpy().reshape(B, -1))
+        return np.concatenate(flat, axis=1) if flat else np.zeros((B, 0))
+
+    tensors = tuple(x.clone() for x in integrator.check_state(dict(zip(integrator.blocks, state))))
+    run = integrator.prepare(tensors, times, FixedNoise(noise))
+    mean = np.concatenate([m, np.zeros(Dc)])
+    cov = np.zeros((D + Dc, D + Dc))
+    cov[:D, :D] = S
+    means, covs = [m], [S]
+    saved = list(integrator.nfe_counts)
+    try:
+        with torch.no_grad():
+            for k in range(len(times) - 1):
+                inp = tuple(x.clone() for x in tensors)
+                cin = None if k == 0 else pack([c.clone() for c in carry_in])
+                out_state, out_carry = run.call(k, inp, cin, checked=True)
+                y = np.concatenate(
+                    [o.detach().cpu().numpy().reshape(B, -1) for o in out_state], axis=1
+                )
+                out = np.concatenate([y, unpack(out_carry)], axis=1)
+                if not np.all(np.isfinite(out)):
+                    raise NotAffineError(f"step {k} produced non-finite values on probe states")
+                c0 = out[0]
+                M = (out[1 : 1 + D + Dc] - c0).T
+                if k == 0:
+                    M[:, D:] = 0.0  # no history before the first step
+                N = (out[1 + D + Dc : 1 + D + Dc + K] - c0).T
+                zin = np.concatenate([Y[B - nc :], C[B - nc :] * (k > 0)], axis=1)
+                pred = c0 + zin @ M.T + X[B - nc :] @ N.T
+                scale = np.abs(out).max(initial=0.0) + np.abs(c0).max(initial=0.0)
+                err = float(np.abs(out[B - nc :] - pred).max(initial=0.0)) / max(scale, 1e-300)
+                if err > 1e3 * AFFINE_RTOL:
+                    raise NotAffineError(
+                        f"the step is not affine in the state and the carried field values "
+                        f"(step {k}: relative deviation {err:.2e}); the exact analysis applies "
+                        "to linear problems"
+                    )
+                mean = M @ mean + c0
+                cov = M @ cov @ M.T + N @ N.T
+                cov = 0.5 * (cov + cov.T)
+                if history:
+                    means.append(mean[:D].copy())
+                    covs.append(cov[:D, :D].copy())
+    finally:
+        integrator.nfe_counts[:] = saved
+    if history:
+        return np.stack(means), np.stack(covs)
+    return mean[:D], cov[:D, :D]

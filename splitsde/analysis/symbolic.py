@@ -48,7 +48,16 @@ import sympy
 from sympy.polys.matrices import DomainMatrix
 
 from splitsde.analysis.affine import AffineMap, BlockLayout, NotAffineError
-from splitsde.compose.program import Assign, Draw, Eval, Let, Mark, Program, build_program
+from splitsde.compose.program import (
+    Assign,
+    Draw,
+    Eval,
+    Let,
+    Mark,
+    Program,
+    Recall,
+    build_program,
+)
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
@@ -131,6 +140,17 @@ def _execute(program: Program) -> tuple[dict[Block, sympy.Expr], list[NoiseSymbo
         return e.xreplace({**env, **values})
 
     for s in program.statements:
+        if (
+            isinstance(s, Recall)
+            or (isinstance(s, Draw) and s.kind == "uniform")
+            or (isinstance(s, Eval) and s.mask is not None)
+        ):
+            raise SymbolicError(
+                "the symbolic analysis covers one-step schemes with Gaussian noise; this "
+                "program carries past field values (a multistep solver) or draws random "
+                "selections -- use splitsde.analysis.propagate (multistep) or "
+                "splitsde.analysis.propagate_moments (randomized)"
+            )
         if isinstance(s, Eval):
             f = s.field
             if f.definition is None:

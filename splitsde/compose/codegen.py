@@ -33,9 +33,11 @@ from splitsde.compose.program import (
     Mark,
     Metropolis,
     Program,
+    Recall,
 )
 from splitsde.symbolic.energy import ElementSum
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
+from splitsde.symbolic.selection import Indicator
 from splitsde.symbolic.symbols import (
     Block,
     Coefficient,
@@ -47,7 +49,7 @@ from splitsde.symbolic.symbols import (
     t,
 )
 
-__all__ = ["CoefficientTable", "LoweredStep", "hoist_program", "lower"]
+__all__ = ["CoefficientTable", "LoweredStep", "hoist_program", "indicator", "lower", "select_mask"]
 
 _TENSOR = (Block, FieldValue, NoiseSymbol, Temporary)
 
@@ -173,6 +175,10 @@ class CoefficientTable:
             sympy.lambdify([t, h, *P, *prog_syms], e, modules=[NUMPY_FUNCTIONS, "numpy"])
             for _, e, _ in hp.hoisted
         ]
+        self.history = max(
+            (pc.definition.numeric.history for pc in self.prog_coefs if pc.definition.numeric),
+            default=0,
+        )
         self.autonomous = self._autonomous()
 
     def _autonomous(self) -> bool:
@@ -206,11 +212,24 @@ class CoefficientTable:
         pv = self._param_values()
         scalar = all(np.ndim(v) == 0 for v in pv)
         if scalar:
-            return self._evaluate_rows(t_, h_, pv)
-        rows = [self._evaluate_rows(t_[i : i + 1], h_[i : i + 1], pv) for i in range(len(t_))]
+            return self._evaluate_rows(t_, h_, pv, slice(None))
+        rows = [self._evaluate_rows(t_, h_, pv, slice(i, i + 1)) for i in range(len(t_))]
         return [np.concatenate([r[k] for r in rows], axis=0) for k in range(len(self.symbols))]
 
-    def _evaluate_rows(self, t_: np.ndarray, h_: np.ndarray, pv: list[Any]) -> list[np.ndarray]:
+    @staticmethod
+    def _past_starts(t_: np.ndarray, h_: np.ndarray, offset: float, depth: int) -> np.ndarray:
+        """``(n, depth)``: the start of the same slice 1..depth steps earlier (NaN before the
+        first step of the grid)."""
+        starts = t_ + offset * h_
+        out = np.full((len(t_), depth), np.nan)
+        for j in range(1, depth + 1):
+            out[j:, j - 1] = starts[:-j] if j < len(t_) else starts[:0]
+        return out
+
+    def _evaluate_rows(
+        self, t_full: np.ndarray, h_full: np.ndarray, pv: list[Any], rows: slice
+    ) -> list[np.ndarray]:
+        t_, h_ = t_full[rows], h_full[rows]
         n = len(t_)
         pmap = dict(zip(self._P, pv))
 
@@ -226,7 +245,13 @@ class CoefficientTable:
             else:
                 key = (id(d.numeric), pc.offset, pc.weight)
                 if key not in groups:
-                    groups[key] = d.numeric.evaluate(t0, s, pmap)
+                    if d.numeric.history:
+                        past = self._past_starts(
+                            t_full, h_full, float(pc.offset), d.numeric.history
+                        )[rows]
+                        groups[key] = d.numeric.evaluate(t0, s, pmap, past)
+                    else:
+                        groups[key] = d.numeric.evaluate(t0, s, pmap)
                 values[pc.symbol] = self._expand(groups[key][d.key], n)
         prog_vals = [values[pc.symbol] for pc in self.prog_coefs]
         out = [values[pc.symbol] for pc in self.prog_coefs]
@@ -326,6 +351,8 @@ class _Printer:
             return f"({self(b)} ** {self(x)})"
         if isinstance(e, phi1):
             raise NotImplementedError("phi1 of a state-dependent argument is not supported")
+        if isinstance(e, Indicator):
+            return f"_ind({', '.join(self(a) for a in e.args)})"
         fn = _FUNCS.get(e.func)
         if fn is not None:
             return f"{fn}({', '.join(self(a) for a in e.args)})"
@@ -373,7 +400,7 @@ def lower(
         names[c] = f"c{i}"
     counter = itertools.count()
     for s in hp.statements:
-        if isinstance(s, Eval):
+        if isinstance(s, Eval | Recall):
             for o in s.outs:
                 names[o] = f"v{next(counter)}"
         elif isinstance(s, Draw):
@@ -393,6 +420,7 @@ def lower(
     def body(mode: str) -> list[str]:
         L: list[str] = []
         draw_i = 0
+        uniform_i = 0
         upcoming = 0  # the sub-step an evaluation serves (for error messages)
         for s in hp.statements:
             if isinstance(s, Mark):
@@ -402,6 +430,18 @@ def lower(
                 outs = ", ".join(names[o] for o in s.outs) + ("," if len(s.outs) > 1 else "")
                 args = ", ".join(pr(a) for a in s.args)
                 L.append(f"{outs} = _map{map_index[s.field]}({args})")
+            elif isinstance(s, Eval) and s.mask is not None:
+                L.extend(_masked_eval(s, field_index[s.field], names, pr, mode, upcoming))
+            elif isinstance(s, Recall):
+                for o, cur in zip(s.outs, s.like):
+                    L.append(
+                        f"{names[o]} = torch.zeros_like({names[cur]}) if _carry is None "
+                        f"else _carry[{s.slot}]"
+                        + ("" if len(s.outs) == 1 else f"[{s.outs.index(o)}]")
+                    )
+            elif isinstance(s, Draw) and s.kind == "uniform":
+                L.append(f"{names[s.symbol]} = _uniform{uniform_i}()")
+                uniform_i += 1
             elif isinstance(s, Eval):
                 i = field_index[s.field]
                 outs = ", ".join(names[o] for o in s.outs)
@@ -470,6 +510,54 @@ def lower(
         len(program.draws),
         len(program.uniforms),
     )
+
+
+def _masked_eval(
+    s: Eval,
+    i: int,
+    names: Mapping[sympy.Basic, str],
+    pr: _Printer,
+    mode: str,
+    upcoming: int,
+) -> list[str]:
+    """A field evaluated only on the selected walkers (one counted call, none if no walker is
+    selected); the others get zero."""
+    u, lo, hi = s.mask
+    m = f"_m{names[s.outs[0]]}"
+    n_dep = len(s.field.depends)
+    args = [f"({pr(a)})[{m}]" if _is_tensor(a) else pr(a) for a in s.args[:n_dep]]
+    args += [pr(a) for a in s.args[n_dep:]]
+    like = [names[b] for b in s.field.like]
+    outs = [names[o] for o in s.outs]
+    L = [f"{m} = _select_mask({names[u]}, {pr(lo)}, {pr(hi)})", f"if bool({m}.any()):"]
+    raw = f"_r{names[s.outs[0]]}"
+    L.append(f"    {raw} = _f{i}({', '.join(args)})")
+    L.append(f"    _nfe[{i}] += 1")
+    if len(outs) == 1:
+        L.append(f"    {raw} = ({raw},)")
+    for k, (o, lk) in enumerate(zip(outs, like)):
+        L.append(f"    {o} = torch.zeros_like({lk})")
+        L.append(f"    {o}[{m}] = {raw}[{k}]")
+    if mode == "checked":
+        deps = ", ".join(args[:n_dep])
+        L.append(
+            f"    _check_field({i}, ({', '.join(outs)},), ({deps}{',' if deps else ''}), "
+            f"{upcoming})"
+        )
+    L.append("else:")
+    L.extend(f"    {o} = torch.zeros_like({lk})" for o, lk in zip(outs, like))
+    return L
+
+
+def select_mask(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Walkers (a ``(batch,)`` boolean mask) whose uniform draw lies in ``[lo, hi)``."""
+    flat = u.reshape(u.shape[0], -1)[:, 0]
+    return (flat >= lo) & (flat < hi)
+
+
+def indicator(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``1[lo <= u < hi]`` as a tensor of ``u``'s dtype (broadcasts like ``u``)."""
+    return ((u >= lo) & (u < hi)).to(u.dtype)
 
 
 def _metropolis(s: Metropolis, names: Mapping[sympy.Basic, str], inplace: bool) -> list[str]:

@@ -29,7 +29,9 @@ from splitsde.compose.codegen import (
     LoweredStep,
     element_sum,
     hoist_program,
+    indicator,
     lower,
+    select_mask,
     select_walkers,
 )
 from splitsde.compose.presets import word as parse_word
@@ -278,10 +280,10 @@ class Integrator:
         return self.program.substeps
 
     @property
-    def evaluations_per_step(self) -> int | None:
-        """Field evaluations per step in steady state, as the program is compiled (the measured
-        count is in :class:`~splitsde.integrate.Result`); ``None`` when an adaptive flow map
-        makes it depend on the state."""
+    def evaluations_per_step(self) -> int | float | None:
+        """Field evaluations per step (and walker) in steady state, as the program is compiled
+        (expected count for randomized solvers; ``None`` when an adaptive flow map makes it
+        depend on the state; the measured count is in :class:`~splitsde.integrate.Result`)."""
         return self.program.evaluations_per_step()
 
     @property
@@ -299,10 +301,14 @@ class Integrator:
         """Declared finite-time weak order (``None`` if exact).
 
         Exact sub-flows: 2 for a symmetric word, 1 otherwise. Approximate sub-flow solvers cap
-        it at their own order; ``per_step`` reuse of moved-state evaluations caps it at 1.
+        it at their own order; ``per_step`` reuse of moved-state evaluations caps it at 1. A
+        word of one flow occurring once (no splitting) has its solver's order.
         """
         if self.exact:
             return None
+        subs = self.program.substeps
+        if len(subs) == 1 and len(self.sde.flows) == 1 and not subs[0].solver.exact:
+            return subs[0].solver.weak_order
         order = 2 if self.word.is_symmetric else 1
         for s in self.program.substeps:
             if not s.solver.exact:
@@ -315,7 +321,7 @@ class Integrator:
 
     @property
     def is_stochastic(self) -> bool:
-        return bool(self.program.draws)
+        return bool(self.program.draws or self.program.uniform_draws)
 
     def describe(self) -> str:
         lines = [
@@ -464,11 +470,26 @@ class Integrator:
         accepted = [
             torch.zeros(like.shape[0], dtype=torch.int64, device=like.device) for _ in tests
         ]
-        if tests:
-            uniforms = noise.bind_uniform([torch.Size([like.shape[0]])] * len(tests), like)
+        selections = self.program.uniform_draws
+        if tests or selections:
+            # Metropolis tests first, then the per-walker selections (one uniform per walker,
+            # shaped to broadcast against its block); drawn in program order at run time
+            shapes = [torch.Size([like.shape[0]])] * len(tests)
+            for d in selections:
+                nd = state[block_index[d.like]].ndim
+                shapes.append(torch.Size([like.shape[0], *([1] * (nd - 1))]))
+            uniforms = noise.bind_uniform(shapes, like)
             for m, u in zip(tests, uniforms):
                 namespace[f"_udraw{m.group}"] = u
-        namespace.update(_accepted=accepted, _esum=element_sum, _select=select_walkers)
+            for i, u in enumerate(uniforms[len(tests) :]):
+                namespace[f"_uniform{i}"] = u
+        namespace.update(
+            _accepted=accepted,
+            _esum=element_sum,
+            _select=select_walkers,
+            _select_mask=select_mask,
+            _ind=indicator,
+        )
         for i, bf in enumerate(self.fields):
             namespace[f"_f{i}"] = bf.fn
         for i, fm in enumerate(self._flow_maps):

@@ -4,7 +4,8 @@ Building a :class:`Program` from (SDE, word, reduction) inlines each occurrence'
 update over its slice (architecture rule 4), turns every field application into an explicit
 :class:`Eval` (reused according to the :class:`~splitsde.compose.reduce.Reduction`), every
 noise into a :class:`Draw`, and records which field values can be carried to the next step
-(first-same-as-last). The program is symbolic: the torch lowering
+(first-same-as-last, and the past values a multistep solver reads:
+:class:`Recall`). The program is symbolic: the torch lowering
 (:mod:`splitsde.compose.codegen`) and the exact analysis both read it, so they cannot drift.
 
 Inside a program, ``t`` is the start of the step and ``h`` its length.
@@ -22,7 +23,9 @@ from splitsde.compose.reduce import Reduction
 from splitsde.compose.word import Occurrence, Word, WordError
 from splitsde.symbolic.field import Field, field_applications, field_of
 from splitsde.symbolic.flowmap import FlowMap
+from splitsde.symbolic.history import lagged_applications
 from splitsde.symbolic.sde import SDE
+from splitsde.symbolic.selection import Selected, selected_applications
 from splitsde.symbolic.solve import Solver
 from splitsde.symbolic.symbols import (
     Block,
@@ -41,12 +44,14 @@ __all__ = [
     "Eval",
     "GroupBegin",
     "GroupInfo",
+    "HistoryInfo",
     "Let",
     "Mark",
     "Merge",
     "Metropolis",
     "Program",
     "ProgramCoefficient",
+    "Recall",
     "SubstepInfo",
     "build_program",
 ]
@@ -54,12 +59,25 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Eval:
-    """Evaluate ``field`` at ``args`` (dependency values, then the time label if any)."""
+    """Evaluate ``field`` at ``args`` (dependency values, then the time label if any).
+
+    ``mask = (u, lo, hi)`` evaluates only for the walkers with ``lo <= u < hi`` (a uniform
+    draw per walker), giving zero for the others, and skips the call when none is selected
+    (see :mod:`splitsde.symbolic.selection`).
+    """
 
     field: Field
     outs: tuple[FieldValue, ...]
     args: tuple[sympy.Expr, ...]
     carry: int | None = None
+    mask: tuple[NoiseSymbol, sympy.Expr, sympy.Expr] | None = None
+
+    @property
+    def expected_calls(self) -> Fraction | int:
+        """Expected evaluations per walker: 1, or ``hi - lo`` for a masked evaluation."""
+        if self.mask is None:
+            return 1
+        return Fraction(str(self.mask[2])) - Fraction(str(self.mask[1]))
 
     @property
     def time_label(self) -> sympy.Expr | None:
@@ -68,12 +86,25 @@ class Eval:
 
 @dataclass(frozen=True)
 class Draw:
-    """Draw a standard normal tensor shaped like ``like`` for the interval ``[start, stop]``."""
+    """Draw a standard normal tensor shaped like ``like`` for the interval ``[start, stop]``
+    (``kind="uniform"``: one uniform on ``[0, 1)`` per walker, shaped to broadcast)."""
 
     symbol: NoiseSymbol
     like: Block
     start: sympy.Expr
     stop: sympy.Expr
+    kind: str = "normal"
+
+
+@dataclass(frozen=True)
+class Recall:
+    """A field value from an earlier step (history slot ``slot`` of the carry), or zeros shaped
+    like ``like`` on the first step of a run."""
+
+    outs: tuple[FieldValue, ...]
+    slot: int
+    like: tuple[FieldValue, ...]
+    lag: int
 
 
 @dataclass(frozen=True)
@@ -132,7 +163,26 @@ class Metropolis:
     merges: tuple[Merge, ...]
 
 
-Statement = Eval | Draw | Let | Assign | Mark | GroupBegin | Metropolis
+Statement = Eval | Draw | Let | Assign | Mark | GroupBegin | Metropolis | Recall
+
+
+@dataclass(frozen=True)
+class HistoryInfo:
+    """The past values of one field application that a multistep sub-step reads.
+
+    ``current`` is this step's evaluation, ``lags[j-1]`` the value ``j`` steps ago; the carry
+    holds ``current, lags[0], ..., lags[-2]`` from ``slots[0]`` on.
+    """
+
+    substep: int
+    field: Field
+    current: tuple[FieldValue, ...]
+    lags: tuple[tuple[FieldValue, ...], ...]
+    slots: tuple[int, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.lags)
 
 
 @dataclass(frozen=True)
@@ -184,6 +234,7 @@ class Program:
     coefficients: list[ProgramCoefficient]
     carry: list[tuple[FieldValue, ...]] = field(default_factory=list)
     groups: list[GroupInfo] = field(default_factory=list)
+    history: list[HistoryInfo] = field(default_factory=list)
 
     @property
     def uniforms(self) -> list[Metropolis]:
@@ -215,21 +266,31 @@ class Program:
 
     @property
     def draws(self) -> list[Draw]:
-        return [s for s in self.statements if isinstance(s, Draw)]
+        """Standard normal draws, in program order."""
+        return [s for s in self.statements if isinstance(s, Draw) and s.kind == "normal"]
 
-    def evaluations_per_step(self, first: bool = False) -> int | None:
-        """Field evaluations the program makes per step (``first``: without carried values);
-        ``None`` when an adaptive flow map makes the count depend on the state."""
-        n = 0
+    @property
+    def uniform_draws(self) -> list[Draw]:
+        """Per-walker uniform draws (random selections), in program order."""
+        return [s for s in self.statements if isinstance(s, Draw) and s.kind == "uniform"]
+
+    def evaluations_per_step(self, first: bool = False) -> int | float | None:
+        """Field evaluations the program makes per step and walker (``first``: without carried
+        values). A masked evaluation counts with its selection probability, so a randomized
+        solver reports its expected count (a float); ``None`` when an adaptive flow map makes
+        the count depend on the state."""
+        n: Fraction | int = 0
         for e in self.evals:
             if isinstance(e.field, FlowMap):
                 inner = e.field.field_evaluations
                 if inner is None:
                     return None
                 n += inner
+            elif e.mask is not None:
+                n += e.expected_calls
             elif first or e.carry is None:
                 n += 1
-        return n
+        return float(n) if isinstance(n, Fraction) else n
 
     def listing(self) -> str:
         """A readable listing of the step program."""
@@ -244,7 +305,19 @@ class Program:
                 )
                 if isinstance(s.field, FlowMap):
                     carry = f"   [{s.field.description or 'flow map'}]"
+                elif s.mask is not None:
+                    u, lo, hi = s.mask
+                    carry = f"   [only walkers with {lo} <= {u} < {hi}; 0 elsewhere]"
                 lines.append(f"  {outs} = {s.field.name}({', '.join(map(str, s.args))}){carry}")
+            elif isinstance(s, Recall):
+                outs = ", ".join(map(str, s.outs))
+                cur = ", ".join(map(str, s.like))
+                lines.append(
+                    f"  {outs} = value of {cur} {s.lag} step(s) ago   [history slot {s.slot}; "
+                    "0 before]"
+                )
+            elif isinstance(s, Draw) and s.kind == "uniform":
+                lines.append(f"  {s.symbol} ~ U(0, 1) per walker")
             elif isinstance(s, Draw):
                 lines.append(f"  {s.symbol} ~ N(0, 1) like {s.like}   [{s.start}, {s.stop}]")
             elif isinstance(s, Let):
@@ -317,6 +390,7 @@ def build_program(
             )
 
     statements: list[Statement] = []
+    chains: list[dict[str, Any]] = []
     substeps: list[SubstepInfo] = []
     coefs: list[ProgramCoefficient] = []
     versions: dict[Block, int] = {b: 0 for b in sde.blocks}
@@ -449,7 +523,7 @@ def build_program(
             a = sympy.Rational(spec.start.numerator, spec.start.denominator)
             b = sympy.Rational(spec.stop.numerator, spec.stop.denominator)
             statements.append(
-                Draw(new, spec.like, sympy.expand(t0 + a * s), sympy.expand(t0 + b * s))
+                Draw(new, spec.like, sympy.expand(t0 + a * s), sympy.expand(t0 + b * s), spec.kind)
             )
         for c, d in upd.coefficients.items():
             new = Coefficient(f"c{k}_{c.name}")
@@ -469,8 +543,44 @@ def build_program(
                 maps[(f, args)] = outs
             return maps[(f, args)]
 
-        def lower(e: sympy.Expr, rename: dict = rename) -> sympy.Expr:
+        # a multistep solver: evaluate each lagged application now and recall its past values
+        current, past = _history_values(
+            k, [e.xreplace(rename) for e in upd.all_expressions()], value_of, statements, chains
+        )
+        selected: dict[tuple, tuple[FieldValue, ...]] = {}
+
+        def masked(node: Selected, selected: dict = selected) -> tuple[FieldValue, ...]:
+            """A per-walker selected evaluation: one per field, arguments and selection (its
+            outputs share it), never reused across sub-steps."""
+            f, _ = field_of(node.application)
+            args = tuple(sympy.expand(a) for a in node.application.args)
+            key = (f, args, node.mask)
+            if key not in selected:
+                outs = []
+                for o in f.outputs:
+                    counter["v"] += 1
+                    suffix = "_" + o if len(f.outputs) > 1 else ""
+                    outs.append(FieldValue(f"{f.name}{suffix}_sel{counter['v']}"))
+                statements.append(Eval(f, tuple(outs), args, mask=node.mask))
+                selected[key] = tuple(outs)
+            return selected[key]
+
+        def lower(
+            e: sympy.Expr,
+            rename: dict = rename,
+            current: dict = current,
+            past: dict = past,
+            masked: Any = masked,
+            flow_map: Any = flow_map,
+        ) -> sympy.Expr:
             e = e.xreplace(rename)
+            special = {}
+            for node in lagged_applications(e):
+                special[node] = past[(node.application, node.lag)]
+            for node in sorted(selected_applications(e), key=sympy.default_sort_key):
+                special[node] = masked(node)[field_of(node.application)[1]]
+            if special:
+                e = e.xreplace(special)
             apps = sorted(field_applications(e), key=sympy.default_sort_key)
             if not apps:
                 return e
@@ -479,6 +589,9 @@ def build_program(
                 f, out = field_of(app)
                 if isinstance(f, FlowMap):
                     repl[app] = flow_map(f, app.args)[out]
+                    continue
+                if app in current:
+                    repl[app] = current[app][out]
                     continue
                 n_dep = len(f.depends)
                 args = tuple(app.args[:n_dep])
@@ -509,6 +622,7 @@ def build_program(
     program = Program(sde.blocks, word, reduction, statements, substeps, coefs, groups=groups)
     if reduction.reuse == "exact":
         _mark_carry(program, records, versions)
+    _assign_history(program, chains)
     return program
 
 
@@ -520,6 +634,67 @@ def _direct_fields(solver: Solver) -> list[Field]:
         if not isinstance(f, FlowMap) and f not in out:
             out.append(f)
     return out
+
+
+def _history_values(
+    k: int,
+    exprs: list[sympy.Expr],
+    value_of: Any,
+    statements: list[Statement],
+    chains: list[dict[str, Any]],
+) -> tuple[dict[sympy.Expr, tuple[FieldValue, ...]], dict[tuple, FieldValue]]:
+    """Evaluate every lagged field application of sub-step ``k`` at the slice start and emit a
+    :class:`Recall` for each of its past values (slots are assigned after the whole program).
+
+    Returns the current evaluation of each lagged application and the past values by
+    ``(application, lag)``; all outputs of one evaluation share one history."""
+    depth: dict[tuple[Field, tuple], int] = {}
+    for e in exprs:
+        for node in lagged_applications(e):
+            f, _ = field_of(node.application)
+            key = (f, node.application.args)
+            depth[key] = max(depth.get(key, 0), node.lag)
+    current: dict[sympy.Expr, tuple[FieldValue, ...]] = {}
+    past: dict[tuple, FieldValue] = {}
+    for (f, full), d in sorted(depth.items(), key=lambda kv: (kv[0][0].name, str(kv[0][1]))):
+        n_dep = len(f.depends)
+        args = tuple(full[:n_dep])
+        if not all(isinstance(a, Block) for a in args):
+            raise WordError(
+                f"a multistep solver reads past values of field {f.name} at {args}, which are "
+                "not the state blocks at the start of its slice"
+            )
+        label = sympy.expand(full[n_dep]) if f.time else None
+        outs = value_of(f, args, label)
+        apps = [f.apply(i, full) for i in range(len(f.outputs))]
+        for app in apps:
+            current[app] = outs
+        chain = {"substep": k, "field": f, "current": outs, "lags": [], "recalls": []}
+        for j in range(1, d + 1):
+            lag_outs = tuple(FieldValue(f"{o.name}_lag{j}") for o in outs)
+            chain["lags"].append(lag_outs)
+            chain["recalls"].append(len(statements))
+            statements.append(Recall(lag_outs, -1, outs, j))
+            for i, app in enumerate(apps):
+                past[(app, j)] = lag_outs[i]
+        chains.append(chain)
+    return current, past
+
+
+def _assign_history(program: Program, chains: list[dict[str, Any]]) -> None:
+    """Carry slots of the multistep histories: ``current, lag 1, ..., lag r-1`` after the
+    first-same-as-last slots; lag ``j`` of the next step reads slot ``base + j - 1``."""
+    for chain in chains:
+        base = len(program.carry)
+        lags = chain["lags"]
+        program.carry.extend([chain["current"], *lags[:-1]])
+        slots = tuple(range(base, base + len(lags)))
+        for j, (i, slot) in enumerate(zip(chain["recalls"], slots), start=1):
+            old = program.statements[i]
+            program.statements[i] = Recall(old.outs, slot, old.like, j)
+        program.history.append(
+            HistoryInfo(chain["substep"], chain["field"], chain["current"], tuple(lags), slots)
+        )
 
 
 def _find(records: list[_EvalRecord], f: Field, deps: tuple, vers: dict) -> _EvalRecord | None:

@@ -15,6 +15,16 @@ the generated samples.
 """
 
 from splitsde.diffusion.comparison import Comparison, compare, target
+from splitsde.diffusion.epsilon import DiffusionClock, EpsilonField, epsilon_sde
+from splitsde.diffusion.exponential import (
+    EXPONENTIAL_SAMPLERS,
+    ExponentialSampler,
+    StochasticDDIM,
+    ddim,
+    deis,
+    ipndm,
+    rhork,
+)
 from splitsde.diffusion.grids import GRIDS, GridError, check_grid, time_grid
 from splitsde.diffusion.metrics import (
     Estimate,
@@ -26,6 +36,8 @@ from splitsde.diffusion.metrics import (
     mode_weight_error,
     sliced_wasserstein,
 )
+from splitsde.diffusion.midpoint import POISSON_SAMPLERS, poisson_midpoint
+from splitsde.diffusion.pfode import PFODESampler, ProbabilityFlow
 from splitsde.diffusion.processes import (
     PROCESSES,
     ForwardProcess,
@@ -58,39 +70,53 @@ from splitsde.diffusion.scores import (
 from splitsde.diffusion.targets import ExactScore, GaussianData, GaussianMixture
 
 __all__ = [
+    "EXPONENTIAL_SAMPLERS",
     "GRIDS",
     "PARAMETRISATIONS",
     "PARTS",
+    "POISSON_SAMPLERS",
     "PROCESSES",
     "SAMPLERS",
     "SPLITS",
     "BudgetError",
     "Comparison",
+    "DiffusionClock",
+    "EpsilonField",
     "Estimate",
     "ExactScore",
+    "ExponentialSampler",
     "ForwardProcess",
     "GaussianData",
     "GaussianMixture",
     "GridError",
     "KernelTerms",
+    "PFODESampler",
     "Plan",
+    "ProbabilityFlow",
     "ReverseSDE",
     "SampleResult",
     "Sampler",
     "ScoreModel",
+    "StochasticDDIM",
     "check_grid",
     "cld",
     "compare",
+    "ddim",
+    "deis",
     "energy_distance",
     "eps_from_score",
+    "epsilon_sde",
     "exact_law",
     "gaussian_kl",
     "gaussian_w2",
+    "ipndm",
     "mixture_metrics",
     "mode_weight_error",
     "plan",
+    "poisson_midpoint",
     "process",
     "psld",
+    "rhork",
     "sample",
     "sampler",
     "score_from_data",

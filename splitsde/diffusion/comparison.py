@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from splitsde.analysis.affine import NotAffineError
 from splitsde.diffusion.metrics import (
     exact_law,
     gaussian_kl,
@@ -28,6 +29,7 @@ from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.samplers import BudgetError, Sampler, plan, sampler
 from splitsde.diffusion.targets import GaussianData, GaussianMixture
+from splitsde.symbolic.expint import GridTooShortError
 
 __all__ = ["Comparison", "compare", "has_exact_analysis", "target"]
 
@@ -98,7 +100,10 @@ class Comparison:
             {r["nfe"] for r in self.rows if r.get("nfe") and r["nfe"] != r["nfe_budget"]}
         )
         if notes:
-            lines.append("* measured NFE below the budget (steps cost more than one evaluation)")
+            lines.append(
+                "* NFE differs from the budget (steps cost more than one evaluation; expected "
+                "count of a randomized sampler; measured count of an adaptive solve)"
+            )
         return "\n".join(lines)
 
 
@@ -156,14 +161,20 @@ def compare(
         s = sampler(name)
         row: dict[str, Any] = {"sampler": s.name, "nfe_budget": int(budget)}
         try:
-            p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
-            row.update(steps=p.steps, nfe=p.nfe, weak_order=p.integrator.weak_order)
+            if hasattr(s, "plan"):  # a whole-trajectory solve (torchdiffeq)
+                p = s.plan(proc, score, nfe=budget, grid=grid, eps=eps)
+                row.update(steps=p.steps, nfe=p.nfe, weak_order=p.weak_order)
+            else:
+                p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
+                row.update(steps=p.steps, nfe=p.nfe, weak_order=p.integrator.weak_order)
             if exact:
                 row.update(_exact_row(p, proc, tgt, prior))
             else:
                 row.update(_sample_row(p, proc, tgt, n, seed, prior, batches))
-        except BudgetError as err:
+        except (BudgetError, GridTooShortError) as err:
             row.update(error=str(err), error_short="budget<1 step")
+        except NotAffineError as err:
+            row.update(error=str(err), error_short="no exact law")
         except FloatingPointError as err:
             row.update(error=str(err), error_short="diverged")
         comp.rows.append(row)
@@ -188,17 +199,39 @@ def _prior_law(
 
 def _exact_row(p: Any, proc: ForwardProcess, tgt: GaussianData, prior: str = "stationary") -> dict:
     m0, c0 = _prior_law(proc, tgt, prior)
-    mean, cov = exact_law(p, m0, c0)
+    out: dict[str, Any] = {}
+    if hasattr(p, "exact_law"):  # a torchdiffeq solve: probed as a linear map
+        mean, cov = p.exact_law(m0, c0)
+        out["nfe"] = p.last_nfe
+    elif p.integrator.program.uniform_draws:  # randomized: exact mean and covariance
+        mean, cov = _randomized_law(p, m0, c0)
+        out["law"] = "moments"
+    else:
+        mean, cov = exact_law(p, m0, c0)
     d = tgt.dim
     mx, cx = mean[:d], cov[:d, :d]
     finite = bool(torch.isfinite(mx).all() and torch.isfinite(cx).all())
     if not finite:
-        return {"kl": float("inf"), "w2": float("inf")}
+        return {**out, "kl": float("inf"), "w2": float("inf")}
     try:
         kl = gaussian_kl(mx, cx, tgt.mean, tgt.cov)
     except RuntimeError:  # the output covariance is not positive definite
         kl = float("inf")
-    return {"kl": kl, "w2": gaussian_w2(mx, cx, tgt.mean, tgt.cov)}
+    return {**out, "kl": kl, "w2": gaussian_w2(mx, cx, tgt.mean, tgt.cov)}
+
+
+def _randomized_law(p: Any, m0: torch.Tensor, c0: torch.Tensor) -> tuple:
+    """Exact mean and covariance of a randomized sampler's output (its law is a mixture; the
+    metrics then compare the Gaussian with these moments)."""
+    from splitsde.analysis import propagate
+    from splitsde.analysis.randomized import propagate_moments
+
+    d = len(m0) // len(p.process.blocks)
+    shapes = {b: (d,) for b in p.process.block_names}
+    mean, cov = propagate_moments(p.integrator, p.tau, m0.numpy(), c0.numpy(), shapes)
+    if p.denoiser is not None:
+        mean, cov = propagate(p.denoiser, p.denoise_tau, mean, cov, shapes)
+    return torch.as_tensor(mean), torch.as_tensor(cov)
 
 
 def _sample_row(

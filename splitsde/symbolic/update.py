@@ -39,11 +39,21 @@ __all__ = ["CoefficientDef", "NoiseSpec", "NumericCoefficients", "Update"]
 class NoiseSpec:
     """A standard normal tensor shaped like ``like``, standing for the Brownian increment over
     the fraction ``[start, stop]`` of the slice (noise sources driven by a Brownian path use
-    it)."""
+    it).
+
+    ``kind="uniform"`` declares instead one uniform number on ``[0, 1)`` per walker (a tensor of
+    shape ``(batch, 1, ..., 1)`` that broadcasts against ``like``): the random selections of
+    randomized solvers, drawn through the same noise source in program order.
+    """
 
     like: Block
     start: Fraction = Fraction(0)
     stop: Fraction = Fraction(1)
+    kind: str = "normal"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("normal", "uniform"):
+            raise ValueError(f"noise kind must be 'normal' or 'uniform', got {self.kind!r}")
 
 
 class NumericCoefficients:
@@ -51,22 +61,43 @@ class NumericCoefficients:
 
     ``evaluate(t0, s, params)`` receives float64 arrays of slice starts and lengths (same shape)
     and a mapping ``Parameter -> float`` and returns ``{key: array}`` for every key.
+
+    A group with ``history = r > 0`` (the coefficients of a multistep solver, which depend on
+    the grid) is called as ``evaluate(t0, s, params, past)``: ``past`` has shape
+    ``(len(t0), r)`` and holds the starts of the same slice 1, ..., r steps earlier, ``NaN``
+    where the run has not reached that far back (the warm start). Such a group is never
+    autonomous.
     """
 
     def __init__(
         self,
         keys: tuple[Any, ...],
-        evaluate: Callable[[np.ndarray, np.ndarray, Mapping[Any, Any]], dict[Any, np.ndarray]],
+        evaluate: Callable[..., dict[Any, np.ndarray]],
         method: str,
         autonomous: bool,
+        history: int = 0,
     ) -> None:
+        if int(history) != history or history < 0:
+            raise ValueError(f"history must be a non-negative integer, got {history}")
         self.keys = keys
         self._evaluate = evaluate
         self.method = method
-        self.autonomous = autonomous
+        self.history = int(history)
+        self.autonomous = autonomous and self.history == 0
 
-    def evaluate(self, t0: np.ndarray, s: np.ndarray, params: Mapping[Any, Any]) -> dict:
-        return self._evaluate(np.asarray(t0, np.float64), np.asarray(s, np.float64), params)
+    def evaluate(
+        self,
+        t0: np.ndarray,
+        s: np.ndarray,
+        params: Mapping[Any, Any],
+        past: np.ndarray | None = None,
+    ) -> dict:
+        t0, s = np.asarray(t0, np.float64), np.asarray(s, np.float64)
+        if not self.history:
+            return self._evaluate(t0, s, params)
+        if past is None:  # a lone slice: no history
+            past = np.full((*t0.shape, self.history), np.nan)
+        return self._evaluate(t0, s, params, np.asarray(past, np.float64))
 
     def __repr__(self) -> str:
         return f"NumericCoefficients({self.method}, {len(self.keys)} entries)"

@@ -1,0 +1,343 @@
+r"""The probability-flow ODE solved by torchdiffeq: a sampler and a tight reference.
+
+The probability-flow ODE is the :math:`\lambda = 0` member of the reverse family
+(:class:`~splitsde.diffusion.reverse.ReverseSDE`): in reverse time :math:`\tau`,
+
+.. math:: \frac{d\bar z_b}{d\tau} = -(F\bar z)_b + \tfrac12 g_b^2\, s_b(\bar z, \tau).
+
+:class:`ProbabilityFlow` lowers that family's own symbolic drift (the score applications become
+the values of one score call) to a torch vector field and hands it to
+``torchdiffeq.odeint`` -- an adaptive Dormand--Prince 5(4) solve (``dopri5``) with tolerances,
+or a fixed-grid method (``rk4``, ``midpoint``, ``euler``) on the sampling grid. This is a
+whole-trajectory solve by torchdiffeq's own loop (the framework's loop
+:func:`splitsde.integrate` is not involved); every score call still goes through one counter,
+:attr:`ProbabilityFlow.nfe`, which the sampler reports.
+
+Uses: :class:`PFODESampler` (``pf-dopri5``, ``pf-rk4`` in ``splitsde compare``) and
+:func:`reference`, the tight-tolerance endpoint (dopri5, ``rtol = 1e-10``) the order tests of
+the exponential integrators measure against.
+
+References: Song et al., *Score-based generative modeling through SDEs*, ICLR 2021 (the
+probability-flow ODE); Dormand & Prince, J. Comput. Appl. Math. 6 (1980); Chen et al.,
+torchdiffeq (NeurIPS 2018).
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+
+from splitsde.diffusion.grids import check_grid, time_grid
+from splitsde.diffusion.processes import ForwardProcess
+from splitsde.diffusion.processes import process as get_process
+from splitsde.diffusion.samplers import SAMPLERS, BudgetError, Sampler, SampleResult
+from splitsde.integrate import integrate
+from splitsde.symbolic.field import field_applications, field_of
+from splitsde.symbolic.symbols import t
+
+__all__ = ["METHODS", "PFODEPlan", "PFODESampler", "ProbabilityFlow", "reference"]
+
+#: torchdiffeq methods and their field evaluations per step (``None``: adaptive).
+METHODS: dict[str, int | None] = {
+    "dopri5": None,
+    "bosh3": None,
+    "adaptive_heun": None,
+    "rk4": 4,
+    "midpoint": 2,
+    "euler": 1,
+}
+
+_MATH = {
+    name: getattr(math, name)
+    for name in ("exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "atan")
+}
+
+
+class ProbabilityFlow:
+    r"""The probability-flow ODE of ``process`` with the score callable ``score`` (the
+    reverse-SDE field ``s``: blocks and reverse time in, one tensor per block out), as a
+    torchdiffeq vector field ``f(tau, state)`` on a tuple of block tensors.
+
+    ``nfe`` counts score calls (one per vector-field evaluation).
+    """
+
+    def __init__(self, process: ForwardProcess, score: Callable[..., Any]) -> None:
+        self.process = process
+        self.score = score
+        self.nfe = 0
+        rev = process.reverse(0.0)
+        drift = rev.drift
+        blocks = process.blocks
+        values = {p: v for p in _parameters(drift) for k, v in rev.params.items() if p.name == k}
+        score_syms = [sympy.Symbol(f"_s_{b.name}", real=True) for b in blocks]
+        exprs = []
+        for b in blocks:
+            e = drift[b]
+            repl = {}
+            for app in field_applications(e):
+                repl[app] = score_syms[field_of(app)[1]]
+            exprs.append(e.xreplace(repl).xreplace(values))
+        self._fns = [
+            sympy.lambdify([t, *blocks, *score_syms], e, modules=[_MATH, "math"]) for e in exprs
+        ]
+
+    def __call__(self, tau: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple:
+        tau_f = float(tau)
+        s = self.score(*state, tau_f)
+        self.nfe += 1
+        s = tuple(s) if isinstance(s, tuple | list) else (s,)
+        out = []
+        for fn, z in zip(self._fns, state):
+            v = fn(tau_f, *state, *s)
+            out.append(v if isinstance(v, torch.Tensor) else torch.full_like(z, float(v)))
+        return tuple(out)
+
+    def solve(
+        self,
+        y0: Mapping[str, torch.Tensor],
+        taus: Sequence[float] | np.ndarray,
+        *,
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+    ) -> dict[str, torch.Tensor]:
+        """The state at the last of the reverse times ``taus`` (from ``taus[0]``); fixed-grid
+        methods step on ``taus``."""
+        from torchdiffeq import odeint
+
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
+        names = self.process.block_names
+        missing = [n for n in names if n not in y0]
+        if missing:
+            raise ValueError(f"the state misses block(s) {', '.join(missing)}")
+        state = tuple(y0[n] for n in names)
+        grid = torch.as_tensor(np.asarray(taus, np.float64), dtype=state[0].dtype)
+        if METHODS[method] is None:
+            grid = grid[[0, -1]]
+            sol = odeint(self, state, grid, rtol=rtol, atol=atol, method=method)
+        else:
+            sol = odeint(self, state, grid, method=method)
+        return {n: s[-1] for n, s in zip(names, sol)}
+
+
+def _parameters(exprs: Mapping[Any, sympy.Expr]) -> set:
+    from splitsde.symbolic.symbols import Parameter
+
+    return {s for e in exprs.values() for s in e.free_symbols if isinstance(s, Parameter)}
+
+
+def reference(
+    process: str | ForwardProcess,
+    score: Callable[..., Any],
+    y0: Mapping[str, torch.Tensor],
+    t_end: float,
+    *,
+    rtol: float = 1e-10,
+    atol: float = 1e-10,
+) -> dict[str, torch.Tensor]:
+    """The probability-flow endpoint at diffusion time ``t_end`` from ``y0`` at ``T``:
+    torchdiffeq dopri5 with tight tolerances (the reference of the order tests)."""
+    proc = get_process(process)
+    flow = ProbabilityFlow(proc, score)
+    return flow.solve(y0, [0.0, proc.T - t_end], method="dopri5", rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------------------------------------
+# As a sampler
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PFODEPlan:
+    """A probability-flow solve compiled for one process, score and grid (or tolerance)."""
+
+    sampler: PFODESampler
+    process: ForwardProcess
+    score: Callable[..., Any]
+    grid: np.ndarray  # diffusion times T -> eps (fixed-grid methods; [T, eps] for adaptive)
+    budget: int | None
+    denoise: bool = True
+
+    @property
+    def tau(self) -> np.ndarray:
+        return self.process.T - self.grid
+
+    @property
+    def steps(self) -> int:
+        return len(self.grid) - 1
+
+    @property
+    def weak_order(self) -> int | None:
+        return self.sampler.order
+
+    @property
+    def nfe(self) -> int | None:
+        """Compiled NFE for fixed-grid methods (steps x stages + denoising); ``None`` for
+        adaptive ones (measured by :meth:`run`)."""
+        per = METHODS[self.sampler.method]
+        if per is None:
+            return None
+        return self.steps * per + (1 if self.denoise else 0)
+
+    def _solve(self, y0: Mapping[str, torch.Tensor], rtol: float) -> tuple[dict, int]:
+        flow = ProbabilityFlow(self.process, self.score)
+        out = flow.solve(y0, self.tau, method=self.sampler.method, rtol=rtol, atol=rtol)
+        return out, flow.nfe
+
+    def tolerance(self, y0: Mapping[str, torch.Tensor]) -> float:
+        """Adaptive methods with a budget: the tightest tolerance (rtol = atol, searched on a
+        log scale) whose solve from ``y0`` fits the budget (minus the denoising step)."""
+        s = self.sampler
+        if METHODS[s.method] is not None or self.budget is None:
+            return s.rtol
+        budget = self.budget - (1 if self.denoise else 0)
+        lo, hi = -12.0, 0.0  # log10 tolerance: lo too expensive (assumed), hi cheapest
+        _, n_hi = self._solve(y0, 10.0**hi)
+        if n_hi > budget:
+            raise BudgetError(
+                f"an NFE budget of {self.budget} is too small for {s.name}: the loosest "
+                f"tolerance already takes {n_hi} score evaluations"
+            )
+        for _ in range(14):
+            mid = 0.5 * (lo + hi)
+            _, n = self._solve(y0, 10.0**mid)
+            if n <= budget:
+                hi = mid
+            else:
+                lo = mid
+            if hi - lo < 0.05:
+                break
+        return 10.0**hi
+
+    def run(
+        self, y0: Mapping[str, torch.Tensor], *, seed: int = 0, progress: bool | None = None
+    ) -> SampleResult:
+        started = _time.perf_counter()
+        tol = self.tolerance(y0)
+        final, n = self._solve(y0, tol)
+        results = []
+        nfe_d = 0
+        if self.denoise:
+            den = self.sampler.denoiser(self.process, self.score)
+            grid = np.array([self.process.T - self.grid[-1], self.process.T])
+            res = integrate(den, final, grid=grid, seed=seed, progress=False)
+            final, nfe_d = res.final, res.nfe
+            results.append(res)
+        out = SampleResult(
+            final,
+            n + nfe_d,
+            n,
+            nfe_d,
+            self.steps,
+            self.grid,
+            _time.perf_counter() - started,
+            results,
+        )
+        out.tolerance = tol  # type: ignore[attr-defined]
+        return out
+
+    def exact_law(self, mean0: Any, cov0: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The law of the output for Gaussian data (the solve is then linear in the initial
+        state): the solve is probed on the zero state and the basis states (one batch), then
+        :math:`m = A m_0 + c`, :math:`\Sigma = A\Sigma_0A^\top`. For adaptive methods the step
+        sequence is the one chosen for the probe batch."""
+        m0 = torch.as_tensor(mean0, dtype=torch.float64)
+        c0 = torch.as_tensor(cov0, dtype=torch.float64)
+        nb = len(self.process.blocks)
+        D = m0.numel()
+        d = D // nb
+        probe = torch.cat([torch.zeros(1, D, dtype=torch.float64), torch.eye(D)])
+        names = self.process.block_names
+        y0 = {n: probe[:, i * d : (i + 1) * d].clone() for i, n in enumerate(names)}
+        res = self.run(y0)
+        out = torch.cat([res.final[n] for n in self.process.block_names], dim=1)
+        c = out[0]
+        A = (out[1:] - c).T
+        self.last_nfe = res.nfe  # type: ignore[attr-defined]
+        return A @ m0 + c, A @ c0 @ A.T
+
+
+@dataclass(frozen=True)
+class PFODESampler(Sampler):
+    """A torchdiffeq solve of the probability-flow ODE (then the usual denoising step).
+
+    ``method`` is a torchdiffeq method (:data:`METHODS`); adaptive methods use ``rtol`` (=
+    ``atol``) unless an NFE budget is given, which selects the tightest tolerance that fits.
+    Fixed-grid methods step on the sampling grid.
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-5
+    order: int = 5
+
+    def plan(
+        self,
+        process: str | ForwardProcess,
+        score: Callable[..., Any],
+        *,
+        nfe: int | None = None,
+        steps: int | None = None,
+        grid: str | Sequence[float] | np.ndarray = "uniform",
+        eps: float | None = None,
+        denoise: bool = True,
+    ) -> PFODEPlan:
+        proc = get_process(process)
+        per = METHODS[self.method]
+        if per is None:
+            if steps is not None:
+                raise ValueError(f"{self.name} is adaptive: give nfe= (a budget) or neither")
+            ts = check_grid(proc, [proc.T, proc.eps if eps is None else eps], eps)
+            return PFODEPlan(self, proc, score, ts, nfe, denoise)
+        if isinstance(grid, str):
+            if (nfe is None) == (steps is None):
+                raise ValueError("give exactly one of nfe= and steps=")
+            if nfe is not None:
+                steps = (int(nfe) - (1 if denoise else 0)) // per
+                if steps < 1:
+                    raise BudgetError(
+                        f"an NFE budget of {nfe} is too small for {self.name}: one step costs "
+                        f"{per} score evaluations"
+                        + (" plus 1 for the denoising step" if denoise else "")
+                    )
+            ts = time_grid(proc, grid, steps, eps)
+        else:
+            ts = check_grid(proc, grid, eps)
+        return PFODEPlan(self, proc, score, ts, nfe, denoise)
+
+    def integrator(self, process: ForwardProcess, score: Callable[..., Any], **kwargs: Any):
+        raise TypeError(
+            f"{self.name} is a torchdiffeq solve, not a splitting integrator; use "
+            f"sampler.plan(process, score, ...)"
+        )
+
+    def weak_order(self, process: ForwardProcess) -> int | None:
+        return self.order
+
+
+def _pf(name: str, method: str, order: int, what: str) -> PFODESampler:
+    return PFODESampler(
+        name,
+        "full",
+        "R",
+        0.0,
+        method=method,
+        order=order,
+        description=what,
+        reference="Song et al., ICLR 2021; Dormand & Prince (1980); torchdiffeq",
+    )
+
+
+PFODE_SAMPLERS: dict[str, PFODESampler] = {
+    s.name: s
+    for s in [
+        _pf("pf-dopri5", "dopri5", 5, "adaptive Dormand-Prince 5(4) on the probability-flow ODE"),
+        _pf("pf-rk4", "rk4", 4, "classical RK4 (3/8 rule) on the probability-flow ODE grid"),
+    ]
+}
+SAMPLERS.update(PFODE_SAMPLERS)

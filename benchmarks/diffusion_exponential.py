@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 }
             )
             if pmm_target is not tgt:
-                extra = dm.compare(proc_name, pmm_target, ["ddpm"], [*pmm_nfes, FINE_STEPS], **opts)
+                # DDPM needs VP's one-block clock; on PSLD the fine reference chain is EM
+                fine = "ddpm" if proc_name == "vp" else "em"
+                extra = dm.compare(proc_name, pmm_target, [fine], [*pmm_nfes, FINE_STEPS], **opts)
                 table = dm.comparison.Comparison(
                     proc_name, extra.target, extra.metric, extra.rows + pmm
                 )

@@ -81,7 +81,7 @@ class DigitsConfig:
     """
 
     processes: tuple[str, ...] = ("vp", "psld-cifar10")
-    samplers: tuple[str, ...] = ("em", "sscs", "sps", "ddim", "deis")
+    samplers: tuple[str, ...] = ("em", "sscs", "sps", "ddim", "deis-tab3", "ipndm")
     nfe: tuple[int, ...] = (10, 20, 50, 100, 200)
     grid: str = "uniform"
     samples: int | None = None
@@ -122,6 +122,14 @@ class DigitsConfig:
             raise ValueError("give at least one process, one sampler and one NFE budget")
         if any(n < 1 for n in self.nfe):
             raise ValueError(f"NFE budgets must be positive, got {self.nfe}")
+        from splitsde.diffusion import SAMPLERS  # checked before any training starts
+
+        unknown = [n for n in self.samplers if n.strip().lower() not in SAMPLERS]
+        if unknown:
+            raise ValueError(
+                f"unknown sampler name(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(SAMPLERS))}"
+            )
 
     @classmethod
     def tiny(cls, **changes: Any) -> DigitsConfig:
@@ -478,22 +486,26 @@ class Measure:
 def available_samplers(
     names: Sequence[str], process: Any, notes: list[str] | None = None
 ) -> list[str]:
-    """The names among ``names`` that exist in :data:`splitsde.diffusion.SAMPLERS` and apply
-    to ``process``; the others are skipped with a note."""
+    """The names among ``names`` that apply to ``process``; those that do not (a VP-only
+    sampler on PSLD, say) are skipped with a note. A name that is not in
+    :data:`splitsde.diffusion.SAMPLERS` is an error, not a silent skip."""
     import splitsde.diffusion as dm
 
+    unknown = [n for n in names if n.strip().lower() not in dm.SAMPLERS]
+    if unknown:
+        raise ValueError(
+            f"unknown sampler name(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(dm.SAMPLERS))}"
+        )
     out = []
     for name in names:
         key = name.strip().lower()
-        if key not in dm.SAMPLERS:
-            msg = f"sampler {name!r} is not available in this version of splitsde; skipped"
-        else:
-            try:
-                dm.sampler(key).check_process(process)
-                out.append(key)
-                continue
-            except ValueError as err:
-                msg = f"sampler {key} skipped on {process.name}: {err}"
+        try:
+            dm.sampler(key).check_process(process)
+            out.append(key)
+            continue
+        except ValueError as err:
+            msg = f"sampler {key} skipped on {process.name}: {err}"
         if notes is not None and msg not in notes:
             notes.append(msg)
     return out
@@ -761,8 +773,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--samplers",
         type=_names,
         default=d.samplers,
-        help="comma-separated sampler names; names this version does not know are skipped "
-        f"with a note (default {','.join(d.samplers)})",
+        help="comma-separated names from splitsde.diffusion.SAMPLERS (see `splitsde compare "
+        f"--help`); unknown names are an error (default {','.join(d.samplers)})",
     )
     p.add_argument(
         "--processes", type=_names, default=d.processes, help=f"default {','.join(d.processes)}"

@@ -55,19 +55,18 @@ def test_tiny_pipeline_writes_results_and_reuses_the_cache(tmp_path, monkeypatch
     assert not first.classifier["cached"]
     stamps = {p: p.stat().st_mtime_ns for p in weights}
 
-    # a second run loads everything: training would fail loudly; unknown and inapplicable
-    # samplers are skipped with a note (the cache keys do not depend on the samplers)
+    # a second run loads everything: training would fail loudly; inapplicable samplers are
+    # skipped with a note (the cache keys do not depend on the samplers)
     def no_training(*args, **kwargs):
         raise AssertionError("retrained although the weights are cached")
 
     monkeypatch.setattr(digits, "train_score_network", no_training)
     monkeypatch.setattr(torch.optim, "Adam", no_training)
-    config2 = digits.DigitsConfig.tiny(samplers=("em", "sscs", "sps", "not-a-sampler"))
+    config2 = digits.DigitsConfig.tiny(samplers=("em", "sscs", "sps"))
     second = digits.run(config2, None, cache=cache, verbose=False)
     assert all(info["cached"] for info in second.training.values())
     assert second.classifier["cached"]
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == stamps
-    assert any("not-a-sampler" in n for n in second.notes)
     assert any("sps skipped on vp" in n for n in second.notes)
     again = {(r["process"], r["sampler"], r["nfe_budget"]): r["frechet"] for r in second.rows}
     for r in first.rows:  # same weights, same seeds: the same samples and distances
@@ -163,3 +162,12 @@ def test_cli_runs_and_rejects_bad_options(tmp_path, capsys):
     assert exc.value.code == 2
     assert main(["digits", "--tiny", "--nfe", "5", "--samples", "1", "--out", str(tmp_path)]) == 2
     assert "samples must be at least 2" in capsys.readouterr().err
+
+
+def test_unknown_sampler_name_is_an_error_before_training():
+    with pytest.raises(ValueError, match=r"unknown sampler name.*'deis'.*known: .*deis-tab3"):
+        digits.DigitsConfig(samplers=("em", "deis"))
+
+
+def test_default_samplers_are_all_registered():
+    assert all(name in dm.SAMPLERS for name in digits.DigitsConfig().samplers)

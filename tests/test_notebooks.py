@@ -16,7 +16,12 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 def test_there_are_notebooks():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"custom_splitting", "langevin_md_openmm"} <= names
+    assert {
+        "custom_splitting",
+        "langevin_md_openmm",
+        "diffusion_samplers_compared",
+        "poisson_midpoint",
+    } <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -47,7 +47,7 @@ import time as _time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -61,6 +61,9 @@ from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.reverse import ReverseSDE, SplitSpec
 from splitsde.integrate import Result, integrate
 from splitsde.symbolic.solve import EulerMaruyama, SolverStrategy
+
+if TYPE_CHECKING:
+    from splitsde.diffusion.pfode import PFODEPlan
 
 __all__ = [
     "SAMPLERS",
@@ -460,14 +463,24 @@ def plan(
     eps: float | None = None,
     denoise: bool = True,
     **integrator_options: Any,
-) -> Plan:
+) -> Plan | PFODEPlan:
     """Compile a sampler for a process, a score callable and a grid.
 
     Give exactly one of ``nfe`` (a budget: the most steps that fit, counting the denoising
-    step) and ``steps``, unless ``grid`` is an explicit array of diffusion times.
+    step) and ``steps``, unless ``grid`` is an explicit array of diffusion times. Samplers that
+    solve the whole trajectory themselves (``pf-dopri5``, ``pf-rk4``) return their own plan
+    (:class:`~splitsde.diffusion.pfode.PFODEPlan`), which runs the same way.
     """
     s = sampler(sampler_)
     proc = get_process(process)
+    own_plan = getattr(s, "plan", None)
+    if own_plan is not None:  # a whole-trajectory solve (the torchdiffeq PF-ODE samplers)
+        if integrator_options:
+            raise TypeError(
+                f"{s.name} is not a splitting integrator; it takes no integrator options "
+                f"({', '.join(integrator_options)})"
+            )
+        return own_plan(proc, score, nfe=nfe, steps=steps, grid=grid, eps=eps, denoise=denoise)
     integ = s.integrator(proc, score, **integrator_options)
     den = s.denoiser(proc, score, **integrator_options) if denoise else None
     if isinstance(grid, str):

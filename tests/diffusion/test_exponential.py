@@ -492,3 +492,21 @@ def test_stochastic_samplers_converge_in_law_with_weak_order_one(name):
         errs.append(float((m - me).norm() + (c - ce).norm()))
     slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
     assert abs(slope - 1) < 0.15, (slope, errs)
+
+
+def test_plan_and_sample_run_the_probability_flow_samplers():
+    """dm.plan and dm.sample accept the torchdiffeq samplers like any other: the same plan as
+    the sampler's own, the same samples for the same seed, and integrator options refused."""
+    pytest.importorskip("torchdiffeq")
+    proc = dm.process("vp")
+    score = dm.GaussianMixture.ring(8).score(proc)
+    own = dm.sampler("pf-rk4").plan(proc, score, nfe=21)
+    via = dm.plan("pf-rk4", proc, score, nfe=21)
+    assert type(via) is type(own) and np.array_equal(via.grid, own.grid) and via.nfe == 21
+    y0 = proc.prior(64, 2, generator=torch.Generator().manual_seed(3))
+    res = dm.sample("pf-rk4", proc, score, y0=y0, nfe=21, seed=3)
+    assert res.nfe == 21 and torch.equal(res.x, own.run(y0, seed=3).x)
+    drawn = dm.sample("pf-rk4", proc, score, 64, shape=2, nfe=21, seed=3)
+    assert drawn.x.shape == (64, 2) and drawn.nfe == 21
+    with pytest.raises(TypeError, match="no integrator options"):
+        dm.plan("pf-rk4", proc, score, nfe=21, reuse="none")

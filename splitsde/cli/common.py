@@ -55,6 +55,19 @@ def nonnegative_int(text: str) -> int:
     return v
 
 
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """A comma-separated list of positive integers (``"10,20,50"``)."""
+    try:
+        out = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
+    if not out or any(v < 1 for v in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 10,20,50")
+    return out
+
+
 def to_jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): to_jsonable(v) for k, v in x.items()}

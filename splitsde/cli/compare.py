@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from splitsde.cli.common import CLIError, positive_float, positive_int, print_json
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        out = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers"
-        ) from None
-    if not out or any(v < 1 for v in out):
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 10,20,50")
-    return out
+from splitsde.cli.common import (
+    CLIError,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    print_json,
+)
 
 
 def _name_list(text: str) -> list[str]:
@@ -51,7 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated sampler names",
     )
     p.add_argument(
-        "--nfe", type=_int_list, default=[10, 20, 50, 100], help="NFE budgets, e.g. 10,20,50"
+        "--nfe",
+        type=positive_int_list,
+        default=(10, 20, 50, 100),
+        help="NFE budgets, e.g. 10,20,50",
     )
     p.add_argument("--n", type=positive_int, default=2000, help="samples per run (mixtures)")
     p.add_argument("--grid", choices=GRIDS, default="uniform")

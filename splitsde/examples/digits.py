@@ -745,19 +745,9 @@ def _names(text: str) -> tuple[str, ...]:
     return out
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers"
-        ) from None
-    if not out or any(v < 1 for v in out):
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 10,20,50")
-    return out
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from splitsde.cli.common import positive_int_list
+
     """The options of ``splitsde digits`` (shared with ``python -m splitsde.examples.digits``)."""
     from splitsde.diffusion.grids import GRIDS
 
@@ -780,7 +770,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--processes", type=_names, default=d.processes, help=f"default {','.join(d.processes)}"
     )
     p.add_argument(
-        "--nfe", type=_ints, default=d.nfe, help="NFE budgets (default 10,20,50,100,200)"
+        "--nfe",
+        type=positive_int_list,
+        default=d.nfe,
+        help="NFE budgets (default 10,20,50,100,200)",
     )
     p.add_argument(
         "--grid", default=d.grid, choices=GRIDS, help="time grid of the samplers (default uniform)"

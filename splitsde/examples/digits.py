@@ -122,14 +122,7 @@ class DigitsConfig:
             raise ValueError("give at least one process, one sampler and one NFE budget")
         if any(n < 1 for n in self.nfe):
             raise ValueError(f"NFE budgets must be positive, got {self.nfe}")
-        from splitsde.diffusion import SAMPLERS  # checked before any training starts
-
-        unknown = [n for n in self.samplers if n.strip().lower() not in SAMPLERS]
-        if unknown:
-            raise ValueError(
-                f"unknown sampler name(s) {', '.join(map(repr, unknown))}; "
-                f"known: {', '.join(sorted(SAMPLERS))}"
-            )
+        check_sampler_names(self.samplers)  # before any training starts
 
     @classmethod
     def tiny(cls, **changes: Any) -> DigitsConfig:
@@ -483,6 +476,19 @@ class Measure:
         return out
 
 
+def check_sampler_names(names: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming every entry of ``names`` that is not in
+    :data:`splitsde.diffusion.SAMPLERS` (and listing the known names)."""
+    from splitsde.diffusion import SAMPLERS
+
+    unknown = [n for n in names if n.strip().lower() not in SAMPLERS]
+    if unknown:
+        raise ValueError(
+            f"unknown sampler name(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(SAMPLERS))}"
+        )
+
+
 def available_samplers(
     names: Sequence[str], process: Any, notes: list[str] | None = None
 ) -> list[str]:
@@ -491,12 +497,7 @@ def available_samplers(
     :data:`splitsde.diffusion.SAMPLERS` is an error, not a silent skip."""
     import splitsde.diffusion as dm
 
-    unknown = [n for n in names if n.strip().lower() not in dm.SAMPLERS]
-    if unknown:
-        raise ValueError(
-            f"unknown sampler name(s) {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(sorted(dm.SAMPLERS))}"
-        )
+    check_sampler_names(names)
     out = []
     for name in names:
         key = name.strip().lower()
@@ -746,9 +747,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from splitsde.cli.common import positive_int_list
-
     """The options of ``splitsde digits`` (shared with ``python -m splitsde.examples.digits``)."""
+    from splitsde.cli.common import positive_int_list
     from splitsde.diffusion.grids import GRIDS
 
     d = DigitsConfig()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sympy
 
 __all__ = [
+    "diffusion_quality_tables",
     "langevin_nfe_table",
     "method_table",
     "ode_method_table",
@@ -125,3 +126,61 @@ def ode_method_table() -> str:
         cost = "adaptive (measured)" if m.adaptive else str(m.stages)
         rows.append(f"| `{m.name}` | {m.order} | {cost} | {m.reference} |")
     return "\n".join(rows)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or v != v or v in (float("inf"), float("-inf")):
+        return "diverged"
+    return f"{v:.3g}"
+
+
+def diffusion_quality_tables() -> str:
+    """Every table of the committed full-size run of ``benchmarks/diffusion_quality.py``
+    (``benchmarks/results/diffusion_quality/diffusion_quality.json``), one per process and
+    target, so the docs show exactly what the JSON holds. Exact Gaussian targets: KL of the
+    exact output law; mixtures: sliced W2 ± its standard error over batches, then the
+    mode-weight error ± SE."""
+    import json
+    from pathlib import Path
+
+    path = (
+        Path(__file__).resolve().parents[1]
+        / "benchmarks/results/diffusion_quality/diffusion_quality.json"
+    )
+    data = json.loads(path.read_text())
+    out = []
+    for block in data["quality"]:
+        rows = block["rows"]
+        nfes = sorted({r["nfe_budget"] for r in rows})
+        names = list(dict.fromkeys(r["sampler"] for r in rows))
+        cell = {(r["sampler"], r["nfe_budget"]): r for r in rows}
+        exact = block["metric"] == "kl"
+        metrics = [("kl", "exact KL")] if exact else [
+            ("sliced_w2", "sliced W2"), ("mode_weight", "mode-weight error")
+        ]  # fmt: skip
+        for key, label in metrics:
+            head = f"**{block['process']}, {block['target_name']}: {label}**"
+            if not exact:
+                floor = next(r[f"{key}_floor"] for r in rows if f"{key}_floor" in r)
+                head += f" (floor, data vs data: {_fmt(floor)})"
+            out += [head, "", "| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |"]
+            out.append("|---|" + "---:|" * len(nfes))
+            for name in names:
+                cells = []
+                for n in nfes:
+                    r = cell.get((name, n))
+                    if r is None:
+                        cells.append("")
+                    elif r.get("error"):
+                        cells.append(r.get("error_short", "error"))
+                    else:
+                        txt = _fmt(r.get(key))
+                        se = r.get(f"{key}_se")
+                        star = "\\*" if r.get("nfe") not in (None, n) else ""
+                        cells.append(txt + (f" ± {se:.1g}" if se is not None else "") + star)
+                out.append(f"| {name} | " + " | ".join(cells) + " |")
+            out.append("")
+    out.append(
+        "\\* measured NFE below the budget: the naive words cost two evaluations per step."
+    )
+    return "\n".join(out)

@@ -72,18 +72,25 @@ def test_output_law_with_denoising_approaches_the_data_law(proc_name, name, data
     assert kls[1] / kls[2] > 8  # KL is quadratic in a first-order error: ~16 per factor 4
 
 
-@pytest.mark.parametrize("name", PSLD_SAMPLERS)
-def test_monte_carlo_matches_the_exact_law(name, data, processes):
+# the Monte Carlo check: the PSLD samplers and the stochastic VP samplers (ddpm is the
+# exponential-integrator ancestral sampler, eta = 1)
+MC_CASES = [("psld-cifar10", s) for s in PSLD_SAMPLERS] + [
+    ("vp", s) for s in ("em", "sscs", "ddpm")
+]
+
+
+@pytest.mark.parametrize("proc_name, name", MC_CASES)
+def test_monte_carlo_matches_the_exact_law(proc_name, name, data, processes):
     """Sample means and variances of the torch integrator within 4 standard errors of the
     exact law of the same compiled steps."""
-    proc = processes["psld-cifar10"]
+    proc = processes[proc_name]
     n = 20_000
     plan = dm.plan(name, proc, data.score(proc), nfe=13)
     m0, c0 = data.law(proc, proc.T)
     mean, cov = dm.exact_law(plan, m0, c0)
     y0 = data.sample_marginal(proc, proc.T, n, generator=torch.Generator().manual_seed(3))
     res = plan.run(y0, seed=4)
-    flat = torch.cat([res.final["x"], res.final["m"]], 1)
+    flat = torch.cat([res.final[b] for b in proc.block_names], 1)
     var = torch.diagonal(cov)
     z_mean = (flat.mean(0) - mean) / torch.sqrt(var / n)
     z_var = (flat.var(0) - var) / (var * math.sqrt(2.0 / (n - 1)))

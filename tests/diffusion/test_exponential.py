@@ -129,6 +129,49 @@ def test_ddim_matches_diffusers_ddim_scheduler(vp_wide, eta):
     assert torch.allclose(res.final["x"], x, rtol=2e-5, atol=2e-5)
 
 
+def test_stochastic_ddim_step_has_the_closed_form_law():
+    """One DDIM(eta = 0.5) step on Gaussian data (a linear noise prediction, so the law is
+    exact) against the update written out with the VP schedule in closed form:
+    x_b = (alpha_b/alpha_a) x_a + alpha_b (sqrt(rho_b^2 - zeta^2) - rho_a) eps(x_a)
+    + alpha_b zeta xi, zeta^2 = eta^2 (rho_a^2 - rho_b^2) rho_b^2 / rho_a^2, with
+    eps(x) = sigma C^-1 (x - alpha mu), C = alpha^2 Sigma + sigma^2 I."""
+    eta, t_a, t_b = 0.5, 0.6, 0.35
+    s = dm.ddim(eta)
+    assert s.name == "ddim-eta0.5" and s.weak_order(dm.process("vp")) == 1
+    proc = dm.vp(beta_min=0.1, beta_max=20.0)
+    data = dm.GaussianData.random(2, seed=0, condition=10.0)
+    mu, Sigma = data.mean.numpy(), data.cov.numpy()
+
+    def alpha(t):  # VP: alpha = exp(-int_0^t beta / 2), beta = 0.1 + 19.9 t
+        return np.exp(-0.5 * (0.1 * t + 0.5 * 19.9 * t * t))
+
+    al_a, al_b = alpha(t_a), alpha(t_b)
+    sg_a = np.sqrt(1 - al_a**2)
+    rho_a, rho_b = sg_a / al_a, np.sqrt(1 - al_b**2) / al_b
+    zeta2 = eta**2 * (rho_a**2 - rho_b**2) * rho_b**2 / rho_a**2
+    k = al_b * (np.sqrt(rho_b**2 - zeta2) - rho_a)
+    C_inv = np.linalg.inv(al_a**2 * Sigma + sg_a**2 * np.eye(2))
+    Phi = al_b / al_a * np.eye(2) + k * sg_a * C_inv
+    c = -k * sg_a * C_inv @ (al_a * mu)
+    Q = al_b**2 * zeta2 * np.eye(2)
+
+    p = dm.plan(s, proc, data.score(proc), grid=[t_a, t_b], eps=t_b, denoise=False)
+    amap = sd.analysis.affine_step(p.integrator, proc.T - t_a, t_a - t_b, {"x": (2,)})
+    assert np.abs(amap.Phi - Phi).max() < 1e-10
+    assert np.abs(amap.c - c).max() < 1e-10
+    assert np.abs(amap.cov - Q).max() < 1e-10
+    # the law of one step from N(m0, S0), propagated by the analysis
+    m0, S0 = np.array([0.3, -1.2]), np.array([[1.5, 0.4], [0.4, 0.8]])
+    mean, cov = propagate(p.integrator, p.tau, m0, S0, {"x": (2,)})
+    assert np.abs(mean - (Phi @ m0 + c)).max() < 1e-10
+    assert np.abs(cov - (Phi @ S0 @ Phi.T + Q)).max() < 1e-10
+    # eta matters: DDIM (eta = 0) and DDPM (eta = 1) steps have other maps
+    for other in (0.0, 1.0):
+        q = dm.plan(dm.ddim(other), proc, data.score(proc), grid=[t_a, t_b], eps=t_b, denoise=False)
+        _, other_cov = propagate(q.integrator, q.tau, m0, S0, {"x": (2,)})
+        assert np.abs(other_cov - cov).max() > 1e-2
+
+
 def _deis_diffusers(order: int, n: int, x0: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
     sch = DEISMultistepScheduler(
         num_train_timesteps=1000,

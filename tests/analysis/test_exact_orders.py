@@ -10,8 +10,10 @@ a symmetric word order 2, and both are exact when all flows commute.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import sympy
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import splitsde as sd
@@ -27,11 +29,26 @@ LETTERS = ("A", "B", "O")
 
 
 @st.composite
-def palindromes(draw):
-    half = draw(st.lists(st.sampled_from(LETTERS), max_size=3))
+def palindromes(draw, weighted=False):
+    """Symmetric words over A, B, O. With ``weighted`` every letter carries an explicit weight,
+    mirrored about the centre: each occurrence gets a random positive integer, divided by the
+    letter's total (the half counted twice); one letter is repeated in the half, so that
+    (unless its integers are equal) its weights are not the default equal split."""
+    half = draw(st.lists(st.sampled_from(LETTERS), max_size=2 if weighted else 3))
     center = draw(st.sampled_from(LETTERS))
     half += [x for x in LETTERS if x not in half and x != center]
-    return " ".join([*half, center, *reversed(half)])
+    if not weighted:
+        return " ".join([*half, center, *reversed(half)])
+    half.insert(draw(st.integers(0, len(half))), draw(st.sampled_from(LETTERS)))
+    n = len(half) + 1
+    raw = draw(st.lists(st.integers(1, 5), min_size=n, max_size=n))
+    total = dict.fromkeys(LETTERS, 0)
+    for x, r in zip(half, raw):
+        total[x] += 2 * r
+    total[center] += raw[-1]
+    left = [f"{x}[{Fraction(r, total[x])}]" for x, r in zip(half, raw)]
+    middle = f"{center}[{Fraction(raw[-1], total[center])}]"
+    return " ".join([*left, middle, *reversed(left)])
 
 
 systems = st.builds(
@@ -60,8 +77,7 @@ def _commutator_sum(gens: dict[str, sympy.Matrix], letters: list[str]) -> sympy.
     return total.applyfunc(sympy.nsimplify)
 
 
-@given(word=palindromes(), prob=systems)
-def test_symmetric_words_have_order_two(word, prob):
+def check_symmetric_word_has_order_two(word, prob):
     integ = prob.integrator(word)
     assert integ.word.is_symmetric
     fto = finite_time_order(symbolic_step(integ), prob.sde)
@@ -73,6 +89,23 @@ def test_symmetric_words_have_order_two(word, prob):
         assert fto.order is None  # the split is exact: identified, not skipped
     else:
         assert fto.order == 2 == integ.weak_order
+
+
+@given(word=palindromes(), prob=systems)
+def test_symmetric_words_have_order_two(word, prob):
+    check_symmetric_word_has_order_two(word, prob)
+
+
+@settings(max_examples=12)
+@given(word=palindromes(weighted=True), prob=systems)
+# the equal split written out (the same word as "BABOBAB"), and a non-default one
+@example(word="B[1/4] A[1/2] B[1/4] O B[1/4] A[1/2] B[1/4]", prob=problems.random_linear(3, 7))
+@example(
+    word="B[1/6] A[1/8] O[1/4] B[1/3] A[3/8] O[1/2] A[3/8] B[1/3] O[1/4] A[1/8] B[1/6]",
+    prob=problems.random_linear(2, 11),
+)
+def test_weighted_symmetric_words_have_order_two(word, prob):
+    check_symmetric_word_has_order_two(word, prob)
 
 
 @given(letters=st.permutations(LETTERS), prob=systems)

@@ -37,38 +37,96 @@ def test_baoab_samples_harmonic_positions_exactly_at_large_step():
     assert abs(float(stp["var"][0]) - (1 - 0.25**2)) < 4 * float(stp["var_se"][0])
 
 
-def double_well_stats(h: float, walkers: int = 50_000) -> tuple[float, float, float, float]:
-    pot = sd.potentials.DoubleWell()
-    system = sd.langevin.underdamped(pot, gamma=1.0, kT=1.0)
-    y0 = system.initial_state(walkers, generator=torch.Generator().manual_seed(1))
-    signs = torch.rand(y0["q"].shape, generator=torch.Generator().manual_seed(2)) < 0.5
-    y0["q"] = torch.where(signs, -1.0, 1.0).to(torch.float64)
-    burn, steps = int(10 / h), int(60 / h)
-    barrier = lambda s: (s["q"].abs() < 0.5).to(torch.float64)  # noqa: E731
-    obs = [sd.Running(lambda s: s["q"], "q", burn_in=burn), sd.Running(barrier, "b", burn_in=burn)]
-    res = sd.integrate(
-        system.integrator("BAOAB"), y0, h=h, steps=burn + steps, seed=0, observers=obs
+# -- double well: the BAOAB position histogram approaches the Boltzmann density ---------------
+# U(q) = (q^2 - 1)^2 (sd.potentials.DoubleWell()), kT = 1. The density and BAOAB are both
+# symmetric under q -> -q, so the histogram is taken of |q|: folding loses none of the h^2
+# configurational bias but removes the slow well-to-well hopping from the noise.
+DW_EDGES = np.linspace(0.0, 2.2, 23)  # bins of |q|: [0, 0.1), ..., [2.1, 2.2), [2.2, inf)
+DW_GAMMA = 0.5  # BAOAB's configurational bias shrinks as gamma grows (high-friction limit)
+
+
+def dw_energy(x):
+    return (x * x - 1.0) ** 2
+
+
+def dw_bin_probabilities() -> np.ndarray:
+    """Boltzmann probabilities of the |q| bins by quadrature of exp(-U) (closed-form U)."""
+    w = lambda x: math.exp(-dw_energy(x))  # noqa: E731
+    z = scipy.integrate.quad(w, 0.0, 6.0, epsabs=1e-13)[0]
+    upper = [*DW_EDGES[1:], 6.0]
+    return np.array([scipy.integrate.quad(w, a, b)[0] for a, b in zip(DW_EDGES, upper)]) / z
+
+
+def dw_boltzmann_positions(walkers: int, seed: int) -> torch.Tensor:
+    """Boltzmann positions (inverse of the CDF tabulated on a fine grid), so the burn-in only
+    has to relax the small discretisation bias."""
+    x = np.linspace(-3.0, 3.0, 60_001)
+    w = np.exp(-dw_energy(x))
+    cdf = np.concatenate([[0.0], np.cumsum(w[1:] + w[:-1])])
+    u = np.random.default_rng(seed).random(walkers)
+    return torch.from_numpy(np.interp(u, cdf / cdf[-1], x)).reshape(walkers, 1)
+
+
+class FoldedHistogram(sd.Observer):
+    """Per-walker time averages of the |q| bin indicators (after a burn-in, every few
+    steps): one independent histogram per walker."""
+
+    name = "hist"
+
+    def __init__(self, burn_in: int, every: int) -> None:
+        self.burn_in, self.stride = burn_in, every
+        self.inner = torch.as_tensor(DW_EDGES[1:])
+        self.counts: torch.Tensor | None = None
+        self.samples = 0
+
+    def on_step(self, step, t, state):
+        if step + 1 <= self.burn_in or (step + 1 - self.burn_in) % self.stride:
+            return None
+        q = state["q"][:, 0].abs()
+        k = len(DW_EDGES)
+        if self.counts is None:
+            self.counts = torch.zeros(len(q) * k, dtype=torch.float64)
+            self.offset = torch.arange(len(q)) * k
+            self.one = torch.ones(len(q), dtype=torch.float64)
+        self.counts.index_add_(0, self.offset + torch.bucketize(q, self.inner), self.one)
+        self.samples += 1
+        return None
+
+    def finish(self):
+        return self.counts.reshape(-1, len(DW_EDGES)) / self.samples
+
+
+def dw_histogram_error(h: float, walkers: int, seed: int) -> tuple[float, float]:
+    """Squared distance sum_k (p_hat_k - p_k)^2 between the BAOAB |q| histogram and the
+    Boltzmann bin probabilities, minus its expected sampling part sum_k Var(p_hat_k): an
+    unbiased estimate of the squared bias sum_k (E p_hat_k - p_k)^2. Returns it with its
+    standard error (delta method over independent walkers; using the noisy p_hat - p in it
+    makes the error bar slightly conservative)."""
+    system = sd.langevin.underdamped(sd.potentials.DoubleWell(), gamma=DW_GAMMA, kT=1.0)
+    y0 = system.initial_state(walkers, generator=torch.Generator().manual_seed(seed))
+    y0["q"] = dw_boltzmann_positions(walkers, seed)
+    burn, steps = round(10 / h), round(100 / h)
+    hist = FoldedHistogram(burn, every=round(0.4 / h))
+    sd.integrate(
+        system.integrator("BAOAB"), y0, h=h, steps=burn + steps, seed=seed, observers=[hist]
     )
-    q = walker_batch_means(res.finals["q"]["mean"], res.finals["q"]["mean_sq"])
-    b = walker_batch_means(res.finals["b"]["mean"], res.finals["b"]["mean_sq"])
-    z = scipy.integrate.quad(lambda x: math.exp(-((x * x - 1) ** 2)), -6, 6)[0]
-    pb = scipy.integrate.quad(lambda x: math.exp(-((x * x - 1) ** 2)), -0.5, 0.5)[0] / z
-    ex = pot.moments(1.0)
-    return (
-        float(q["var"][0] - ex["var"]),
-        float(q["var_se"][0]),
-        float(b["mean"][0] - pb),
-        float(b["mean_se"][0]),
-    )
+    m = hist.finish().numpy()  # (walkers, bins), rows independent
+    cov = np.cov(m, rowvar=False) / walkers  # covariance of p_hat
+    bias = m.mean(axis=0) - dw_bin_probabilities()
+    err = float(bias @ bias - np.trace(cov))
+    se = math.sqrt(4 * bias @ cov @ bias + 2 * np.sum(cov * cov))
+    return err, se
+
+
+DW_SEED = 0
 
 
 def test_double_well_histogram_approaches_boltzmann_as_h_decreases():
-    coarse, fine = double_well_stats(0.2), double_well_stats(0.1)
-    # both the second moment and the barrier-region probability: the error shrinks
-    for i in (0, 2):
-        gap = abs(coarse[i]) - abs(fine[i])
-        assert gap > 4 * math.hypot(coarse[i + 1], fine[i + 1]), (coarse, fine)
-        assert abs(coarse[i]) > 4 * coarse[i + 1]  # the coarse error is resolved
+    # BAOAB's O(h^2) configurational bias: the squared error falls ~16x from h = 0.2 to 0.1
+    coarse, se_c = dw_histogram_error(0.2, 120_000, DW_SEED)
+    fine, se_f = dw_histogram_error(0.1, 24_000, DW_SEED + 1)
+    assert coarse > 4 * se_c, (coarse, se_c)  # the coarse error is resolved
+    assert coarse - fine > 4 * math.hypot(se_c, se_f), (coarse, se_c, fine, se_f)
 
 
 @pytest.mark.parametrize(
@@ -230,6 +288,49 @@ def test_observers_and_saving():
     assert res.observables["T_kin"].shape == (4,)
     assert list(res.observable_times["T_kin"]) == pytest.approx([0.5, 1.0, 1.5, 2.0])
     assert set(res.states) == {"q"} and list(res.times) == pytest.approx([0.0, 1.0, 2.0])
+
+
+# -- devices -----------------------------------------------------------------------------------
+class HostNoise(sd.NoiseSource):
+    """Standard normals drawn on the CPU from one seeded generator, then moved to the state's
+    device: runs on different devices see the same noise."""
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def bind(self, shapes, like):
+        def draw(shape):
+            return torch.randn(shape, generator=self.generator, dtype=like.dtype).to(like.device)
+
+        return [lambda s=tuple(s): draw(s) for s in shapes]
+
+
+def check_device_against_cpu(device: str) -> None:
+    system = harmonic(omega=1.3, gamma=0.7, kT=0.9)
+    integ = system.integrator("BAOAB")
+    y0 = system.initial_state(64, generator=torch.Generator().manual_seed(0))
+    # the same noise: the same path up to rounding (the harmonic step is contracting)
+    runs = {
+        d: sd.integrate(
+            integ, {k: v.to(d) for k, v in y0.items()}, h=0.3, steps=50, noise=HostNoise(4)
+        )
+        for d in ("cpu", device)
+    }
+    for name in ("q", "p"):
+        out = runs[device].final[name]
+        assert out.device.type == torch.device(device).type and out.dtype == torch.float64
+        torch.testing.assert_close(out.cpu(), runs["cpu"].final[name], rtol=1e-10, atol=1e-12)
+    assert runs[device].nfe == runs["cpu"].nfe
+    # the device's own generator: BAOAB samples harmonic positions exactly, var = kT / omega^2
+    big = system.initial_state(20_000, generator=torch.Generator().manual_seed(1))
+    st, _ = stationary(integ, {k: v.to(device) for k, v in big.items()}, h=0.5, burn=50, steps=100)
+    var, se = float(st["var"][0]), float(st["var_se"][0])
+    assert abs(var - 0.9 / 1.3**2) < 4 * se, (var, se)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_agrees_with_cpu():
+    check_device_against_cpu("cuda")
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -57,3 +57,41 @@ def test_muller_brown_moments_by_independent_quadrature():
     q = torch.tensor([[0.1, 0.2]], dtype=torch.float64)
     auto = sd.potentials.TorchPotential(mb.energy)
     torch.testing.assert_close(mb.force(q), auto.force(q))
+
+
+def test_potential_energy_is_the_closed_form_per_walker():
+    g = torch.Generator().manual_seed(4)
+    harmonic = sd.langevin.underdamped(sd.potentials.Harmonic(1.7), gamma=1.0, kT=1.0)
+    well = sd.langevin.underdamped(sd.potentials.DoubleWell(barrier=1.5), gamma=1.0, kT=1.0)
+    both = sd.langevin.underdamped(
+        [sd.potentials.Harmonic(1.7), sd.potentials.DoubleWell(barrier=1.5)], force_groups=True
+    )
+    for shape in [(5, 1), (5, 3), (4, 2, 3)]:
+        q = torch.randn(shape, generator=g, dtype=torch.float64) * 1.5
+        state = {"q": q, "p": torch.randn(shape, generator=g, dtype=torch.float64)}
+        x = q.reshape(shape[0], -1).numpy()
+        u_harm = 0.5 * 1.7**2 * (x * x).sum(axis=1)
+        u_well = 1.5 * ((x * x - 1.0) ** 2).sum(axis=1)
+        for system, expected in [(harmonic, u_harm), (well, u_well), (both, u_harm + u_well)]:
+            u = sd.langevin.potential_energy(state, system)
+            assert u.shape == (shape[0],) and u.dtype == torch.float64
+            np.testing.assert_allclose(u.numpy(), expected, rtol=1e-14, atol=1e-14)
+    # the minima of the double well and the origin of the harmonic well have zero energy
+    ones = {"q": torch.tensor([[1.0, -1.0]], dtype=torch.float64)}
+    assert float(sd.langevin.potential_energy(ones, well)) == 0.0
+    assert float(sd.langevin.potential_energy({"q": torch.zeros(1, 2)}, harmonic)) == 0.0
+
+
+def test_mean_potential_energy_under_baoab_is_equipartition():
+    # BAOAB samples harmonic positions exactly at any stable h: <U> = d kT / 2
+    omega, kT, dim = 2.0, 0.7, 3
+    system = sd.langevin.underdamped(sd.potentials.Harmonic(omega), gamma=1.0, kT=kT)
+    y0 = system.initial_state(4000, dim=dim, generator=torch.Generator().manual_seed(0))
+    u = sd.Running(lambda s: sd.langevin.potential_energy(s, system), "U", burn_in=100)
+    res = sd.integrate(system.integrator("BAOAB"), y0, h=0.4, steps=400, seed=3, observers=[u])
+    per_walker = res.finals["U"]["mean"].numpy()
+    assert per_walker.shape == (4000,)
+    se = per_walker.std(ddof=1) / math.sqrt(len(per_walker))
+    assert abs(per_walker.mean() - dim * kT / 2) < 4 * se, (per_walker.mean(), se)
+    # and resolves the kinetic energy's BAOAB bias (1 - h^2 omega^2 / 4) had U read p for q
+    assert abs(per_walker.mean() - dim * kT * (1 - 0.16) / 2) > 4 * se

@@ -87,17 +87,37 @@ def test_budget_search_fits_the_budget_and_tightens_with_it(problem, loosest):
 def test_a_budget_below_any_dopri5_solve_is_a_clear_error(problem, loosest):
     """dopri5 needs at least 2 evaluations to choose its first step and 6 per step, plus the
     denoising step: 8 cannot be met by any tolerance. The message names the budget, the
-    sampler and the cost of the loosest tolerance."""
+    sampler and the cost of the cheapest tolerance tried."""
     proc, data, y0 = problem
     assert loosest >= 8
     for budget in (5, 8):
         plan = dm.plan("pf-dopri5", proc, data.score(proc), nfe=budget)
         with pytest.raises(
             dm.BudgetError,
-            match=rf"budget of {budget} is too small for pf-dopri5: the loosest tolerance "
-            rf"already takes {loosest} score evaluations",
+            match=rf"budget of {budget} is too small for pf-dopri5: the cheapest tolerance "
+            r"tried \(rtol = atol = [0-9.e-]+\) takes \d+ score evaluations",
         ):
             plan.run(y0, seed=0)
+
+
+def test_the_search_does_not_assume_cost_is_monotone_in_the_tolerance(problem, loosest):
+    """dopri5's cost is not monotone in the tolerance (step rejections): on this problem a
+    tolerance tighter than 1 is cheaper than 1 itself. The search scans quarter decades, so
+    the cheapest solve among them (counted here by a wrapper) plus the denoising step is an
+    accepted budget, and one evaluation less is refused naming that cost."""
+    proc, data, y0 = problem
+    cheapest = {}
+    for k in range(13):  # 1 ... 1e-3: tighter tolerances only cost more here
+        counted = Counted(data.score(proc))
+        tol = 10.0 ** (-0.25 * k)
+        dm.ProbabilityFlow(proc, counted).solve(y0, [0.0, proc.T - proc.eps], rtol=tol, atol=tol)
+        cheapest[tol] = counted.calls
+    c_min = min(cheapest.values())
+    assert c_min < loosest  # the premise: the loosest tolerance is not the cheapest
+    res = dm.plan("pf-dopri5", proc, data.score(proc), nfe=c_min + 1).run(y0, seed=0)
+    assert res.nfe <= c_min + 1
+    with pytest.raises(dm.BudgetError, match=rf"takes {c_min} score evaluations"):
+        dm.plan("pf-dopri5", proc, data.score(proc), nfe=c_min).run(y0, seed=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ __all__ = ["walker_batch_means"]
 def walker_batch_means(
     mean: torch.Tensor, mean_sq: torch.Tensor, batches: int = 64
 ) -> dict[str, Any]:
-    """Mean, variance and their standard errors per coordinate.
+    """Mean, second moment, variance and their standard errors per coordinate (batch means
+    over groups of walkers).
 
     ``mean`` and ``mean_sq`` are per-walker time averages of :math:`x` and :math:`x^2`, shape
     ``(walkers, ...)``; results have the trailing shape.
@@ -41,4 +42,13 @@ def walker_batch_means(
     mu = (wts * gm).sum(axis=0)
     var = (wts * gs).sum(axis=0) - mu * mu
     se = lambda x: x.std(axis=0, ddof=1) / math.sqrt(nb)  # noqa: E731
-    return {"mean": mu, "mean_se": se(gm), "var": var, "var_se": se(gv), "batches": nb}
+    mean_sq = (wts * gs).sum(axis=0)
+    return {
+        "mean": mu,
+        "mean_se": se(gm),
+        "mean_sq": mean_sq,
+        "mean_sq_se": se(gs),
+        "var": var,
+        "var_se": se(gv),
+        "batches": nb,
+    }

@@ -197,8 +197,9 @@ class PFODEPlan:
         dopri5's cost is not monotone in the tolerance (a looser tolerance can take more
         evaluations when it forces step rejections), so the search does not assume it: it
         scans tolerances from 1 down in quarter decades, keeps the tightest one that fits,
-        stops after four misses in a row (a decade), and then bisects (to 0.05 decades) between that tolerance and the next tighter
-        one. A larger budget never gives a looser tolerance."""
+        stops after four misses in a row (a decade), and then bisects (to 0.05 decades)
+        between that tolerance and the next tighter one. A larger budget never gives a looser
+        tolerance."""
         s = self.sampler
         if METHODS[s.method] is not None or self.budget is None:
             return s.rtol

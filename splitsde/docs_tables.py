@@ -180,7 +180,5 @@ def diffusion_quality_tables() -> str:
                         cells.append(txt + (f" ± {se:.1g}" if se is not None else "") + star)
                 out.append(f"| {name} | " + " | ".join(cells) + " |")
             out.append("")
-    out.append(
-        "\\* measured NFE below the budget: the naive words cost two evaluations per step."
-    )
+    out.append("\\* measured NFE below the budget: the naive words cost two evaluations per step.")
     return "\n".join(out)

@@ -1,0 +1,60 @@
+"""The benchmark scripts run end to end at tiny sizes and write the JSON their docs describe
+(the full-size numbers are recorded in docs/benchmarks.md; timings are not asserted here).
+
+The two diffusion benchmarks are not run here: even their --quick modes take about ten minutes
+on the 2-core machine. Their building blocks (dm.compare, the samplers, the metrics) are
+tested in tests/diffusion."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str) -> None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_overhead_benchmark(tmp_path):
+    out = tmp_path / "overhead.json"
+    run("overhead.py", "--repeats", "1", "--sizes", "100", "--out", str(out))
+    res = json.loads(out.read_text())["results"]["100"]
+    # the compiled step and the hand-written loop use the same draws and operations
+    assert res["max_abs_diff_vs_hand"] < 1e-5
+    assert all(math.isfinite(v) and v > 0 for v in res["median_seconds"].values())
+
+
+def test_analysis_benchmark(tmp_path):
+    out = tmp_path / "analysis.json"
+    run("analysis.py", "--quick", "--out", str(out))
+    res = json.loads(out.read_text())
+    cert = {c["word"]: c for c in res["certificates"]}
+    assert cert["BAOAB"]["weak_order"] == 2 and cert["BAOAB"]["q2_bias"] == "0 (exact)"
+    assert cert["OBA"]["weak_order"] == 1
+
+
+def test_md_peers_benchmark(tmp_path):
+    pytest.importorskip("openmmtools")
+    out = tmp_path / "md_peers.json"
+    run(
+        "md_peers.py", "--particles", "50", "--steps", "20", "--alanine-steps", "20",
+        "--out", str(out),
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    methods = {(r["benchmark"], r["method"]) for r in rows}
+    assert any(b == "harmonic" and "splitsde" in m for b, m in methods)
+    assert any("openmmtools" in m for _, m in methods)
+    assert all(r["seconds"] > 0 for r in rows)

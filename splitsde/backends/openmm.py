@@ -75,6 +75,8 @@ __all__ = [
     "BOLTZMANN",
     "LangevinSplittingIntegrator",
     "OpenMMPotential",
+    "degrees_of_freedom",
+    "kinetic_temperature",
     "langevin_program",
     "make_context",
     "openmm_langevin",
@@ -104,6 +106,37 @@ def _value(x: Any, u: unit.Unit, what: str) -> float:
     if not v == v or v in (float("inf"), float("-inf")):
         raise ValueError(f"{what} must be finite, got {x}")
     return float(v)
+
+
+def degrees_of_freedom(system: openmm.System) -> int:
+    r"""Kinetic degrees of freedom of an OpenMM system: :math:`3` per particle with mass,
+    minus one per constraint that involves a particle with mass, minus :math:`3` when a
+    :class:`openmm.CMMotionRemover` fixes the centre of mass (massless particles are not
+    integrated). The count OpenMM's ``StateDataReporter`` uses for its temperature."""
+    zero = 0.0 * unit.dalton
+    massive = [system.getParticleMass(i) > zero for i in range(system.getNumParticles())]
+    dof = 3 * sum(massive)
+    for k in range(system.getNumConstraints()):
+        i, j, _ = system.getConstraintParameters(k)
+        if massive[i] or massive[j]:
+            dof -= 1
+    if any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()):
+        dof -= 3
+    if dof < 1:
+        raise ValueError(f"the system has no kinetic degrees of freedom ({dof})")
+    return dof
+
+
+def kinetic_temperature(kinetic_energy: Any, system: openmm.System) -> float | np.ndarray:
+    r"""Instantaneous kinetic temperature :math:`T = 2K / (N_\mathrm{dof} k_B)` in kelvin, with
+    :math:`N_\mathrm{dof}` from :func:`degrees_of_freedom` (constraints and a fixed centre of
+    mass removed). ``kinetic_energy`` is an OpenMM quantity or a number in kJ/mol (an array of
+    them gives an array)."""
+    if unit.is_quantity(kinetic_energy):
+        kinetic_energy = kinetic_energy.value_in_unit(unit.kilojoule_per_mole)
+    k = np.asarray(kinetic_energy, dtype=np.float64)
+    temperature = 2.0 * k / (degrees_of_freedom(system) * BOLTZMANN)
+    return float(temperature) if temperature.ndim == 0 else temperature
 
 
 def langevin_program(word: str | Word | ReducedWord, reduction: Reduction | None = None) -> Program:

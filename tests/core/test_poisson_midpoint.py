@@ -74,7 +74,8 @@ def test_constant_field_one_step_law_equals_K_fine_steps(option):
         assert np.abs(C - Cf).max() < 1e-12
 
 
-def test_underdamped_with_constant_force_equals_K_fine_steps():
+@pytest.mark.parametrize("option", [1, 2])
+def test_underdamped_with_constant_force_equals_K_fine_steps(option):
     """Underdamped Langevin as one flow: its Ornstein-Uhlenbeck linear part is solved exactly
     by the base (exponential Euler), the constant force is the field."""
     K, h = 3, 0.5
@@ -82,10 +83,10 @@ def test_underdamped_with_constant_force_equals_K_fine_steps():
     flow = sd.Flow({q: p, p: -gamma * p + G()}, {p: sympy.sqrt(2 * gamma * kT)})
     sde = sd.SDE([q, p], {"U": flow})
     params = {"kT": 1.0, "gamma": 0.8, "c": -0.6}
-    pm = sd.Integrator(sde, "U", params, solvers={"U": PoissonMidpoint(K, 1)})
+    pm = sd.Integrator(sde, "U", params, solvers={"U": PoissonMidpoint(K, option)})
     fine = sd.Integrator(sde, "U", params)
     y0 = np.array([0.3, -0.2])
-    m, C = branch_law(pm, h, y0, K, 1)
+    m, C = branch_law(pm, h, y0, K, option)
     mf, Cf = propagate(fine, np.linspace(0.0, h, K + 1), y0, np.zeros((2, 2)))
     assert np.abs(m - mf).max() < 1e-12
     assert np.abs(C - Cf).max() < 1e-12

@@ -56,24 +56,26 @@ def _targets(quick: bool, seed: int) -> dict[str, Any]:
     }
 
 
-def pmm_sampler(budget: int, option: int) -> dm.Sampler:
-    """The Poisson midpoint sampler whose steps at ``budget`` cover about FINE_STEPS virtual
-    DDPM steps (named without K so that the table has one row per option)."""
+def pmm_sampler(budget: int, option: int, fine_steps: int = FINE_STEPS) -> dm.Sampler:
+    """The Poisson midpoint sampler whose steps at ``budget`` cover about ``fine_steps``
+    virtual DDPM steps (named without K so that the table has one row per option)."""
     K = 2
-    for _ in range(20):  # fixed point of K = FINE_STEPS / steps(K)
+    for _ in range(20):  # fixed point of K = fine_steps / steps(K)
         steps = max(1, int((budget - 1 - (2 - 1 / K)) // (2 - 1 / K)) + 1)
-        new = max(2, round(FINE_STEPS / steps))
+        new = max(2, round(fine_steps / steps))
         if new == K:
             break
         K = new
     return dm.poisson_midpoint(K, option).with_options(name=f"pmm{option}")
 
 
-def _pmm_rows(proc_name: str, tgt: Any, budgets: list[int], opts: dict) -> list[dict]:
+def _pmm_rows(
+    proc_name: str, tgt: Any, budgets: list[int], opts: dict, fine_steps: int = FINE_STEPS
+) -> list[dict]:
     rows = []
     for budget in budgets:
         for option in (1, 2):
-            s = pmm_sampler(budget, option)
+            s = pmm_sampler(budget, option, fine_steps)
             for r in dm.compare(proc_name, tgt, [s], [budget], **opts).rows:
                 r["K"] = s.strategy(dm.process(proc_name)).K
                 rows.append(r)
@@ -84,6 +86,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     quick = args.quick
     nfes = [5, 10, 20] if quick else NFES
     n = 400 if quick else args.n
+    # quick: the exact moments of a randomized step cost K d probes per step and branch, so
+    # the smoke test imitates 200 virtual DDPM steps on 2-D Gaussian data
+    pmm_fine, pmm_dim = (200, 2) if quick else (FINE_STEPS, PMM_GAUSSIAN_DIM)
     out = []
     for proc_name in ("vp", "psld-cifar10"):
         ei = EI_VP if proc_name == "vp" else EI_PSLD
@@ -97,12 +102,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 more = dm.compare(proc_name, tgt, ["ddpm"], [*nfes, FINE_STEPS], **opts)
                 comp.rows.extend(more.rows)
             pmm_target, pmm_name = tgt, tname
-            if gaussian and tgt.dim > PMM_GAUSSIAN_DIM:
+            if gaussian and tgt.dim > pmm_dim:
                 # the exact moments of a randomized step probe every Gaussian of its K
                 # sub-steps (K d per step and branch): use a smaller Gaussian for these rows
-                pmm_target = dm.GaussianData.random(PMM_GAUSSIAN_DIM, seed=args.seed)
-                pmm_name = f"gaussian-{PMM_GAUSSIAN_DIM}"
-            pmm = _pmm_rows(proc_name, pmm_target, pmm_nfes, opts)
+                pmm_target = dm.GaussianData.random(pmm_dim, seed=args.seed)
+                pmm_name = f"gaussian-{pmm_dim}"
+            pmm = _pmm_rows(proc_name, pmm_target, pmm_nfes, opts, pmm_fine)
             if pmm_target is tgt:
                 comp.rows.extend(pmm)
             elapsed = time.perf_counter() - started

@@ -1,9 +1,8 @@
 """The benchmark scripts run end to end at tiny sizes and write the JSON their docs describe
 (the full-size numbers are recorded in docs/benchmarks.md; timings are not asserted here).
 
-The two diffusion benchmarks are not run here: even their --quick modes take about ten minutes
-on the 2-core machine. Their building blocks (dm.compare, the samplers, the metrics) are
-tested in tests/diffusion."""
+The diffusion benchmark runs its --quick mode (all sections, including the exponential
+integrators of benchmarks/diffusion_exponential.py), about a minute on one core."""
 
 from __future__ import annotations
 
@@ -58,3 +57,20 @@ def test_md_peers_benchmark(tmp_path):
     assert any(b == "harmonic" and "splitsde" in m for b, m in methods)
     assert any("openmmtools" in m for _, m in methods)
     assert all(r["seconds"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_diffusion_quality_benchmark_quick(tmp_path):
+    run(
+        "diffusion_quality.py", "--quick", "--out", str(tmp_path), "--no-progress", "--repeats", "1"
+    )
+    res = json.loads((tmp_path / "diffusion_quality_quick.json").read_text())
+    assert res["quick"] and len(res["quality"]) == 6  # VP and PSLD x three targets
+    claims = {c["target"]: c for c in res["claims"]}
+    # exact Gaussian data: the naive words are worse than EM at low NFE in every comparison
+    assert claims["gaussian-8"]["(i) naive worse than EM at NFE<=50"] == "6/6"
+    assert res["overhead"][0]["hand_written_seconds"] > 0
+    exp = json.loads((tmp_path / "diffusion_exponential_quick.json").read_text())
+    verdict = {c["target"]: c for c in exp["claims"]}["gaussian-8"]
+    assert verdict["(c) target: tAB3@10 better than DDIM@20"] == "holds"
+    assert len(list(tmp_path.glob("diffusion_*.png"))) == 6

@@ -161,12 +161,8 @@ def compare(
         s = sampler(name)
         row: dict[str, Any] = {"sampler": s.name, "nfe_budget": int(budget)}
         try:
-            if hasattr(s, "plan"):  # a whole-trajectory solve (torchdiffeq)
-                p = s.plan(proc, score, nfe=budget, grid=grid, eps=eps)
-                row.update(steps=p.steps, nfe=p.nfe, weak_order=p.weak_order)
-            else:
-                p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
-                row.update(steps=p.steps, nfe=p.nfe, weak_order=p.integrator.weak_order)
+            p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
+            row.update(steps=p.steps, nfe=p.nfe, weak_order=p.weak_order)
             if exact:
                 row.update(_exact_row(p, proc, tgt, prior))
             else:

@@ -405,6 +405,11 @@ class Plan:
         return len(self.grid) - 1
 
     @property
+    def weak_order(self) -> int | None:
+        """The declared weak order of the sampling word (the PF-ODE plans have the same)."""
+        return self.integrator.weak_order
+
+    @property
     def nfe(self) -> int:
         """NFE as compiled (first step, steady steps, denoising step); :func:`sample` reports
         the measured count."""

@@ -13,6 +13,7 @@ from splitsde.compose.presets import PRESETS, Preset, preset, word
 from splitsde.compose.program import Program
 from splitsde.compose.reduce import ReducedWord, Reduction, reduce
 from splitsde.compose.word import Word, WordError
+from splitsde.errors import SplitsdeError
 from splitsde.integrate import Acceptance, Result, integrate, make_grid
 from splitsde.langevin import potentials
 from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource, ZeroNoise
@@ -53,6 +54,7 @@ __all__ = [
     "Result",
     "Running",
     "Solver",
+    "SplitsdeError",
     "StateError",
     "System",
     "Trajectory",

@@ -26,13 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from splitsde.errors import SplitsdeError
+
 __all__ = ["CheckpointError", "read_checkpoint", "run_fingerprint", "write_checkpoint"]
 
 MAGIC = b"SPLITSDE-CHECKPOINT 1\n"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SplitsdeError, ValueError):
     """A checkpoint that is corrupted, from another run, or otherwise unusable."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from splitsde.errors import SplitsdeError
 from splitsde.integrate import make_grid
 from splitsde.noise import FixedNoise
 from splitsde.symbolic.symbols import t
@@ -55,11 +56,11 @@ __all__ = [
 AFFINE_RTOL = 1e-10
 
 
-class NotAffineError(ValueError):
+class NotAffineError(SplitsdeError, ValueError):
     """The compiled step is not affine in the state and the noise."""
 
 
-class UnstableError(ValueError):
+class UnstableError(SplitsdeError, ValueError):
     """The scheme has no stationary law at this step (spectral radius of :math:`\\Phi \\ge 1`)."""
 
     def __init__(self, message: str, radius: float) -> None:

@@ -59,6 +59,7 @@ from splitsde.compose.program import (
     build_program,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
+from splitsde.errors import SplitsdeError
 from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
 from splitsde.symbolic.sde import SDE
@@ -80,7 +81,7 @@ __all__ = [
 ]
 
 
-class SymbolicError(ValueError):
+class SymbolicError(SplitsdeError, ValueError):
     """The program cannot be executed symbolically (no field definition, numeric coefficient)."""
 
 

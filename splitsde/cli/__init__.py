@@ -7,13 +7,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from splitsde.errors import SplitsdeError
+
 __all__ = ["main"]
 
 #: Sub-command modules under :mod:`splitsde.cli`; each defines ``register(subparsers)``.
 COMMANDS = ["sample", "demo", "verify", "compare", "digits"]
 
 
-class CLIError(Exception):
+class CLIError(SplitsdeError):
     """A user error: printed without a traceback, exit status 2."""
 
 

@@ -35,6 +35,7 @@ from splitsde.compose.program import (
     Program,
     Recall,
 )
+from splitsde.errors import SplitsdeError
 from splitsde.symbolic.energy import ElementSum
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
 from splitsde.symbolic.selection import Indicator
@@ -147,7 +148,7 @@ def hoist_program(program: Program) -> HoistedProgram:
 # ---------------------------------------------------------------------------------------------
 # Coefficients in float64
 # ---------------------------------------------------------------------------------------------
-class CoefficientError(ValueError):
+class CoefficientError(SplitsdeError, ValueError):
     """A coefficient is not finite (or not computable) for the given parameters and grid."""
 
 

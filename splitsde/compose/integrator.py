@@ -38,6 +38,7 @@ from splitsde.compose.presets import word as parse_word
 from splitsde.compose.program import Assign, Eval, Let, Program, SubstepInfo, build_program
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import Word
+from splitsde.errors import SplitsdeError
 from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.sde import SDE
@@ -47,11 +48,11 @@ from splitsde.symbolic.symbols import Parameter
 __all__ = ["BoundField", "Integrator", "NonFiniteError", "PreparedRun", "StateError"]
 
 
-class StateError(ValueError):
+class StateError(SplitsdeError, ValueError):
     """A state that does not fit the integrator (missing block, dtype, device, shape)."""
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(SplitsdeError, FloatingPointError):
     """A non-finite value appeared; names the step, the sub-step and the block."""
 
     def __init__(
@@ -68,7 +69,7 @@ class NonFiniteError(FloatingPointError):
         self.block = block
 
 
-class FieldError(ValueError):
+class FieldError(SplitsdeError, ValueError):
     """A bound field returned something unusable (shape, dtype, device, aliasing)."""
 
 

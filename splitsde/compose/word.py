@@ -28,13 +28,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
+from splitsde.errors import SplitsdeError
+
 __all__ = ["LETTER", "Occurrence", "Word", "WordError"]
 
 #: A single letter of the grammar: upper-case ASCII letter followed by optional digits.
 LETTER = re.compile(r"[A-Z][0-9]*\Z")
 
 
-class WordError(ValueError):
+class WordError(SplitsdeError, ValueError):
     """A word that does not parse or does not fit the SDE; the message says where and why."""
 
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from splitsde.errors import SplitsdeError
+
 if TYPE_CHECKING:
     from splitsde.diffusion.processes import ForwardProcess
 
@@ -35,7 +37,7 @@ __all__ = ["GRIDS", "GridError", "check_grid", "time_grid"]
 GRIDS = ("uniform", "quadratic", "edm", "logsnr")
 
 
-class GridError(ValueError):
+class GridError(SplitsdeError, ValueError):
     """A time grid that is not strictly decreasing in diffusion time or leaves [eps, T]."""
 
 

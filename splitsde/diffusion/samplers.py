@@ -59,6 +59,7 @@ from splitsde.diffusion.grids import check_grid, time_grid
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.reverse import ReverseSDE, SplitSpec
+from splitsde.errors import SplitsdeError
 from splitsde.integrate import Result, integrate
 from splitsde.symbolic.solve import EulerMaruyama, SolverStrategy
 
@@ -82,7 +83,7 @@ _PANDEY = (
 )
 
 
-class BudgetError(ValueError):
+class BudgetError(SplitsdeError, ValueError):
     """An NFE budget too small for one step of a sampler (plus its denoising step)."""
 
 

@@ -54,6 +54,7 @@ import numpy as np
 import scipy.linalg
 import sympy
 
+from splitsde.errors import SplitsdeError
 from splitsde.symbolic.field import field_of
 from splitsde.symbolic.history import Lagged
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
@@ -114,7 +115,7 @@ def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     return _gauss_legendre(n)
 
 
-class GridTooShortError(ValueError):
+class GridTooShortError(SplitsdeError, ValueError):
     """A multistep solver run on a grid with fewer steps than its order needs."""
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 import sympy
 from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
+from splitsde.errors import SplitsdeError
+
 __all__ = ["ExpressionError", "parse_expression"]
 
 FUNCTIONS: dict[str, object] = {
@@ -37,7 +39,7 @@ FUNCTIONS: dict[str, object] = {
 _OPERATORS = {"+", "-", "*", "/", "**", "(", ")", ","}
 
 
-class ExpressionError(ValueError):
+class ExpressionError(SplitsdeError, ValueError):
     """User text that is not an acceptable expression."""
 
 

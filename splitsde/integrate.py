@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import sys
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from splitsde.checkpoint import (
 from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError
 from splitsde.noise import GaussianNoise, NoiseSource
 from splitsde.observers import Observer
+from splitsde.progress import progress_bar
 from splitsde.trajectory import Trajectory, TrajectoryWriter
 
 __all__ = ["Acceptance", "Result", "integrate", "make_grid"]
@@ -163,16 +163,6 @@ def make_grid(
             raise ValueError(f"(t1 - t0)/h = {n} is not a positive integer; give steps= instead")
         return t0 + h * np.arange(round(n) + 1, dtype=np.float64)
     raise ValueError("give grid=, or two of h=, steps=, t1=")
-
-
-def _progress(total: int, enabled: bool | None, desc: str):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, mininterval=0.25)
 
 
 @dataclass
@@ -398,7 +388,7 @@ def integrate(
                 },
             )
 
-        bar = _progress(n_steps, progress, f"{integrator.word}")
+        bar = progress_bar(n_steps, f"{integrator.word}", progress)
         if bar is not None and first:
             bar.update(first)
         stride = max(1, n_steps // 200)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.samplers import BudgetError, Sampler, plan, sampler
 from splitsde.diffusion.targets import GaussianData, GaussianMixture
+from splitsde.progress import progress_bar
 from splitsde.symbolic.expint import GridTooShortError
 
 __all__ = ["Comparison", "compare", "has_exact_analysis", "target"]
@@ -156,7 +156,7 @@ def compare(
     metric = "kl" if exact else "sliced_w2"
     comp = Comparison(proc.name, tgt.name, metric)
     jobs = [(s, k) for s in samplers for k in nfes]
-    bar = _bar(len(jobs), progress)
+    bar = progress_bar(len(jobs), "compare", progress)
     for name, budget in jobs:
         s = sampler(name)
         row: dict[str, Any] = {"sampler": s.name, "nfe_budget": int(budget)}
@@ -250,13 +250,3 @@ def _sample_row(
         out[f"{k}_se"] = mm[k].se
         out[f"{k}_floor"] = mm[f"{k}_floor"].value
     return out
-
-
-def _bar(total: int, enabled: bool | None):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="compare", leave=False)

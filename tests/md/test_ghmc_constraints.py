@@ -48,8 +48,8 @@ def _mean_potential(ala, integrator, steps: int, seed: int) -> tuple[float, floa
     pe = np.empty(steps // EVERY)
     for k in range(len(pe)):
         integrator.step(EVERY)
-        pe[k] = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
-            unit.kilojoule_per_mole
+        pe[k] = (
+            ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         )
     return block_mean(pe)
 

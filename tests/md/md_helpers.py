@@ -75,9 +75,9 @@ def within(a: float, sa: float, b: float, sb: float = 0.0, sigmas: float = 4.0) 
 def basin_restraint(system: openmm.System, topology) -> None:
     """Add flat-bottom restraints that keep alanine dipeptide's backbone dihedrals in the
     extended/C7eq basin: phi within 90 deg of -100 deg, psi within 100 deg of 110 deg (walls of
-    100 kJ/mol/rad^2 beyond). Rare excursions elsewhere (about 0.1 % of the time in vacuum at
-    300 K, each lasting tens of ps, 20 kJ/mol higher) otherwise dominate the standard error
-    of the mean potential energy in runs of CI length."""
+    100 kJ/mol/rad^2 beyond). Rare excursions elsewhere (phi ~ -150, psi ~ -50 deg: about
+    20 kJ/mol higher, one visit of ~50 ps seen in a 0.6 ns GHMC run) otherwise dominate the
+    standard error of the mean potential energy in runs of CI length."""
     import mdtraj
 
     top = mdtraj.Topology.from_openmm(topology)

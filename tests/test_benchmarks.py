@@ -50,12 +50,15 @@ def test_md_peers_benchmark(tmp_path):
     out = tmp_path / "md_peers.json"
     run(
         "md_peers.py", "--particles", "50", "--steps", "20", "--alanine-steps", "20",
+        "--water-edge", "1.6", "--water-steps", "5", "--rounds", "1", "--water-rounds", "1",
         "--out", str(out),
     )  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
     methods = {(r["benchmark"], r["method"]) for r in rows}
     assert any(b == "harmonic" and "splitsde" in m for b, m in methods)
     assert any("openmmtools" in m for _, m in methods)
+    water = [r for r in rows if r["benchmark"].startswith("water box")]
+    assert {r["dt_fs"] for r in water} == {2.0, 4.0} and len(water) == 8
     assert all(r["seconds"] > 0 for r in rows)
 
 

@@ -86,12 +86,14 @@ def _langevin(word: str | Word | ReducedWord, reduction: Reduction | None) -> tu
 @dataclass
 class Op:
     """One OpenMM computation: ``kind`` is global, perdof, sum, constrain_x, constrain_v,
-    update, if or end; ``note`` annotates the listing."""
+    update, if or end; ``note`` annotates the listing; ``affine_v`` marks a velocity update
+    affine in ``v`` (see :func:`skip_redundant_velocity_constraints`)."""
 
     kind: str
     var: str = ""
     expr: str = ""
     note: str = ""
+    affine_v: bool = False  # a velocity update v <- a*v + b
 
 
 @dataclass
@@ -295,7 +297,7 @@ class _Translator:
             self.b.ops.append(Op("constrain_x"))
             slice_ = sympy.Rational(occ.weight.numerator, occ.weight.denominator) * _dt
             corr = self._constant(1 / slice_, per_dof=False)
-            self.b.ops.append(Op("perdof", "v", f"v + (x - {x1})*{corr}"))
+            self.b.ops.append(Op("perdof", "v", f"v + (x - {x1})*{corr}", affine_v=True))
             self.b.ops.append(Op("constrain_v"))
             self.q_version += 1
         else:
@@ -303,7 +305,8 @@ class _Translator:
             if stochastic and self.measure:
                 self.b.ops.append(Op("sum", "ke_before", self.kinetic, note=note))
                 note = ""
-            self.b.ops.append(Op("perdof", "v", self._hoist(new_v), note=note))
+            affine = sympy.diff(new_v, _v, 2) == 0 and not sympy.diff(new_v, _v).has(_v)
+            self.b.ops.append(Op("perdof", "v", self._hoist(new_v), note=note, affine_v=affine))
             self.b.ops.append(Op("constrain_v"))
             if stochastic and self.measure:
                 self.b.ops.append(Op("sum", "ke_after", self.kinetic))
@@ -425,7 +428,7 @@ def compile_openmm(
         ops.append(Op("global", "E_step", "energy + ke_before"))
     if measure:
         ops.append(Op("global", "heat_step", "0"))
-    ops += b.ops
+    ops += skip_redundant_velocity_constraints(b.ops)
     if measure:
         ops.append(Op("global", "heat", "heat + heat_step", note="heat and shadow work"))
     if measure_shadow_work:
@@ -468,3 +471,27 @@ def group_check_ops(b: _Build, kick_groups: tuple[int, ...]) -> list[Op]:
     ops.append(Op("global", "groups_checked", "1"))
     ops.append(Op("end"))
     return ops
+
+
+def skip_redundant_velocity_constraints(ops: list[Op]) -> list[Op]:
+    r"""Drop a velocity constraint whose result is immediately overwritten by a velocity update
+    that is itself followed by a velocity constraint (``constrain v; v = a*v + b; constrain
+    v``, as between the position correction of ``A`` and a following ``O`` or ``B``).
+
+    Constraining velocities at fixed positions is a linear projection :math:`P` (onto the
+    velocities that keep every constraint's length constant), and our velocity updates are
+    affine, :math:`v \mapsto a v + b`, so :math:`P(a P v + b) = P(a v + b)`: the projection in
+    between changes nothing but the cost. A projection followed by anything else (a position
+    update, a kinetic-energy sum, a saved copy, a block boundary) is kept."""
+    out: list[Op] = []
+    for i, op in enumerate(ops):
+        nxt = ops[i + 1 : i + 3]
+        if (
+            op.kind == "constrain_v"
+            and len(nxt) == 2
+            and nxt[0].affine_v
+            and nxt[1].kind == "constrain_v"
+        ):
+            continue
+        out.append(op)
+    return out

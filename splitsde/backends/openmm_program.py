@@ -42,6 +42,7 @@ from splitsde.symbolic.symbols import Block, FieldValue, NoiseSymbol, Temporary,
 __all__ = ["OpenMMProgram", "compile_openmm", "langevin_program"]
 
 KICK = re.compile(r"B([0-9]*)\Z")
+_FORCES = re.compile(r"\b(?:f|energy)[0-9]*\b")
 
 # OpenMM-side symbols
 _x, _v = sympy.symbols("x v", real=True)
@@ -87,7 +88,7 @@ def _langevin(word: str | Word | ReducedWord, reduction: Reduction | None) -> tu
 class Op:
     """One OpenMM computation: ``kind`` is global, perdof, sum, constrain_x, constrain_v,
     update, if or end; ``note`` annotates the listing; ``affine_v`` marks a velocity update
-    affine in ``v`` (see :func:`skip_redundant_velocity_constraints`)."""
+    affine in ``v`` (see :func:`fuse_velocity_updates`)."""
 
     kind: str
     var: str = ""
@@ -428,7 +429,7 @@ def compile_openmm(
         ops.append(Op("global", "E_step", "energy + ke_before"))
     if measure:
         ops.append(Op("global", "heat_step", "0"))
-    ops += skip_redundant_velocity_constraints(b.ops)
+    ops += fuse_velocity_updates(b.ops)
     if measure:
         ops.append(Op("global", "heat", "heat + heat_step", note="heat and shadow work"))
     if measure_shadow_work:
@@ -473,17 +474,22 @@ def group_check_ops(b: _Build, kick_groups: tuple[int, ...]) -> list[Op]:
     return ops
 
 
-def skip_redundant_velocity_constraints(ops: list[Op]) -> list[Op]:
-    r"""Drop a velocity constraint whose result is immediately overwritten by a velocity update
-    that is itself followed by a velocity constraint (``constrain v; v = a*v + b; constrain
-    v``, as between the position correction of ``A`` and a following ``O`` or ``B``).
+def fuse_velocity_updates(ops: list[Op]) -> list[Op]:
+    r"""Fewer passes over the degrees of freedom, same velocities.
 
-    Constraining velocities at fixed positions is a linear projection :math:`P` (onto the
-    velocities that keep every constraint's length constant), and our velocity updates are
-    affine, :math:`v \mapsto a v + b`, so :math:`P(a P v + b) = P(a v + b)`: the projection in
-    between changes nothing but the cost. A projection followed by anything else (a position
-    update, a kinetic-energy sum, a saved copy, a block boundary) is kept."""
-    out: list[Op] = []
+    1. Drop a velocity constraint that is followed directly by an affine velocity update and
+       that update's own constraint (``constrain v; v = a*v + b; constrain v``, as between the
+       position correction of an ``A`` and a following ``O`` or ``B``). At fixed positions the
+       velocity constraint is a linear projection :math:`P` and the update is affine, so
+       :math:`P(a P v + b) = P(a v + b)`.
+    2. Fuse two affine velocity updates that now follow each other into one computation,
+       substituting the first into the second (the same operations in the same order), unless
+       they use the forces of different groups (OpenMM evaluates one group set per
+       computation).
+
+    A projection followed by anything else (a position update, a kinetic-energy sum, a saved
+    copy, a block boundary) is kept."""
+    kept: list[Op] = []
     for i, op in enumerate(ops):
         nxt = ops[i + 1 : i + 3]
         if (
@@ -493,5 +499,17 @@ def skip_redundant_velocity_constraints(ops: list[Op]) -> list[Op]:
             and nxt[1].kind == "constrain_v"
         ):
             continue
-        out.append(op)
+        kept.append(op)
+    out: list[Op] = []
+    for op in kept:
+        prev = out[-1] if out else None
+        # OpenMM evaluates one computation with the forces of one force-group set only
+        forces = set(_FORCES.findall(op.expr)) | set(_FORCES.findall(prev.expr)) if prev else set()
+        if op.affine_v and prev is not None and prev.affine_v and len(forces) <= 1:
+            inner = f"({prev.expr})"
+            expr = re.sub(r"\bv\b", lambda _, inner=inner: inner, op.expr)
+            note = "; ".join(n for n in (prev.note, op.note) if n)
+            out[-1] = Op("perdof", "v", expr, note=note, affine_v=True)
+        else:
+            out.append(op)
     return out

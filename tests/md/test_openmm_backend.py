@@ -38,6 +38,7 @@ def test_listing_names_every_substep_and_the_constants_block():
     # the velocity constraints between the A corrections and the following O and B are
     # skipped (a linear projection before an affine update that is projected again)
     assert text.count("constrain velocities") == 3 and text.count("constrain positions") == 2
+    assert "v = c2*(v + (x - x1)*c1) + cm1*gaussian" in text  # correction fused into O
     mts = LangevinSplittingIntegrator("B0 B1 A A O A A B1 B0", 0.002, 300, 1.0)
     assert "f0" in mts.listing() and "f1" in mts.listing() and mts.kick_groups == [0, 1]
 

@@ -20,6 +20,7 @@ difference to the reference in combined standard errors and the fitted slope of 
 against the step (with its standard error).
 
     python benchmarks/ghmc_constraints.py [--steps 600000] [--reference-steps 2000000]
+        [--burn 5000] [--friction 5] [--reference-friction 20] [--no-restraint]
 
 Prints a table and writes ``benchmarks/results/ghmc_constraints.json``.
 """
@@ -115,6 +116,7 @@ def main() -> None:
     ap.add_argument("--reference-steps", type=int, default=2_000_000)
     ap.add_argument("--friction", type=float, default=5.0, help="GHMC friction (1/ps)")
     ap.add_argument("--reference-friction", type=float, default=20.0, help="1/ps")
+    ap.add_argument("--burn", type=int, default=5000, help="equilibration steps of every run")
     ap.add_argument("--no-restraint", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -128,7 +130,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ref, _ = sample_potential(
         system, positions, openmm.LangevinMiddleIntegrator(T, args.reference_friction, 0.001),
-        args.reference_steps, seed=1,
+        args.reference_steps, seed=1, burn=args.burn,
     )  # fmt: skip
     ref_mean, ref_se = batch_mean(ref)
     rows = [{"method": "OpenMM LangevinMiddleIntegrator (reference)", "step_fs": 1.0,
@@ -145,7 +147,9 @@ def main() -> None:
     for name, make in makers.items():
         means, ses = [], []
         for h in (1.0, 2.0, 3.0, 4.0):
-            pe, acc = sample_potential(system, positions, make(h), args.steps, seed=2 + int(h))
+            pe, acc = sample_potential(
+                system, positions, make(h), args.steps, seed=2 + int(h), burn=args.burn
+            )
             m, se = batch_mean(pe)
             means.append(m)
             ses.append(se)
@@ -167,7 +171,7 @@ def main() -> None:
     meta = {"openmm": openmm.__version__, "python": platform.python_version(),
             "friction_per_ps": args.friction, "reference_friction_per_ps": args.reference_friction,
             "restraint": not args.no_restraint, "temperature_K": T, "sample_every": EVERY,
-            "batches": BATCHES, "wall_seconds": wall}  # fmt: skip
+            "batches": BATCHES, "burn_steps": args.burn, "wall_seconds": wall}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows, "slopes": fits}, indent=2))
     print(f"wrote {args.out}")

@@ -36,12 +36,17 @@ from splitsde.checkpoint import (
     write_checkpoint,
 )
 from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError
+from splitsde.errors import SplitsdeError
 from splitsde.noise import GaussianNoise, NoiseSource
 from splitsde.observers import Observer
 from splitsde.progress import progress_bar
 from splitsde.trajectory import Trajectory, TrajectoryWriter
 
-__all__ = ["Acceptance", "Result", "integrate", "make_grid"]
+__all__ = ["Acceptance", "IntegratorTypeError", "Result", "integrate", "make_grid"]
+
+
+class IntegratorTypeError(SplitsdeError, TypeError):
+    """:func:`integrate` was given something that is not a splitsde integrator."""
 
 
 @dataclass
@@ -184,6 +189,32 @@ def _clone(x: Any) -> Any:
     return x
 
 
+def _check_integrator(integrator: Any) -> None:
+    """Refuse what is not a splitsde integrator, saying what to do instead."""
+    if isinstance(integrator, Integrator):
+        return
+    kind = type(integrator)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    # an OpenMM integrator (ours compiled to a CustomIntegrator, or OpenMM's own), recognised
+    # by where its classes live, without importing openmm
+    modules = [getattr(c, "__module__", "") or "" for c in kind.__mro__]
+    if any(
+        m.split(".")[0] in ("openmm", "simtk") or m == "splitsde.backends.openmm" for m in modules
+    ):
+        raise IntegratorTypeError(
+            f"integrate runs a splitsde Integrator; got a {name}, which is an OpenMM integrator: "
+            "run it with an OpenMM Simulation or Context (openmm.app.Simulation(topology, "
+            "system, integrator).step(n)), or use system.integrator(word) for the torch backend"
+        )
+    if isinstance(integrator, str):
+        hint = f"; build one from a system: system.integrator({integrator!r})"
+    elif hasattr(integrator, "integrator") and callable(integrator.integrator):
+        hint = "; call its .integrator(word) method first"
+    else:
+        hint = " (build one with system.integrator(word) or splitsde.Integrator(sde, word, ...))"
+    raise IntegratorTypeError(f"integrate runs a splitsde Integrator, got a {name}{hint}")
+
+
 def integrate(
     integrator: Integrator,
     y0: Mapping[str, torch.Tensor],
@@ -241,6 +272,7 @@ def integrate(
         keeping them in memory (see :class:`~splitsde.trajectory.Trajectory`); a crash loses
         at most one chunk.
     """
+    _check_integrator(integrator)
     initial = integrator.check_state(y0)
     state = tuple(x.detach().clone() for x in initial)
     times = make_grid(t0, h=h, steps=steps, t1=t1, grid=grid)

@@ -64,6 +64,17 @@ from splitsde.backends.openmm_system import (
     kinetic_temperature,
 )
 
+# users meet these classes here: name this module in reprs, error messages and pickles
+for _cls in (
+    ChecksummedCheckpointReporter,
+    LangevinSplittingIntegrator,
+    OpenMMError,
+    OpenMMPotential,
+    SplittingWarning,
+):
+    _cls.__module__ = __name__
+del _cls
+
 __all__ = [
     "BOLTZMANN",
     "ChecksummedCheckpointReporter",

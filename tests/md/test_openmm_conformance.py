@@ -2,7 +2,8 @@
 (ThermodynamicState, MCMC moves, replica exchange) sets its temperature and samples at it;
 copies and pickles keep the word and the program; reduction strings work; systems are checked
 when the library makes the Context, and a plain ``app.Simulation`` warns after its first step;
-words that cannot sample the canonical distribution warn."""
+words that cannot sample the canonical distribution warn; ``sd.integrate`` refuses OpenMM
+integrators."""
 
 from __future__ import annotations
 
@@ -272,3 +273,21 @@ def test_make_context_checks_the_system():
     system.addForce(openmm.AndersenThermostat(300, 1.0))
     with pytest.raises(OpenMMError, match="AndersenThermostat"):
         make_context(system, LangevinSplittingIntegrator("BAOAB"), np.zeros((20, 3)))
+
+
+def test_integrate_refuses_an_openmm_integrator():
+    """``sd.integrate`` is the torch backend's loop; an OpenMM integrator is sent to OpenMM."""
+    system = sd.langevin.underdamped(sd.potentials.Harmonic(1.0))
+    integ = LangevinSplittingIntegrator("BAOAB", 0.002, 300, 1.0)
+    with pytest.raises(sd.SplitsdeError) as err:
+        sd.integrate(integ, system.initial_state(2), h=0.1, steps=2)
+    assert isinstance(err.value, TypeError)
+    assert str(err.value) == (
+        "integrate runs a splitsde Integrator; got a "
+        "splitsde.backends.openmm.LangevinSplittingIntegrator, which is an OpenMM integrator: "
+        "run it with an OpenMM Simulation or Context (openmm.app.Simulation(topology, system, "
+        "integrator).step(n)), or use system.integrator(word) for the torch backend"
+    )
+    with pytest.raises(sd.SplitsdeError, match="which is an OpenMM integrator"):
+        sd.integrate(openmm.LangevinMiddleIntegrator(300, 1, 0.002), system.initial_state(2),
+                     h=0.1, steps=2)  # fmt: skip

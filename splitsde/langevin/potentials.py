@@ -22,7 +22,7 @@ import scipy.integrate
 import sympy
 import torch
 
-from splitsde.symbolic.parse import parse_expression
+from splitsde.symbolic.parse import as_expression, parse_expression
 
 __all__ = [
     "DoubleWell",
@@ -302,6 +302,7 @@ class SympyPotential(_Separable1D):
     def __init__(self, expr: sympy.Expr | str, name: str = "sympy", support: float = 10.0) -> None:
         if isinstance(expr, str):
             expr = parse_expression(expr, [_Q])
+        expr = as_expression(expr, "SympyPotential")
         free = expr.free_symbols - {_Q}
         if free:
             raise ValueError(f"potential uses unknown symbols {sorted(map(str, free))}; use q")

@@ -246,8 +246,8 @@ class _Parser:
         if isinstance(exp, sympy.Number) and not isinstance(base, sympy.Number):
             if abs(exp) > MAX_EXPONENT:
                 raise self.error(
-                    f"exponent {_short(exp)} is too large: a numeric exponent of a non-numeric base is "
-                    f"at most {MAX_EXPONENT} in size",
+                    f"exponent {_short(exp)} is too large: a numeric exponent of a non-numeric "
+                    f"base is at most {MAX_EXPONENT} in size",
                     pos,
                 )
         elif isinstance(exp, sympy.Number) and isinstance(base, sympy.Number):

@@ -153,8 +153,9 @@ def _window(pot: _Separable1D, kT: float) -> tuple[float, list[float]]:
 def _boltzmann_quad(pot: _Separable1D, kT: float, g: Callable[[float], float]) -> float:
     L, points = _window(pot, kT)
     f = lambda x: g(x) * math.exp(-(float(pot.u(np.array(x))) - pot._umin) / kT)  # noqa: E731
+    # absolute tolerance on the scale of the range: the first moment of a symmetric well is 0
     return scipy.integrate.quad(
-        f, -L, L, points=points or None, limit=200, epsabs=1e-13, epsrel=1e-12
+        f, -L, L, points=points or None, limit=200, epsabs=1e-13 * L, epsrel=1e-12
     )[0]
 
 

@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,8 +130,7 @@ def threads(text: str) -> int:
 
 def positive_int_list(text: str) -> tuple[int, ...]:
     """A comma-separated list of positive integers (``"10,20,50"``)."""
-    if not re.fullmatch(r"[0-9, ]*", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+    _ascii(text, "a comma-separated list of integers")
     try:
         out = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError:

@@ -20,16 +20,6 @@ from splitsde.cli.common import (
 _TARGET = re.compile(r"(gaussian|ring|mixture)-([0-9]+)(?:x([0-9]+))?", re.ASCII)
 
 
-def _target(text: str) -> str:
-    """``gaussian-D``, ``ring-K`` or ``mixture-KxD`` with ASCII digits."""
-    if not _TARGET.fullmatch(text.strip().lower()):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a target; use gaussian-D, ring-K or mixture-KxD "
-            "(e.g. gaussian-64, ring-8, mixture-8x16)"
-        )
-    return text.strip().lower()
-
-
 def _memory(target: str, n: int, blocks: int) -> float:
     """Bytes a comparison on ``target`` with ``n`` samples needs at least: the samples and
     their temporaries, and for Gaussian data the dense covariances of the exact law (all
@@ -68,10 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--process", default="psld-cifar10", choices=sorted(PROCESSES))
     p.add_argument(
-        "--target",
-        type=_target,
-        default="ring-8",
-        help="gaussian-D, ring-K or mixture-KxD (default ring-8)",
+        "--target", default="ring-8", help="gaussian-D, ring-K or mixture-KxD (default ring-8)"
     )
     p.add_argument(
         "--samplers",
@@ -120,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise CLIError(
             f"unknown sampler(s) {', '.join(unknown)}; samplers: {', '.join(dm.SAMPLERS)}"
+        )
+    args.target = args.target.strip().lower()
+    if not _TARGET.fullmatch(args.target):
+        raise CLIError(
+            f"unknown target {args.target!r}; use gaussian-D, ring-K or mixture-KxD with ASCII "
+            "digits (e.g. gaussian-64, ring-8, mixture-8x16)"
         )
     try:
         proc = dm.process(args.process)

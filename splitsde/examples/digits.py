@@ -48,6 +48,7 @@ import torch
 from splitsde.examples.cache import cache_dir, load_or_train
 from splitsde.examples.frechet import feature_statistics, frechet_distance
 from splitsde.examples.networks import DigitClassifier, ScoreMLP
+from splitsde.optional import require
 
 __all__ = [
     "DigitsConfig",
@@ -194,14 +195,8 @@ class DigitsData:
 def load_digits(held_out: float = 0.3, seed: int = 0) -> DigitsData:
     """scikit-learn's 8x8 digits scaled to :math:`[-1, 1]` (``x / 8 - 1``), split into a
     training part and a held-out fraction ``held_out``."""
-    try:
-        from sklearn.datasets import load_digits as sk_load_digits
-    except ImportError:
-        raise ImportError(
-            "the digits example needs scikit-learn (pip install scikit-learn, or the "
-            "'peers' extra of splitsde)"
-        ) from None
-    data = sk_load_digits()
+    datasets = require("sklearn.datasets", extra="examples", feature="the digits example")
+    data = datasets.load_digits()
     x = torch.tensor(data.data / 8.0 - 1.0, dtype=torch.float32)
     y = torch.tensor(data.target, dtype=torch.long)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))

@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(args.seed + 1),
     )
     obs = [
-        sd.Running(lambda s: s["q"], "q", burn_in=burn),
-        sd.Running(lambda s: s["p"], "p", burn_in=burn),
+        sd.Running(lambda t, s: s["q"], "q", burn_in=burn),
+        sd.Running(lambda t, s: s["p"], "p", burn_in=burn),
     ]
     res = sd.integrate(integ, y0, h=args.h, steps=burn + args.steps, seed=args.seed, observers=obs)
     blocks = {}

@@ -30,7 +30,7 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.langevin.potentials import _Q, Potential
+from splitsde.langevin.potentials import _Q, Potential, PotentialError
 from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow
@@ -95,6 +95,11 @@ class LangevinSystem(System):
             event = pot.event_shape or (1,)
         else:
             event = (dim,) if isinstance(dim, int) else tuple(dim)
+            if pot.event_shape is not None and event != tuple(pot.event_shape):
+                raise PotentialError(
+                    f"{pot!r} acts on configurations of shape {tuple(pot.event_shape)}, "
+                    f"not dim={dim}"
+                )
         shape = (walkers, *event)
         q = pot.initial(shape, dtype, device)
         if not self.underdamped:

@@ -55,7 +55,7 @@ def test_muller_brown_moments_by_independent_quadrature():
     mx = scipy.integrate.dblquad(lambda y, x: x * w(y, x), x0, x1, y0, y1, epsrel=1e-7)[0] / z
     assert np.isclose(mom["mean"][0], mx, rtol=1e-5)
     q = torch.tensor([[0.1, 0.2]], dtype=torch.float64)
-    auto = sd.potentials.TorchPotential(mb.energy)
+    auto = sd.potentials.TorchPotential(mb.energy, event_shape=(2,))
     torch.testing.assert_close(mb.force(q), auto.force(q))
 
 

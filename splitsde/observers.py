@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -103,6 +103,11 @@ class Observer:
 
     def start(self, t: float, state: Mapping[str, torch.Tensor], integrator: Any) -> None:
         """Called once before the first step."""
+
+    def watch_acceptance(self, accepted: Sequence[torch.Tensor]) -> None:
+        """Called before :meth:`start` with the run's live Metropolis counters: one int64
+        tensor per ``{ }`` group of the word, accepted proposals per walker since step 0
+        (restored on resume). Read them when needed; never modify them."""
 
     def on_substep(self, step: int, substep: Any, state: Mapping[str, torch.Tensor]) -> None:
         """Called after every sub-step when ``substeps`` is true (``substep`` is a SubstepInfo),

@@ -20,6 +20,7 @@ from splitsde.cli.common import (
     positive_int,
     print_json,
     seed,
+    writable_file,
 )
 
 SYSTEMS = ("harmonic", "double-well", "muller-brown")
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--log",
+        type=writable_file,
         default=None,
         metavar="FILE",
         help="write state data (step, time, potential energy, kinetic and configurational "

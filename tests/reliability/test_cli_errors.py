@@ -93,6 +93,7 @@ def test_unwritable_output_paths_are_refused_before_any_computation(
     monkeypatch.setattr(certify, "certificate", never)
     monkeypatch.setattr(dm, "compare", never)
     monkeypatch.setattr(demo, "run_demo", never)
+    monkeypatch.setattr(sd, "integrate", never)
     under = str(a_file / "x.png")
     cases = [
         (["verify", "BAOAB", "--plot", under], f"cannot write {under}: {a_file} is not a folder"),
@@ -100,6 +101,7 @@ def test_unwritable_output_paths_are_refused_before_any_computation(
         (["verify", "BAOAB", "--plot", str(tmp_path)], "is a folder, not a file"),
         (["verify", "BAOAB", "--plot", str(tmp_path / "x.xyz")], "cannot write a figure as .xyz"),
         (["compare", "--plot", under], "is not a folder"),
+        (["sample", "--log", under], "is not a folder"),
         (["demo", "--out", str(a_file / "figs")], f"{a_file} is not a folder"),
         (["demo", "--out", "/proc/splitsde-figs"], "cannot write into folder /proc/splitsde-figs"),
         (["digits", "--out", str(a_file / "o")], "is not a folder"),

@@ -36,4 +36,5 @@ def on_config(config, **kwargs):
 def on_post_build(config, **kwargs) -> None:
     if _COUNTER.messages:
         listing = "\n  ".join(_COUNTER.messages[:20])
-        raise PluginError(f"{len(_COUNTER.messages)} docstring warning(s) from griffe:\n  {listing}")
+        count = len(_COUNTER.messages)
+        raise PluginError(f"{count} docstring warning(s) from griffe:\n  {listing}")

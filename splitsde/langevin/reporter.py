@@ -110,6 +110,8 @@ configurational_temperature, acceptance, speed, elapsed_time:
     removed_dof:
         Degrees of freedom per walker removed from the kinetic temperature's count.
 
+    Examples
+    --------
     >>> import splitsde as sd, io
     >>> system = sd.langevin.underdamped(sd.potentials.Harmonic(), kT=1.0)
     >>> out = io.StringIO()

@@ -112,11 +112,6 @@ def run_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"\n{comp.table()}")
             if gaussian and not exact:
                 print("  (splitsde.analysis not available: Monte Carlo instead of the exact law)")
-            if not gaussian:
-                floor = next(
-                    (r["sliced_w2_floor"] for r in comp.rows if "sliced_w2_floor" in r), None
-                )
-                print(f"  finite-sample floor (data vs data): {floor:.3g}" if floor else "")
             print(f"  [{elapsed:.1f} s]")
             out.append(
                 {
@@ -206,6 +201,8 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _value(rows: list[dict], sampler: str, nfe: int, metric: str) -> tuple[float, float] | None:
     for r in rows:
         if r["sampler"] == sampler and r["nfe_budget"] == nfe and not r.get("error"):
+            if r.get("diverged"):
+                return math.inf, 0.0
             v = r.get(metric)
             if v is None:
                 return None

@@ -35,9 +35,16 @@ from splitsde.symbolic.update import Update
 
 if TYPE_CHECKING:
     from splitsde.compose.integrator import Integrator
+    from splitsde.compose.program import Eval
     from splitsde.diffusion.processes import ForwardProcess, KernelTerms
 
-__all__ = ["AffineUpdate", "KernelTable", "kernel_terms", "prepare_kernel_tables"]
+__all__ = [
+    "AffineUpdate",
+    "KernelTable",
+    "evaluation_labels",
+    "kernel_terms",
+    "prepare_kernel_tables",
+]
 
 
 def _lambdify(args: list[sympy.Basic], expr: Any):
@@ -167,9 +174,7 @@ def kernel_terms(process: ForwardProcess, times: Any) -> list[KernelTerms]:
     L_inv = np.linalg.inv(L)
     L_inv_T = np.swapaxes(L_inv, -1, -2).copy()
     S_inv = L_inv_T @ L_inv
-    return [
-        KernelTerms(float(t), a[i], S[i], L[i], L_inv_T[i], S_inv[i]) for i, t in enumerate(ts)
-    ]
+    return [KernelTerms(float(t), a[i], S[i], L[i], L_inv_T[i], S_inv[i]) for i, t in enumerate(ts)]
 
 
 class KernelTable:
@@ -229,34 +234,24 @@ class KernelTable:
         return f"KernelTable({self.process.name}, {len(self)} times)"
 
 
-def prepare_kernel_tables(integrator: Integrator, tau: Any) -> int:
-    """Fill the :class:`KernelTable` of every bound field of ``integrator`` that has one
-    (attribute ``kernels``) with the diffusion times :math:`T - \tau_e` at which the step
-    program evaluates that field over the reverse-time grid ``tau``: one vectorised pass per
-    grid. The time labels :math:`\tau_e` (``t``, ``t + h/2``, a coefficient such as a
-    Runge--Kutta stage time) are computed from the grid's Python floats and the float64
-    coefficient values the step receives, the way the generated step computes them, so every
-    call is a table hit. Returns the number of prepared times."""
-    tables = {
-        bf.field: bf.fn.kernels
-        for bf in integrator.fields
-        if isinstance(getattr(bf.fn, "kernels", None), KernelTable)
-    }
-    if not tables:
-        return 0
+def evaluation_labels(integrator: Integrator, tau: Any) -> list[tuple[Eval, float | None]]:
+    """Every field evaluation of a run of ``integrator`` over the grid ``tau``, in run order:
+    ``(evaluation, time label)``. The label (``t``, ``t + h/2``, a coefficient such as a
+    Runge--Kutta stage time) is computed from the grid's Python floats and the float64
+    coefficient values the step receives, the way the generated step computes it (``None``
+    when it needs a coefficient that is not known before the run). A carried evaluation is
+    listed at the first step only; a masked (randomized) one at every step."""
     tau = np.asarray(tau, np.float64)
     starts, lengths = tau[:-1].tolist(), np.diff(tau).tolist()
-    coefficients: dict[Any, list[float]] | None = None
     rows: list[int] = [0] * len(starts)
-    wanted: dict[int, tuple[KernelTable, set[float]]] = {}
+    coefficients: dict[Any, list[float]] | None = None
+    fns = []
     for ev in integrator.program.evals:
-        table = tables.get(ev.field)
         label = ev.time_label
-        if table is None or label is None:
+        if label is None:
             continue
         syms = sorted(label.free_symbols - {t, h}, key=str)
         if syms and coefficients is None:  # a label that is a coefficient (a stage time)
-            coefficients = {}
             try:
                 vals, inverse = integrator.grid_coefficients(tau)
             except SplitsdeError:  # a grid the solver refuses: the run reports it
@@ -264,15 +259,39 @@ def prepare_kernel_tables(integrator: Integrator, tau: Any) -> int:
             symbols = integrator.coefficient_table.symbols
             coefficients = {s: v.tolist() for s, v in zip(symbols, vals) if np.ndim(v) == 1}
             rows = np.asarray(inverse).tolist()
-        if any(s not in (coefficients or {}) for s in syms):
+        known = all(s in (coefficients or {}) for s in syms)
+        fn = sympy.lambdify((t, h, *syms), label, modules="math") if known else None
+        cols = [coefficients[s] for s in syms] if known and syms else []
+        fns.append((ev, fn, cols))
+    out: list[tuple[Eval, float | None]] = []
+    for k, (a, b, r) in enumerate(zip(starts, lengths, rows)):
+        for ev, fn, cols in fns:
+            if ev.carry is not None and k > 0:
+                continue
+            out.append((ev, None if fn is None else float(fn(a, b, *(c[r] for c in cols)))))
+    return out
+
+
+def prepare_kernel_tables(integrator: Integrator, tau: Any) -> int:
+    """Fill the :class:`KernelTable` of every bound field of ``integrator`` that has one
+    (attribute ``kernels``) with the diffusion times :math:`T - \tau_e` at which the step
+    program evaluates that field over the reverse-time grid ``tau``
+    (:func:`evaluation_labels`): one vectorised pass per grid, and every call of the run is a
+    table hit. Returns the number of prepared times."""
+    tables = {
+        bf.field: bf.fn.kernels
+        for bf in integrator.fields
+        if isinstance(getattr(bf.fn, "kernels", None), KernelTable)
+    }
+    if not tables:
+        return 0
+    wanted: dict[int, tuple[KernelTable, set[float]]] = {}
+    for ev, label in evaluation_labels(integrator, tau):
+        table = tables.get(ev.field)
+        if table is None or label is None:
             continue  # not known before the run: computed at the call (counted as a miss)
-        fn = sympy.lambdify((t, h, *syms), label, modules="math")
-        cols = [coefficients[s] for s in syms] if syms else []
-        T = table.process.T
         _, times = wanted.setdefault(id(table), (table, set()))
-        times.update(
-            T - float(fn(a, b, *(c[r] for c in cols))) for a, b, r in zip(starts, lengths, rows)
-        )
+        times.add(table.process.T - label)
     for table, times in wanted.values():
         table.extend(sorted(times))
     return sum(len(w) for _, w in wanted.values())

@@ -248,3 +248,32 @@ def test_missing_diffusers_gives_an_install_hint():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert 'pip install "splitsde[diffusers]"' in out.stdout
+
+
+def test_peers_benchmark_quick(tmp_path):
+    """benchmarks/diffusers_peers.py at tiny sizes. Cross-check of its two exact laws:
+    diffusers' Euler scheduler (Euler in sigma = DDIM) on linspace timesteps runs on the same
+    grid as splitsde's DDIM on the uniform grid at NFE 5 (t = 1, 0.75025, ..., 0.001); only
+    the last step differs (to sigma = 0 vs splitsde's Euler denoising step from t = 0.001), so
+    the exact KLs (probed affine map vs splitsde's analysis) agree to 1e-2 relative."""
+    import json
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, os.path.join(root, "benchmarks", "diffusers_peers.py"), "--quick",
+         "--out", str(tmp_path), "--no-progress"],
+        check=True, capture_output=True, env=env, timeout=300,
+    )  # fmt: skip
+    data = json.loads((tmp_path / "diffusers_peers_quick.json").read_text())
+    gauss, ring = data["blocks"]
+    assert gauss["metric"] == "kl" and ring["metric"] == "sliced_w2" and ring["floor"] > 0
+    for block in (gauss, ring):
+        libs = {r["library"] for r in block["rows"]}
+        assert libs == {"splitsde", "diffusers"}
+        rows = {(r["library"], r["sampler"]): r for r in block["rows"]}
+        assert len([r for r in block["rows"] if r["library"] == "diffusers"]) == 8
+        m = block["metric"]
+        a, b = rows[("splitsde", "ddim")][m], rows[("diffusers", "Euler")][m]
+        assert abs(a - b) <= 1e-2 * a

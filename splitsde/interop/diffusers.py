@@ -62,26 +62,23 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-try:
-    from diffusers import DDPMScheduler
-    from diffusers.configuration_utils import ConfigMixin, register_to_config
-    from diffusers.schedulers.scheduling_utils import (
-        KarrasDiffusionSchedulers,
-        SchedulerMixin,
-        SchedulerOutput,
-    )
-except ImportError as err:  # the only heavy import of this module
-    raise ImportError(
-        "splitsde.interop.diffusers needs the diffusers package: "
-        'pip install "splitsde[diffusers]" (or pip install diffusers)'
-    ) from err
+from splitsde.optional import require
 
-import splitsde.diffusion as dm
-from splitsde.diffusion.grids import _invert_noise_level
-from splitsde.diffusion.kernels import evaluation_labels
-from splitsde.errors import SplitsdeError
-from splitsde.integrate import integrate
-from splitsde.noise import GaussianNoise
+require("diffusers", extra="diffusers", feature="splitsde.interop.diffusers")
+from diffusers import DDPMScheduler  # noqa: E402  (installed: require passed)
+from diffusers.configuration_utils import ConfigMixin, register_to_config  # noqa: E402
+from diffusers.schedulers.scheduling_utils import (  # noqa: E402
+    KarrasDiffusionSchedulers,
+    SchedulerMixin,
+    SchedulerOutput,
+)
+
+import splitsde.diffusion as dm  # noqa: E402
+from splitsde.diffusion.grids import _invert_noise_level  # noqa: E402
+from splitsde.diffusion.kernels import evaluation_labels  # noqa: E402
+from splitsde.errors import SplitsdeError  # noqa: E402
+from splitsde.integrate import integrate  # noqa: E402
+from splitsde.noise import GaussianNoise  # noqa: E402
 
 __all__ = ["SPACINGS", "SchedulerError", "SplitsdeScheduler", "spaced_timesteps"]
 

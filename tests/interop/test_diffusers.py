@@ -244,10 +244,13 @@ def test_missing_diffusers_gives_an_install_hint():
     code = (
         "import sys; sys.modules['diffusers'] = None\n"
         "try:\n    import splitsde.interop.diffusers\n"
-        "except ImportError as e:\n    print(e)\n"
+        "except ImportError as e:\n    print(type(e).__name__, e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert 'pip install "splitsde[diffusers]"' in out.stdout
+    assert out.stdout.strip() == (
+        "MissingDependencyError splitsde.interop.diffusers needs diffusers: "
+        "pip install 'splitsde[diffusers]'"
+    )
 
 
 def test_peers_benchmark_quick(tmp_path):

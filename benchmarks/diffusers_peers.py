@@ -1,6 +1,6 @@
 """splitsde samplers against diffusers' schedulers on VP with the exact score, at NFE 5, 10, 20.
 
-    python benchmarks/diffusers_peers.py          # full size: benchmarks/results/diffusers_peers.json
+    python benchmarks/diffusers_peers.py          # full size (benchmarks/results/...)
     python benchmarks/diffusers_peers.py --quick  # a smoke test (seconds)
 
 The docs table (docs/diffusion-diffusers.md) is generated from the JSON at build time.

@@ -148,9 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
-                "process": comp.process,
-                "target": comp.target,
-                "metric": comp.metric,
+                **comp.summary(),
                 "grid": args.grid,
                 "prior": args.prior,
                 "seed": args.seed,

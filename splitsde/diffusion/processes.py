@@ -48,7 +48,7 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.diffusion.kernels import AffineUpdate
+from splitsde.diffusion.kernels import AffineUpdate, kernel_terms
 from splitsde.symbolic.flow import Flow
 from splitsde.symbolic.parse import as_expression, refuse_text
 from splitsde.symbolic.sde import SDE
@@ -267,19 +267,14 @@ class ForwardProcess:
             ) from None
 
     def terms(self, t: float) -> KernelTerms:
-        """:class:`KernelTerms` at diffusion time ``t`` (memoised: samplers ask for the same
-        times at every run)."""
+        """:class:`KernelTerms` at diffusion time ``t`` (memoised; a plan prepares all the
+        times of its grid at once in a :class:`~splitsde.diffusion.kernels.KernelTable`)."""
         t = float(t)
         cache = self.__dict__.setdefault("_terms_cache", {})
         hit = cache.get(t)
         if hit is not None:
             return hit
-        if not 0.0 < t:
-            raise ValueError(f"kernel terms need t > 0 (got t = {t}); the kernel is singular at 0")
-        a, S = self.data_kernel(t)
-        L = self.cholesky(t)
-        L_inv = np.linalg.inv(L)
-        out = KernelTerms(t, a, S, L, L_inv.T.copy(), L_inv.T @ L_inv)
+        (out,) = kernel_terms(self, [t])
         if len(cache) > 100_000:
             cache.clear()
         cache[t] = out

@@ -155,6 +155,11 @@ def _tokenize(text: str) -> list[_Token]:
     return tokens
 
 
+#: Longest word text parsed (longer texts are refused before parsing; see also
+#: ``splitsde.compose.integrator.MAX_OCCURRENCES``).
+MAX_TEXT = 20_000
+
+
 class Word:
     """An immutable, validated splitting word.
 
@@ -173,6 +178,11 @@ class Word:
         if isinstance(text, Word):
             occ = text.occurrences
         else:
+            if isinstance(text, str) and len(text) > MAX_TEXT:  # refuse before parsing
+                raise WordError(
+                    f"the word is {len(text)} characters long; at most {MAX_TEXT} are accepted "
+                    "(one step of a scheme, not many steps written out)"
+                )
             occ = self._build(_tokenize(text), text)
         object.__setattr__(self, "occurrences", occ)
         object.__setattr__(self, "_hash", hash(tuple((o.letter, o.weight, o.group) for o in occ)))

@@ -109,7 +109,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1e4,1e5,1e6,1e7,1e8,2e9")
     ap.add_argument("--run-steps", type=int, default=1000)
-    ap.add_argument("--quick", action="store_true", help="1e4 and 1e6 steps, 100 run steps")
+    ap.add_argument(
+        "--quick", action="store_true", help="1e4 and 1e6 steps, 100 run steps, no grid arrays"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory.json"))
     args = ap.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",")]
@@ -120,7 +122,7 @@ def main() -> None:
     rows = []
     for n in sizes:
         ours = measure("splitsde", n, run_steps)
-        arrays = measure("arrays", n, run_steps) if n <= ARRAYS_MAX else None
+        arrays = measure("arrays", n, run_steps) if n <= ARRAYS_MAX and not args.quick else None
         rows.append(
             {
                 "steps": n,

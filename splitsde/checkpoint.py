@@ -44,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointWarning",
     "check_fingerprint",
+    "discard_checkpoint",
     "load_latest",
     "open_checkpoint",
     "previous_path",
@@ -146,8 +147,8 @@ def open_checkpoint(
       unwritable location fails now with :class:`CheckpointError`, not after the run;
     * temporaries of dead writers are removed (:func:`remove_stale_temporaries`);
     * ``resume``: the newest usable checkpoint is loaded (:func:`load_latest`);
-    * otherwise an existing checkpoint is refused unless ``overwrite``, which deletes it and
-      its previous version.
+    * otherwise an existing checkpoint is refused unless ``overwrite`` (then
+      :func:`discard_checkpoint` deletes it once the run is ready to start).
     """
     path = Path(path)
     prev = previous_path(path)
@@ -178,12 +179,16 @@ def open_checkpoint(
             f"checkpoint {existing[0]} already exists; pass resume=True to continue the run "
             "that wrote it, or overwrite=True to start a new run over it"
         )
-    for p in existing:
+    return None
+
+
+def discard_checkpoint(path: str | os.PathLike) -> None:
+    """Delete a checkpoint and its previous version (a new run starts over them)."""
+    for p in (Path(path), previous_path(path)):
         try:
-            p.unlink()
+            p.unlink(missing_ok=True)
         except OSError as exc:
             raise CheckpointError(f"cannot remove the old checkpoint {p}: {exc}") from None
-    return None
 
 
 # -- encoding: keep the payload loadable with weights_only=True -------------------------------
@@ -334,9 +339,7 @@ def load_latest(
     if not found:
         if not path.exists() and not previous_path(path).exists():
             return None
-        raise CheckpointError(
-            "no usable checkpoint, refusing to resume: " + "; ".join(problems)
-        )
+        raise CheckpointError("no usable checkpoint, refusing to resume: " + "; ".join(problems))
     best, payload = max(found, key=lambda f: int(f[1]["step"]))
     if best != path:
         warnings.warn(

@@ -21,7 +21,12 @@ behaviour, never over its name or its source file's location:
   its qualified name) and its instance attributes, recursively -- for a module this covers its
   parameters and buffers (by content), sub-modules, hooks and the ``training`` flag;
 * tensors and arrays by shape, dtype and content; numbers and strings by value; containers
-  element by element (sets in a canonical order).
+  element by element (sets in a canonical order);
+* OpenMM objects by their XML serialization (a ``Context`` by its system, parameter values,
+  platform and precision); TorchScript by its serialized code and tensors.
+
+A class lists in ``__fingerprint_ignore__`` the instance attributes that are run-time caches
+or counters rather than part of what its instances compute.
 
 An object whose behaviour lives where Python cannot see it -- an instance of a type implemented
 in C with no inspectable state (a TorchScript function, an OpenMM ``Context``, a lock), or an
@@ -211,6 +216,8 @@ class _Digest:
                 self.feed(part, path)
         elif type(obj) is types.SimpleNamespace:
             self._object(obj, path)
+        elif (type(obj).__module__ or "").split(".")[0] == "openmm":
+            self._openmm(obj, path)
         elif not _opaque(type(obj)) and (hasattr(obj, "__dict__") or _slots(type(obj))):
             self._object(obj, path)
         else:
@@ -248,6 +255,28 @@ class _Digest:
                     continue
                 self.tag(name.split("/", 1)[-1])
                 self.h.update(z.read(name))
+
+    def _openmm(self, obj: Any, path: str) -> None:
+        """OpenMM objects by their XML serialization; a ``Context`` by its system, its
+        parameter values, its platform and precision (not its positions: those are inputs)."""
+        openmm = sys.modules["openmm"]
+        try:
+            if isinstance(obj, openmm.Context):
+                platform = obj.getPlatform()
+                props = {
+                    n: platform.getPropertyValue(obj, n)
+                    for n in platform.getPropertyNames()
+                    if n.endswith("Precision")
+                }
+                self.tag("openmm context", platform.getName(), sorted(props.items()))
+                self.tag(sorted(obj.getParameters().items()))
+                self.tag(openmm.XmlSerializer.serialize(obj.getSystem()))
+            else:
+                self.tag("openmm", type(obj).__qualname__, openmm.XmlSerializer.serialize(obj))
+        except Exception as exc:  # not serializable: cannot identify
+            raise Unidentifiable(
+                f"{path} is an openmm.{type(obj).__qualname__} that cannot be serialized"
+            ) from exc
 
     def _code(self, code: types.CodeType, path: str) -> None:
         self.tag("code", code.co_argcount, code.co_kwonlyargcount, code.co_flags, code.co_names)
@@ -328,9 +357,12 @@ class _Digest:
         self.tag("object")
         self._class(type(obj), f"{path} class")
         state = getattr(obj, "__dict__", None)
+        ignore = _VOLATILE.union(
+            *(vars(k).get("__fingerprint_ignore__", ()) for k in type(obj).__mro__)
+        )
         if isinstance(state, dict):
             for name, value in sorted(state.items(), key=lambda kv: str(kv[0])):
-                if name in _VOLATILE:
+                if name in ignore:
                     continue
                 self.tag("attr", name)
                 self.feed(value, f"{path}.{name}")

@@ -24,6 +24,7 @@ stream to disk in chunks (``trajectory=``; see :mod:`splitsde.trajectory`).
 from __future__ import annotations
 
 import math
+import operator
 import os
 import secrets
 import time as _time
@@ -39,6 +40,7 @@ import torch
 from splitsde.checkpoint import (
     CheckpointError,
     CheckpointWarning,
+    discard_checkpoint,
     open_checkpoint,
     write_checkpoint,
 )
@@ -300,8 +302,12 @@ def integrate(
     state = tuple(x.detach().clone() for x in initial)
     tgrid = time_grid(t0, h=h, steps=steps, t1=t1, grid=grid)
     n_steps = tgrid.steps
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be an integer of at least 1, got {check_every!r}")
+    try:
+        check_every = operator.index(check_every)
+    except TypeError:
+        check_every = 0
+    if check_every < 1:
+        raise ValueError("check_every must be an integer of at least 1")
     if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
         raise ValueError("checkpoint_every needs checkpoint= and must be at least 1")
     if resume not in (False, True, "trust") or not isinstance(resume, bool | str):
@@ -318,6 +324,18 @@ def integrate(
         for name, x in zip(integrator.blocks, initial):
             if float(x.abs().max()) > max_abs:
                 raise StateError(f"the initial state exceeds max_abs = {max_abs:g} in block {name}")
+    if noise is not None and (seed is not None or generator is not None):
+        raise ValueError("give noise= or seed=/generator=, not both")
+    if generator is not None and seed is not None:
+        raise ValueError("give seed= or generator=, not both")
+    names = integrator.blocks
+    save_names = tuple(save) if save is not None else names
+    bad = set(save_names) - set(names)
+    if bad:
+        raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
+    observers = list(observers)
+    if len({o.name for o in observers}) != len(observers):
+        raise ValueError("observer names must be distinct")
     ckpt = Path(checkpoint) if checkpoint is not None else None
     stored = (
         open_checkpoint(ckpt, resume=bool(resume), overwrite=overwrite, device=state[0].device)
@@ -338,19 +356,9 @@ def integrate(
                 used_seed = secrets.randbits(62) if seed is None else int(seed)
             generator = torch.Generator(device=state[0].device)
             generator.manual_seed(used_seed)
-        elif seed is not None:
-            raise ValueError("give seed= or generator=, not both")
         noise = GaussianNoise(generator)
-    elif seed is not None or generator is not None:
-        raise ValueError("give noise= or seed=/generator=, not both")
 
-    names = integrator.blocks
-    save_names = tuple(save) if save is not None else names
-    bad = set(save_names) - set(names)
-    if bad:
-        raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
     save_idx = [names.index(s) for s in save_names]
-    observers = list(observers)
     # the fingerprint digests the program and the fields: only pay for it when checkpointing
     fingerprint = (
         run_fingerprint(
@@ -386,8 +394,6 @@ def integrate(
     sub_obs = [o for o in observers if o.substeps]
     records: dict[str, list[Any]] = {o.name: [] for o in observers}
     record_t: dict[str, list[float]] = {o.name: [] for o in observers}
-    if len(records) != len(observers):
-        raise ValueError("observer names must be distinct")
     saved: list[tuple[torch.Tensor, ...]] = []
     saved_t: list[float] = []
     writer = TrajectoryWriter(trajectory, save_names, chunk) if trajectory is not None else None
@@ -500,6 +506,8 @@ def integrate(
                 result=partial(k_done),
             ) from exc
 
+    if ckpt is not None and stored is None and overwrite:
+        discard_checkpoint(ckpt)  # everything is ready: start the new run over the old one
     with torch.no_grad():
         for o in observers:
             o.start(tgrid[0], as_map(state), integrator)

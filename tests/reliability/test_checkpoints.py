@@ -119,25 +119,22 @@ def test_resume_with_an_equal_force_is_bit_identical(tmp_path):
     assert torch.equal(resumed.final["p"], reference.final["p"])
 
 
-def _openmm_force():
-    """A force computed by an OpenMM Context: an object whose state lives in C++."""
-    openmm = pytest.importorskip("openmm")
-    system = openmm.System()
-    system.addParticle(1.0)
-    context = openmm.Context(
-        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
-    )
+def _opaque_force():
+    """A force using a C-extension object with no inspectable state (a k-d tree)."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.zeros((1, 1)))
 
     def force(q):
-        context.getState()  # stands for: set positions, read forces
+        tree.query(np.zeros((1, 1)))  # stands for: neighbours from a compiled structure
         return -q
 
     return force
 
 
 def test_a_callable_that_cannot_be_identified_needs_resume_trust(tmp_path):
-    force = _openmm_force()
-    with pytest.raises(Unidentifiable, match="context"):
+    force = _opaque_force()
+    with pytest.raises(Unidentifiable, match="cKDTree"):
         callable_digest(force)
     reference = _run(force, None, checkpoint_every=None)
     path = tmp_path / "run.ckpt"
@@ -147,6 +144,41 @@ def test_a_callable_that_cannot_be_identified_needs_resume_trust(tmp_path):
     with pytest.raises(sd.CheckpointError, match=r"field F's callable cannot be identified"):
         _run(force, path, resume=True, observers=[_StopAt(None)])
     resumed = _run(force, path, resume="trust", observers=[_StopAt(None)])
+    assert torch.equal(resumed.final["q"], reference.final["q"])
+
+
+def _openmm_system(k):
+    openmm = pytest.importorskip("openmm")
+    system = openmm.System()
+    for _ in range(2):
+        system.addParticle(12.0)
+    bond = openmm.HarmonicBondForce()
+    bond.addBond(0, 1, 0.1, k)
+    system.addForce(bond)
+    return system
+
+
+def test_forces_from_openmm_are_identified(tmp_path):
+    """An OpenMM-backed potential (a Context inside) is identified by its system's XML: the
+    same system resumes with resume=True, a stiffer bond is refused."""
+    from splitsde.backends.openmm import OpenMMPotential
+
+    positions = np.array([[0.0, 0.0, 0.0], [0.12, 0.0, 0.0]])
+
+    def run(k, **kw):
+        pot = OpenMMPotential(_openmm_system(k), positions)
+        system = sd.langevin.underdamped(pot, kT=2.5, mass=pot.mass_tensor())
+        return sd.integrate(
+            system.integrator("BAOAB"), system.initial_state(2), h=0.002, steps=30, seed=1,
+            checkpoint=tmp_path / "md.ckpt", checkpoint_every=10, **kw,
+        )  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        run(1000.0, observers=[_StopAt(15)])
+    with pytest.raises(sd.CheckpointError, match=r"different run(.|\n)*field F: checkpoint"):
+        run(2000.0, observers=[_StopAt(None)], resume=True)
+    resumed = run(1000.0, observers=[_StopAt(None)], resume=True)
+    reference = run(1000.0, overwrite=True, observers=[_StopAt(None)])
     assert torch.equal(resumed.final["q"], reference.final["q"])
 
 
@@ -192,7 +224,7 @@ def test_a_nan_between_checks_never_reaches_a_checkpoint(tmp_path):
     integ = _poisoned(after=1.52)
     y0 = {"q": torch.ones(3, 1, dtype=torch.float64), "p": torch.zeros(3, 1, dtype=torch.float64)}
     path = tmp_path / "run.ckpt"
-    with pytest.raises(sd.NonFiniteError, match="step 15 .*field F returned non-finite") as err:
+    with pytest.raises(sd.NonFiniteError, match=r"step 15 .*field F returned non-finite") as err:
         sd.integrate(
             integ, y0, h=0.1, steps=60, seed=0, check_every=100,  # checks only at the end ...
             checkpoint=path, checkpoint_every=5,  # ... and before every checkpoint
@@ -215,7 +247,8 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_says_so(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[-100] ^= 0xFF  # a flipped bit in the newest checkpoint
     path.write_bytes(bytes(raw))
-    with pytest.warns(CheckpointWarning, match=r"corrupted(.|\n)*previous checkpoint .* \(step 10\)"):
+    fell_back = r"corrupted(.|\n)*previous checkpoint .* \(step 10\)"
+    with pytest.warns(CheckpointWarning, match=fell_back):
         resumed = _run(force, path, resume=True, observers=[_StopAt(None)])
     assert torch.equal(resumed.final["p"], reference.final["p"])
 
@@ -248,7 +281,7 @@ def test_an_unwritable_location_is_refused_before_step_1(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     counter = _Count()
-    with pytest.raises(sd.CheckpointError, match=r"cannot create the checkpoint directory .*a-file"):
+    with pytest.raises(sd.CheckpointError, match=r"cannot create the checkpoint directory .*file"):
         _run(closure_force(1.0), blocker / "run.ckpt", observers=[counter])
     with pytest.raises(sd.CheckpointError, match="is a directory"):
         _run(closure_force(1.0), tmp_path, observers=[counter])

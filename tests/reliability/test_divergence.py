@@ -22,9 +22,9 @@ from splitsde.stats import z_score
 
 def baoab_matrix(h: float, omega: float, gamma: float) -> np.ndarray:
     """The noise-free BAOAB map of (q, p), unit mass, as a product of its five sub-steps."""
-    B = np.array([[1.0, 0.0], [-omega**2 * h / 2, 1.0]])
+    B = np.array([[1.0, 0.0], [-(omega**2) * h / 2, 1.0]])
     A = np.array([[1.0, h / 2], [0.0, 1.0]])
-    O = np.array([[1.0, 0.0], [0.0, math.exp(-gamma * h)]])  # noqa: E741
+    O = np.array([[1.0, 0.0], [0.0, math.exp(-gamma * h)]])
     return B @ A @ O @ A @ B
 
 
@@ -145,3 +145,22 @@ def test_sample_json_z_scores(capsys):
         b, ex = out["blocks"][name], out["exact"][name]
         for v, e, se, z in zip(b["var"], ex["var"], b["var_se"], b["var_z"]):
             assert z == pytest.approx((v - e) / se)
+
+
+def test_sample_refuses_non_finite_statistics(capsys, monkeypatch):
+    """The last line of defence (the checks above stop diverging runs first): statistics that
+    are not finite are never printed."""
+    import splitsde.stats
+
+    real = splitsde.stats.walker_batch_means
+
+    def overflowed(mean, mean_sq, batches=64):
+        out = real(mean, mean_sq, batches)
+        out["var"] = out["var"] * math.inf
+        return out
+
+    monkeypatch.setattr(splitsde.stats, "walker_batch_means", overflowed)
+    assert main(["sample", "--steps", "50", "--walkers", "8"]) != 0
+    captured = capsys.readouterr()
+    assert "the statistics are not finite (var of q = [inf])" in captured.err
+    assert "bias/se" not in captured.out

@@ -510,6 +510,8 @@ def integrate(
         discard_checkpoint(ckpt)  # everything is ready: start the new run over the old one
     with torch.no_grad():
         for o in observers:
+            if hasattr(o, "watch_acceptance"):  # live Metropolis counters, for reporters
+                o.watch_acceptance(run.accepted)
             o.start(tgrid[0], as_map(state), integrator)
         if stored is not None:
             first = int(stored["step"])

@@ -7,10 +7,13 @@ checkpoint of another word or temperature loads into whatever integrator the con
 atomically, with a SHA-256 of its contents; :mod:`splitsde.checkpoint`) together with what
 identifies the run: the integrator (for :class:`~splitsde.backends.openmm.
 LangevinSplittingIntegrator`: word, reduction, step program, temperature, friction, step size),
-the system (a digest of its XML) and the platform. :func:`load_checkpoint` verifies the
-checksum and refuses a checkpoint whose run differs, naming every difference, before OpenMM
-sees a byte. :class:`ChecksummedCheckpointReporter` does the same for an ``app.Simulation``,
-in place of ``app.CheckpointReporter``.
+the system (a digest of its XML) and the platform. A state with non-finite positions or
+velocities is never written, and the previous checkpoint is kept as ``<name>.prev``, so a
+diverged run cannot replace a good checkpoint. :func:`load_checkpoint` verifies the checksum
+(falling back to the previous file, with a warning, when the newest is damaged) and refuses a
+checkpoint whose run differs, naming every difference, before OpenMM sees a byte.
+:class:`ChecksummedCheckpointReporter` does the same for an ``app.Simulation``, in place of
+``app.CheckpointReporter``.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import hashlib
 import os
 from typing import Any
 
-import openmm
+import numpy as np
 import torch
 
 from splitsde.backends.openmm_integrator import LangevinSplittingIntegrator, _computations
 from splitsde.backends.openmm_system import BOLTZMANN
-from splitsde.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from splitsde.checkpoint import CheckpointError, load_latest, write_checkpoint
+from splitsde.optional import require
+
+openmm = require("openmm", extra="md", feature="the OpenMM backend")
 
 __all__ = ["ChecksummedCheckpointReporter", "load_checkpoint", "save_checkpoint"]
 
@@ -80,13 +86,28 @@ def run_identity(context: openmm.Context) -> dict[str, str]:
 
 def save_checkpoint(target: openmm.Context | Any, path: str | os.PathLike) -> None:
     """Write ``target``'s (a Context or an ``app.Simulation``) OpenMM checkpoint to ``path``,
-    atomically and checksummed, with the identity of the run (see the module docstring)."""
+    atomically and checksummed, with the identity of the run (see the module docstring); the
+    checkpoint it replaces is kept as ``<path>.prev``.
+
+    Raises :class:`~splitsde.checkpoint.CheckpointError` without writing if the positions or
+    velocities are not finite (the run diverged: the checkpoints on disk are left as they
+    were)."""
     ctx = _context(target)
+    state = ctx.getState(getPositions=True, getVelocities=True)
+    step = int(ctx.getStepCount())
+    for what in ("positions", "velocities"):
+        values = getattr(state, f"get{what.capitalize()}")(asNumpy=True)._value
+        if not np.isfinite(values).all():
+            raise CheckpointError(
+                f"the {what} are not finite at step {step} (the run diverged); checkpoint "
+                f"{path} was not written and the checkpoints on disk are kept"
+            )
     data = ctx.createCheckpoint()
     write_checkpoint(
         path,
         {
             "kind": _KIND,
+            "step": step,
             "identity": run_identity(ctx),
             "checkpoint": torch.frombuffer(bytearray(data), dtype=torch.uint8),
         },
@@ -96,13 +117,17 @@ def save_checkpoint(target: openmm.Context | Any, path: str | os.PathLike) -> No
 def load_checkpoint(target: openmm.Context | Any, path: str | os.PathLike) -> None:
     """Load a checkpoint written by :func:`save_checkpoint` into ``target``.
 
-    Raises :class:`~splitsde.checkpoint.CheckpointError` if the file is damaged (truncated,
-    modified: checksum), is not such a checkpoint, or was written by a different run (another
-    word, reduction, temperature, friction, step size, system or platform; every difference is
-    named). To continue a run at another temperature, load it first, then call
-    ``setTemperature``."""
+    The newest usable file of ``path`` and ``<path>.prev`` is loaded; falling back to the
+    previous one warns (:class:`~splitsde.checkpoint.CheckpointWarning`). Raises
+    :class:`~splitsde.checkpoint.CheckpointError` if there is none or both are damaged
+    (truncated, modified: checksum), if it is not such a checkpoint, or if it was written by a
+    different run (another word, reduction, temperature, friction, step size, system or
+    platform; every difference is named). To continue a run at another temperature, load it
+    at the temperature it was written at, then call ``setTemperature``."""
     ctx = _context(target)
-    payload = read_checkpoint(path)
+    payload = load_latest(path)
+    if payload is None:
+        raise CheckpointError(f"checkpoint {path} does not exist")
     if payload.get("kind") != _KIND:
         raise CheckpointError(
             f"{path} is a splitsde checkpoint of splitsde.integrate, not of an OpenMM context"

@@ -15,9 +15,6 @@ import math
 import warnings
 from typing import Any
 
-import openmm
-from openmm import unit
-
 from splitsde.backends.openmm_program import OpenMMProgram, compile_openmm
 from splitsde.backends.openmm_system import (
     BOLTZMANN,
@@ -27,6 +24,10 @@ from splitsde.backends.openmm_system import (
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import Word, WordError
+from splitsde.optional import require
+
+openmm = require("openmm", extra="md", feature="the OpenMM backend")
+unit = require("openmm.unit", extra="md", feature="the OpenMM backend")
 
 __all__ = ["LangevinSplittingIntegrator", "SplittingWarning", "make_context"]
 

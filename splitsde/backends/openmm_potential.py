@@ -6,14 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import openmm
 import torch
-from openmm import unit
 
 from splitsde.backends import openmm_system
 from splitsde.backends.openmm_system import BOLTZMANN, OpenMMError, value_in
 from splitsde.langevin.dynamics import LangevinSystem, underdamped
 from splitsde.langevin.potentials import Potential
+from splitsde.optional import require
+
+openmm = require("openmm", extra="md", feature="the OpenMM backend")
+unit = require("openmm.unit", extra="md", feature="the OpenMM backend")
 
 __all__ = ["OpenMMPotential", "openmm_langevin"]
 
@@ -34,6 +36,8 @@ class OpenMMPotential(Potential):
     """
 
     name = "openmm"
+    #: Run-time cache and counter, not part of the forces (see :mod:`splitsde.fingerprint`).
+    __fingerprint_ignore__ = ("_cache", "evaluations")
 
     def __init__(
         self,

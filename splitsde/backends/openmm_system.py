@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import openmm
-from openmm import unit
 
 from splitsde.errors import SplitsdeError
+from splitsde.optional import require
+
+openmm = require("openmm", extra="md", feature="the OpenMM backend")
+unit = require("openmm.unit", extra="md", feature="the OpenMM backend")
 
 __all__ = [
     "BOLTZMANN",

@@ -18,6 +18,7 @@ from splitsde.backends.openmm import (
     make_context,
     save_checkpoint,
 )
+from splitsde.checkpoint import CheckpointWarning
 
 N = 20
 
@@ -95,6 +96,43 @@ def test_damaged_checkpoint_is_refused(tmp_path, damage):
     with pytest.raises(sd.CheckpointError, match=r"corrupted|not a splitsde checkpoint"):
         load_checkpoint(ctx, path)
     assert integ.kT == kT  # nothing was loaded
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    ctx, integ = _context()
+    path = tmp_path / "run.chk"
+    integ.step(5)
+    save_checkpoint(ctx, path)
+    at_five = _positions(ctx)
+    integ.step(5)
+    save_checkpoint(ctx, path)  # the step-5 checkpoint is kept as run.chk.prev
+    raw = bytearray(path.read_bytes())
+    path.write_bytes(bytes(raw[: len(raw) // 2]))
+    other, _ = _context(seed=7)
+    with pytest.warns(CheckpointWarning, match=r"corrupted(.|\n)*previous checkpoint"):
+        load_checkpoint(other, path)
+    assert other.getStepCount() == 5
+    assert np.array_equal(_positions(other), at_five)
+
+
+def test_a_diverged_state_is_not_written(tmp_path):
+    ctx, integ = _context()
+    path = tmp_path / "run.chk"
+    integ.step(5)
+    save_checkpoint(ctx, path)
+    good = path.read_bytes()
+    positions = _positions(ctx)
+    positions[3, 1] = np.nan
+    ctx.setPositions(positions)
+    with pytest.raises(sd.CheckpointError, match=r"positions are not finite at step 5"):
+        save_checkpoint(ctx, path)
+    assert path.read_bytes() == good and not (tmp_path / "run.chk.prev").exists()
+
+
+def test_a_missing_checkpoint_is_named(tmp_path):
+    ctx, _ = _context()
+    with pytest.raises(sd.CheckpointError, match=r"run.chk does not exist"):
+        load_checkpoint(ctx, tmp_path / "run.chk")
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_respa_approaches_the_single_rate_result_as_the_inner_step_shrinks():
                 h=H,
                 steps=230,
                 seed=n,
-                observers=[sd.Running(lambda s: s["q"], "q", burn_in=30)],
+                observers=[sd.Running(lambda t, s: s["q"], "q", burn_in=30)],
             )
             st = walker_batch_means(res.finals["q"]["mean"], res.finals["q"]["mean_sq"])
             assert within(float(st["var"][0]), float(st["var_se"][0]), exact), (n, st["var"], exact)

@@ -166,8 +166,8 @@ def test_harmonic_particles_both_backends_match_exact_analysis(word):
     )
     y0 = {"q": torch.tensor(x0), "p": torch.tensor(v0) * mass}
     obs = [
-        sd.Running(lambda s: s["q"], "q", burn_in=40, every=4),
-        sd.Running(lambda s: s["p"], "p", burn_in=40, every=4),
+        sd.Running(lambda t, s: s["q"], "q", burn_in=40, every=4),
+        sd.Running(lambda t, s: s["p"], "p", burn_in=40, every=4),
     ]
     res = sd.integrate(system.integrator(word), y0, h=h, steps=40 + 4 * 300, seed=3, observers=obs)
     # the library's exact analysis (probing the compiled step, per-particle masses) agrees

@@ -13,6 +13,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import scipy.linalg
 import sympy
 import torch
 from hypothesis import given, settings
@@ -276,3 +277,28 @@ def test_grouped_word_runs_draw_for_draw_like_the_written_out_word():
     b = sd.integrate(system.integrator(WRITTEN), y0, h=H, steps=20, seed=3)
     assert torch.equal(a.final["q"], b.final["q"]) and torch.equal(a.final["p"], b.final["p"])
     assert a.nfe_by_field == b.nfe_by_field
+
+
+@pytest.mark.parametrize(
+    ("n", "var_q", "var_p"),
+    [
+        (1, 0.061538, 0.17734),
+        (2, 0.062191, 0.78633),
+        (4, 0.062210, 0.93864),
+        (8, 0.062214, 0.97672),
+    ],
+)
+def test_multi_rate_table_of_the_docs(n, var_q, var_p):
+    """docs/words.md, 'A multi-rate example': stationary variances of the probed compiled step
+    of ``B1 (B0 A O A B0)^n B1`` equal those of the step matrices composed by hand from the word
+    written out as a string."""
+    stiff, soft = sd.potentials.Harmonic(4.0), sd.potentials.Harmonic(0.5)
+    system = sd.langevin.underdamped([stiff, soft], gamma=1.0, kT=1.0, force_groups=True)
+    integ = system.integrator(f"B1 (B0 A O A B0)^{n} B1")
+    _, cov = sd.analysis.stationary(affine_step(integ, 0.0, 0.45))
+    written = " ".join(["B1", *["B0 A O A B0"] * n, "B1"])
+    Phi, Q = harmonic_step(written, 0.45, k={"B0": 16.0, "B1": 0.25}, m=1.0, gamma=1.0)
+    ref = scipy.linalg.solve_discrete_lyapunov(Phi, Q)
+    np.testing.assert_allclose(cov, ref, rtol=1e-10, atol=1e-14)
+    assert ref[0, 0] == pytest.approx(var_q, abs=5e-7)
+    assert ref[1, 1] == pytest.approx(var_p, abs=5e-6)

@@ -63,7 +63,9 @@ from splitsde.compose.program import (
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import Word, WordError
 from splitsde.langevin.dynamics import LangevinSystem, langevin_sde, underdamped
+from splitsde.langevin.observables import temperature_from_kinetic_energy
 from splitsde.langevin.potentials import Potential
+from splitsde.langevin.units import OPENMM_UNITS
 from splitsde.optional import require
 from splitsde.symbolic.energy import ElementSum
 from splitsde.symbolic.field import Field
@@ -137,7 +139,7 @@ def kinetic_temperature(kinetic_energy: Any, system: openmm.System) -> float | n
     if unit.is_quantity(kinetic_energy):
         kinetic_energy = kinetic_energy.value_in_unit(unit.kilojoule_per_mole)
     k = np.asarray(kinetic_energy, dtype=np.float64)
-    temperature = 2.0 * k / (degrees_of_freedom(system) * BOLTZMANN)
+    temperature = temperature_from_kinetic_energy(k, degrees_of_freedom(system), OPENMM_UNITS)
     return float(temperature) if temperature.ndim == 0 else temperature
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from splitsde.errors import SplitsdeError
+from splitsde.langevin.observables import temperature_from_kinetic_energy
+from splitsde.langevin.units import OPENMM_UNITS
 from splitsde.optional import require
 
 openmm = require("openmm", extra="md", feature="the OpenMM backend")
@@ -79,7 +81,7 @@ def kinetic_temperature(kinetic_energy: Any, system: openmm.System) -> float | n
     if unit.is_quantity(kinetic_energy):
         kinetic_energy = kinetic_energy.value_in_unit(unit.kilojoule_per_mole)
     k = np.asarray(kinetic_energy, dtype=np.float64)
-    temperature = 2.0 * k / (degrees_of_freedom(system) * BOLTZMANN)
+    temperature = temperature_from_kinetic_energy(k, degrees_of_freedom(system), OPENMM_UNITS)
     return float(temperature) if temperature.ndim == 0 else temperature
 
 

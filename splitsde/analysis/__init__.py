@@ -32,7 +32,7 @@ from splitsde.analysis.affine import (
     propagate,
     stationary,
 )
-from splitsde.analysis.certify import Certificate, certificate
+from splitsde.analysis.certify import Certificate, CertificateError, certificate
 from splitsde.analysis.common_noise import CommonNoise
 from splitsde.analysis.continuous import (
     LadderResult,
@@ -47,6 +47,7 @@ from splitsde.analysis.distributed import World, init_world, rank_seed
 from splitsde.analysis.fit import ALPHA, Estimate, FitAttempt, OrderFit, Verdict, fit_order
 from splitsde.analysis.montecarlo import (
     LadderPoint,
+    MonteCarloOptions,
     WeakOrderResult,
     estimate_weak_order,
     final_average,
@@ -54,6 +55,7 @@ from splitsde.analysis.montecarlo import (
     stationary_average,
     weak_order,
 )
+from splitsde.analysis.plot import plot_certificate, plot_fit
 from splitsde.analysis.randomized import propagate_moments, selection_cells
 from splitsde.analysis.stability import integrator_stability_bound, stability_bound
 from splitsde.analysis.symbolic import (
@@ -76,6 +78,7 @@ __all__ = [
     "AffineMap",
     "BlockLayout",
     "Certificate",
+    "CertificateError",
     "CommonNoise",
     "Estimate",
     "FiniteTimeOrder",
@@ -84,6 +87,7 @@ __all__ = [
     "LadderResult",
     "LeadingTerm",
     "LinearSDE",
+    "MonteCarloOptions",
     "NotAffineError",
     "OrderFit",
     "SymbolicError",
@@ -110,6 +114,8 @@ __all__ = [
     "loglog_slopes",
     "moment_generator",
     "moment_map",
+    "plot_certificate",
+    "plot_fit",
     "propagate",
     "propagate_moments",
     "rank_seed",

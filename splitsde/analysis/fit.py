@@ -28,7 +28,9 @@ interval :math:`\{p : \chi^2(p) - \chi^2_{\min} \le z^2 s\}` with
 ``alpha`` (default :data:`ALPHA`). The asymptotic subset of the ladder is selected by a stated
 rule (:func:`fit_order`): on the full ladder fit the leading-term model; if it is rejected,
 or its order interval lies strictly between two integers (a sign that the next term biases
-the order), fit the model with the next term; if that fails in the same way too, drop the
+the order), fit the model with the next term (which counts as rejected, too, when the next
+term outweighs the leading one somewhere on the fitted steps, :math:`|D| h_{\max} \ge |C|`:
+that is no asymptotic regime); if that fails in the same way too, drop the
 largest step and repeat, while a model keeps at least one degree of freedom. The first
 accepted fit whose interval does not fall between two integers is used (else the first
 accepted one). The :class:`Verdict` then certifies an
@@ -69,6 +71,7 @@ __all__ = [
     "OrderFit",
     "Verdict",
     "fit_order",
+    "model_band",
 ]
 
 #: Default significance level: a fit with a p-value below it is rejected.
@@ -342,6 +345,10 @@ def _fit_one(
         "chi2": chi2,
         "dof": dof,
         "p_value": _p_value(chi2, dof, len(h), samples),
+        # an asymptotic expansion: the next term must stay a correction on the whole fitted
+        # range, or p is not the order of an asymptotic regime (C h^p + D h^(p+1) with
+        # D h > C can mimic any power)
+        "dominated": bool(next_term and abs(d) * float(m.x.max()) >= abs(c)),
         "model": "C h^p + D h^(p+1)" if next_term else "C h^p",
     }
 
@@ -524,7 +531,7 @@ def fit_order(
                 continue
             r = _fit_one(h[:n], v[:n], cov[:n, :n], ref, nt, level, samples, alpha)
             r["hs"] = tuple(h[:n].tolist())
-            ok = bool(r["p_value"] >= alpha)
+            ok = bool(r["p_value"] >= alpha) and not r["dominated"]
             attempts.append(
                 FitAttempt(r["hs"], r["model"], r["order"], r["chi2"], r["dof"], r["p_value"], ok)
             )
@@ -571,3 +578,49 @@ def fit_order(
         attempts=tuple(attempts),
         verdict=verdict,
     )
+
+
+def model_band(
+    fit: OrderFit,
+    hs: Sequence[float],
+    values: Sequence[float],
+    cov: np.ndarray,
+    h_eval: Sequence[float],
+    points: int = 25,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The fitted bias curve :math:`C h^p\,[+ D h^{p+1}]` at ``h_eval`` and its confidence
+    band: the envelope of the curves refitted (linear parameters by GLS) at every order in the
+    fit's profile interval -- the band that goes with the order's interval.
+
+    ``hs``, ``values``, ``cov``: the data the fit was made from (the fitted subset is taken
+    from ``fit.hs``). Returns ``(curve, lower, upper)``.
+    """
+    h = np.asarray(hs, np.float64)
+    idx = [int(np.flatnonzero(np.isclose(h, x, rtol=1e-12, atol=0))[0]) for x in fit.hs]
+    hsub = h[idx]
+    vsub = np.asarray(values, np.float64)[idx]
+    C = _as_cov(np.asarray(cov, np.float64), len(h))[np.ix_(idx, idx)]
+    if not fit.reference_fitted:
+        C = C + fit.reference_se**2
+    hscale = float(np.exp(np.mean(np.log(hsub))))
+    Linv = np.linalg.inv(np.linalg.cholesky(C))
+    ref = None if fit.reference_fitted else fit.reference
+    nt = fit.model != "C h^p"
+    m = _Model(
+        hsub / hscale, hscale, Linv @ (vsub - (0.0 if ref is None else ref)), Linv, ref is None, nt
+    )
+    x = np.asarray(h_eval, np.float64) / hscale
+
+    def curve(p: float) -> np.ndarray:
+        beta = m.solve(p)[0]
+        k = int(m.fit_ref)
+        out = beta[k] * x**p
+        if nt:
+            out = out + beta[k + 1] * x ** (p + 1)
+        return out
+
+    lo, hi = fit.interval
+    lo = lo if math.isfinite(lo) else _P_MIN
+    hi = hi if math.isfinite(hi) else _P_MAX
+    curves = np.array([curve(p) for p in np.linspace(lo, hi, points)])
+    return curve(fit.order), curves.min(axis=0), curves.max(axis=0)

@@ -61,6 +61,7 @@ from splitsde.stats import walker_batch_means
 __all__ = [
     "Estimate",
     "LadderPoint",
+    "MonteCarloOptions",
     "OrderFit",
     "WeakOrderResult",
     "estimate_weak_order",
@@ -214,8 +215,8 @@ class WeakOrderResult:
         v = self.verdict
         return v.order if v.certified else None
 
-    def format(self) -> str:
-        """The ladder, the fit and the verdict as readable text."""
+    def format(self, verdict: bool = True) -> str:
+        """The ladder, the fit and (with ``verdict``) the verdict as readable text."""
         what = (
             f"final {self.observable} at T = {self.T:g}"
             if self.mode == "final"
@@ -282,7 +283,8 @@ class WeakOrderResult:
             lines.append(txt)
         if self.declared_order is not None and self.mode == "final":
             lines.append(f"  declared finite-time weak order: {self.declared_order}")
-        lines.append(f"  verdict: {self.verdict}")
+        if verdict:
+            lines.append(f"  verdict: {self.verdict}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -725,6 +727,68 @@ def estimate_weak_order(
         bias_se=bias_se,
         extra={"fit_error": fit_error} if fit_error else {},
     )
+
+
+@dataclass
+class MonteCarloOptions:
+    """What a Monte Carlo weak-order estimate runs: the arguments of
+    :func:`estimate_weak_order` except the integrator (used by
+    :func:`~splitsde.analysis.certify.certificate` and ``splitsde verify``)."""
+
+    hs: Sequence[float]
+    y0: Mapping[str, torch.Tensor] | Callable[[float], Mapping[str, torch.Tensor]]
+    observable: Observable
+    observable_name: str = "observable"
+    mode: str = "final"
+    T: float | None = 2.0
+    burn_in_time: float = 0.0
+    sample_time: float | None = None
+    reference: float | Estimate | str | None = "fine"
+    seed: int = 0
+    common_noise: bool = True
+    fine_factor: int = 4
+    alpha: float = ALPHA
+    level: float = 0.95
+
+    @property
+    def walkers(self) -> int:
+        start = self.y0(min(self.hs)) if callable(self.y0) else self.y0
+        return _walkers(start)
+
+    def cost(self) -> int:
+        """Walker-steps the estimate costs."""
+        return ladder_cost(
+            self.hs,
+            self.walkers,
+            mode=self.mode,
+            T=self.T,
+            burn_in_time=self.burn_in_time,
+            sample_time=self.sample_time,
+            fine_factor=self.fine_factor if self.reference == "fine" else None,
+        )
+
+    def run(
+        self, integrator: Any, *, progress: bool | None = False, world: World | None = None
+    ) -> WeakOrderResult:
+        return estimate_weak_order(
+            integrator,
+            self.hs,
+            self.y0,
+            self.observable,
+            reference=self.reference,
+            mode=self.mode,
+            T=self.T,
+            burn_in_time=self.burn_in_time,
+            sample_time=self.sample_time,
+            seed=self.seed,
+            level=self.level,
+            alpha=self.alpha,
+            common_noise=self.common_noise,
+            fine_factor=self.fine_factor,
+            progress=progress,
+            world=world,
+            observable_name=self.observable_name,
+        )
 
 
 #: The name used before :func:`estimate_weak_order`; the same function.

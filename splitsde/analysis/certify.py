@@ -799,8 +799,8 @@ def _nonlinear_problem(system: str, gamma: float, kT: float, mass: float) -> tup
 
 #: Default Monte Carlo ladders of the built-in nonlinear systems.
 DEFAULT_LADDERS = {
-    "quartic": (0.025, 0.05, 0.1, 0.2),
-    "double-well": (0.05, 0.1, 0.2, 0.4),
+    "quartic": (0.0125, 0.025, 0.05, 0.1, 0.2),
+    "double-well": (0.025, 0.05, 0.1, 0.2, 0.4),
     "muller-brown": (0.0125, 0.025, 0.05, 0.1),
 }
 #: Default start of the finite-time Monte Carlo certificate: a configuration away from the

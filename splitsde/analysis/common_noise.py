@@ -3,34 +3,42 @@ r"""Common random numbers across step sizes: one Brownian path, coarsened.
 Monte Carlo estimates of a weak error at several steps :math:`h` are differences of averages
 that are close to each other; with independent noise at every :math:`h` each average carries
 its full variance and a small bias drowns in it. :class:`CommonNoise` drives every run of a
-ladder with **the same Brownian path**: one standard normal per fine interval
-:math:`[t_0 + j\,\delta, t_0 + (j+1)\,\delta]` and Brownian coordinate, and a draw of the step
-program standing for the increment over :math:`[a, b]` (a multiple of :math:`\delta` at both
-ends) is
+ladder with **the same Brownian path**, defined on a hierarchy of grids with spacings
+:math:`\Delta_0 > \Delta_1 > \dots > \Delta_K = \delta` (each an integer multiple
+:math:`m_\ell` of the next): the increments over the coarsest intervals are drawn first,
+:math:`\Delta W = \sqrt{\Delta_0}\,z`, and every level splits each increment :math:`S` into
+:math:`m` sub-increments with the right conditional law (the Brownian bridge, Lévy's
+construction):
 
-.. math:: \xi = \frac{1}{\sqrt{(b-a)/\delta}} \sum_{j=a/\delta}^{b/\delta - 1} z_j ,
+.. math:: \Delta W_j = \frac{S}{m} + \sqrt{\Delta_\ell}\,(H w)_j, \qquad
+          w \sim \mathcal N(0, I_{m-1}),
 
-so the coarse increment :math:`\sqrt{b-a}\,\xi` is exactly the sum of the fine increments
-:math:`\sqrt\delta\,z_j`. Each draw is a standard normal and draws over disjoint intervals are
-independent, so every run has exactly the law of a run with independent noise; only the runs
-at different :math:`h` become correlated, which is what makes their differences precise.
-The estimator measures the gain (:attr:`~splitsde.analysis.montecarlo.WeakOrderResult.
-variance_reduction`).
+with :math:`H` an orthonormal basis of the vectors of :math:`\mathbb R^m` summing to zero (a
+Helmert basis). A draw of the step program standing for the increment over :math:`[a, b]` is
+
+.. math:: \xi = \frac{1}{\sqrt{b-a}} \sum_{[a, b]} \Delta W_j ,
+
+so a coarse increment is exactly the sum of the fine ones. Each draw is a standard normal and
+draws over disjoint intervals are independent, so every run has exactly the law of a run with
+independent noise; only runs at different :math:`h` become correlated, which is what makes
+their differences precise. A run whose draws lie on level :math:`k` generates levels
+:math:`0..k` only, so for a nested ladder (every step a multiple of the next) the coarse runs
+cost about as many normals as with independent noise. The estimator measures the gain
+(:attr:`~splitsde.analysis.montecarlo.WeakOrderResult.variance_reduction`).
 
 Brownian coordinates are keyed by (letter, block, channel): every flow gets its own Brownian
 motion per block (two flows with noise on the same block are independent), and a second draw
 of the same flow and block over an overlapping interval of the same step (a solver that draws
 two normals for one slice) gets a further channel. Each coordinate has its own generator,
-seeded from ``(seed, letter, block, channel)``, so two words on the same SDE share the path
-of every coordinate they both use. The fine normals are generated ``chunk`` fine intervals at a
-time; runs that should share the path must use the same ``seed``, ``dt``, ``chunk`` and
-``t0``. Uniform draws (Metropolis tests, random selections) come from a separate generator and
-are not coupled across runs.
+seeded from ``(seed, letter, block, channel, level)``, so two words on the same SDE share the
+path of every coordinate they both use. Runs that should share the path must use the same
+``seed``, ``levels`` and ``t0``. Uniform draws (Metropolis tests, random selections) come from
+a separate generator and are not coupled across runs.
 
 Reference: common random numbers for weak-error estimation, Glasserman, *Monte Carlo Methods
-in Financial Engineering* (Springer 2004), sec. 4.1 and 7.1 (differences of estimators under
-a common Brownian path); Giles, Oper. Res. 56 (2008) 607 (coarse increments as sums of fine
-ones).
+in Financial Engineering* (Springer 2004), sec. 3.1 (Brownian bridge construction), 4.1 and
+7.1 (differences of estimators under a common Brownian path); Giles, Oper. Res. 56 (2008) 607
+(coarse increments as sums of fine ones).
 """
 
 from __future__ import annotations
@@ -52,7 +60,14 @@ from splitsde.noise import NoiseSource
 from splitsde.symbolic.symbols import h as H
 from splitsde.symbolic.symbols import t as T
 
-__all__ = ["CommonNoise", "CommonNoiseError", "draw_fractions", "fine_step"]
+__all__ = [
+    "CommonNoise",
+    "CommonNoiseError",
+    "brownian_levels",
+    "derived_seed",
+    "draw_fractions",
+    "fine_step",
+]
 
 
 class CommonNoiseError(SplitsdeError, ValueError):
@@ -105,24 +120,58 @@ def fine_step(integrator: Any, h_min: float) -> tuple[float, int]:
     return h_min / L, L
 
 
+def _ratio(a: float, b: float) -> int | None:
+    """``a / b`` when it is an integer (to round-off), else ``None``."""
+    r = a / b
+    n = round(r)
+    return n if n >= 1 and abs(r - n) <= 1e-9 * r else None
+
+
+def brownian_levels(spacings: Sequence[float]) -> tuple[float, ...] | None:
+    """The distinct ``spacings`` from coarse to fine if each is an integer multiple of the next
+    (a hierarchy :class:`CommonNoise` can refine level by level), else ``None``."""
+    out: list[float] = []
+    for x in sorted(spacings, reverse=True):
+        if out and _ratio(out[-1], x) == 1:
+            continue
+        if out and _ratio(out[-1], x) is None:
+            return None
+        out.append(float(x))
+    return tuple(out)
+
+
+def _helmert(m: int) -> np.ndarray:
+    """An ``(m, m-1)`` orthonormal basis of the vectors summing to zero."""
+    H = np.zeros((m, m - 1))
+    for j in range(1, m):
+        H[:j, j - 1] = 1.0 / math.sqrt(j * (j + 1))
+        H[j, j - 1] = -j / math.sqrt(j * (j + 1))
+    return H
+
+
 class CommonNoise(NoiseSource):
-    """Standard normals built from one fine-grid Brownian path (see the module docstring).
+    r"""Standard normals built from one Brownian path on a hierarchy of grids (see the module
+    docstring).
 
     Parameters
     ----------
     integrator:
         The integrator whose program will be run (its draws are mapped to coordinates).
     seed:
-        Seed of the path (every coordinate's generator is derived from it).
+        Seed of the path (every coordinate's and level's generator is derived from it).
     dt:
-        The fine interval :math:`\\delta`; the run's step ``h`` and every draw boundary
+        The finest spacing :math:`\delta`; the run's step ``h`` and every draw boundary
         ``t0 + k h + f h`` must be multiples of it.
     h:
         The step of the run this source feeds (uniform grid).
     t0:
         Start time of the path (the run's start).
+    levels:
+        Spacings of the hierarchy, coarse to fine, each an integer multiple of the next and
+        ending at ``dt``; the coarsest must be a multiple of ``h``. Default: ``(chunk * dt,
+        dt)``.
     chunk:
-        Fine intervals generated per call (equal for all runs sharing the path).
+        Only for the default ``levels``: fine intervals per coarsest interval.
     """
 
     takes_times = True
@@ -135,32 +184,65 @@ class CommonNoise(NoiseSource):
         dt: float,
         h: float,
         t0: float = 0.0,
+        levels: Sequence[float] | None = None,
         chunk: int = 1,
     ) -> None:
         if not (dt > 0 and math.isfinite(dt)):
             raise CommonNoiseError(f"the fine interval must be positive, got {dt}")
-        m = h / dt
-        if not (m >= 1 - 1e-9 and abs(m - round(m)) <= 1e-9 * m):
+        if _ratio(h, dt) is None:
             raise CommonNoiseError(
                 f"the step h = {h:g} is not an integer multiple of the fine interval {dt:g} of "
                 "the common Brownian path"
             )
         if int(chunk) != chunk or chunk < 1:
             raise CommonNoiseError(f"chunk must be a positive integer, got {chunk}")
+        if levels is None:
+            m = _ratio(h, dt)
+            assert m is not None
+            levels = (math.lcm(int(chunk), m) * dt, dt)
+        chain = brownian_levels(levels)
+        if chain is None or len(chain) != len(set(levels)):
+            raise CommonNoiseError(
+                f"levels {tuple(levels)} are not a chain of integer multiples, coarse to fine"
+            )
+        if _ratio(chain[-1], dt) != 1:
+            raise CommonNoiseError(f"the finest level {chain[-1]:g} must be dt = {dt:g}")
+        if _ratio(chain[0], h) is None:
+            raise CommonNoiseError(
+                f"the coarsest level {chain[0]:g} must be a multiple of the step h = {h:g}"
+            )
         self.seed = int(seed)
         self.dt, self.h, self.t0 = float(dt), float(h), float(t0)
-        self.per_step = round(m)
-        self.chunk = int(chunk)
+        self.levels = chain
         fractions = draw_fractions(integrator)
+        per_step = _ratio(h, dt)
+        assert per_step is not None
         for letter, block, a, b in fractions:
             for f in (a, b):
-                k = f * self.per_step
-                if k.denominator != 1:
+                if (f * per_step).denominator != 1:
                     raise CommonNoiseError(
                         f"the draw of {letter} on {block} starts or stops at {f} of the step, "
-                        f"which is not on the fine grid (h = {h:g} is {self.per_step} fine "
+                        f"which is not on the fine grid (h = {h:g} is {per_step} fine "
                         f"intervals); use a fine interval that divides {f} h"
                     )
+        # the coarsest level on which every draw boundary of this run lies
+        self.level = len(chain) - 1
+        for k, sp in enumerate(chain):
+            n = _ratio(h, sp)
+            if n is not None and all(
+                (f * n).denominator == 1 for _, _, a, b in fractions for f in (a, b)
+            ):
+                self.level = k
+                break
+        self.spacing = chain[self.level]
+        self.per_top = round(chain[0] / self.spacing)
+        self._splits = [
+            (
+                round(chain[i - 1] / chain[i]),
+                torch.from_numpy(_helmert(round(chain[i - 1] / chain[i]))),
+            )
+            for i in range(1, self.level + 1)
+        ]
         # channels: draws of one flow and block over overlapping intervals of one step
         self.keys: list[tuple[str, str, int]] = []
         taken: dict[tuple[str, str, int], list[tuple[Fraction, Fraction]]] = {}
@@ -171,60 +253,48 @@ class CommonNoise(NoiseSource):
             taken.setdefault((letter, block, ch), []).append((a, b))
             self.keys.append((letter, block, ch))
         self.coords = sorted(set(self.keys))
-        self._gens: dict[tuple[str, str, int], torch.Generator] = {}
+        self._gens: dict[tuple[str, str, int], list[torch.Generator]] = {}
         self._uniform: torch.Generator | None = None
         self._shapes: dict[tuple[str, str, int], tuple[int, ...]] = {}
-        self._buf: dict[tuple[str, str, int], list[torch.Tensor]] = {}
-        self._first = 0  # index of the first buffered chunk
+        self._block = -1  # index of the coarsest interval held in _incr
+        self._incr: dict[tuple[str, str, int], torch.Tensor] = {}  # its increments, level k
         self._device: torch.device | None = None
 
     # -- the path -------------------------------------------------------------------------------
-    def _generator(self, key: tuple[str, str, int], device: torch.device) -> torch.Generator:
-        g = torch.Generator(device=device)
-        g.manual_seed(derived_seed(self.seed, *key[:2], key[2]))
-        return g
-
     def _index(self, time: float) -> int:
-        x = (time - self.t0) / self.dt
+        x = (time - self.t0) / self.spacing
         j = round(x)
         if abs(x - j) > 1e-6 * max(1.0, abs(x)) or j < 0:
             raise CommonNoiseError(
-                f"a draw boundary at t = {time:.12g} is not on the fine grid t0 + k dt "
-                f"(t0 = {self.t0:g}, dt = {self.dt:g})"
+                f"a draw boundary at t = {time:.12g} is not on the grid t0 + k * {self.spacing:g} "
+                f"(t0 = {self.t0:g})"
             )
         return j
 
-    def _fine(self, key: tuple[str, str, int], a: int, b: int) -> torch.Tensor:
-        """Fine normals ``[a, b)`` of one coordinate, shape ``(b - a, *shape)``."""
-        buf = self._buf[key]
-        # keep only the chunks of the current step window (draws never go back before it)
-        step_start = (a // self.per_step) * self.per_step
-        drop = step_start // self.chunk - self._first
-        if drop > 0:
-            for k in self.coords:
-                del self._buf[k][:drop]
-            self._first += drop
-        while (self._first + len(buf)) * self.chunk < b:
-            n = len(buf)
-            for k in self.coords:
-                if len(self._buf[k]) == n:  # every coordinate advances together
-                    self._buf[k].append(
-                        torch.randn(
-                            (self.chunk, *self._shapes[k]),
-                            generator=self._gens[k],
-                            dtype=torch.float64,
-                            device=self._device,
-                        )
-                    )
-        c0, c1 = a // self.chunk - self._first, (b - 1) // self.chunk - self._first
-        if c0 < 0:
-            raise CommonNoiseError(
-                "a draw went back before the current step: the run is not on the grid this "
-                "common noise was built for"
+    def _advance(self) -> None:
+        """Generate the next coarsest interval's increments, refined down to this run's
+        level: one call per level and coordinate, of a fixed size, so every run that uses a
+        level consumes its generator identically."""
+        self._block += 1
+        for key in self.coords:
+            gens, shape = self._gens[key], self._shapes[key]
+            z = torch.randn(
+                (1, *shape), generator=gens[0], dtype=torch.float64, device=self._device
             )
-        block = buf[c0] if c0 == c1 else torch.cat(buf[c0 : c1 + 1])
-        off = (self._first + c0) * self.chunk
-        return block[a - off : b - off]
+            W = z * math.sqrt(self.levels[0])
+            for lvl, (m, basis) in enumerate(self._splits, start=1):
+                n = W.shape[0]
+                w = torch.randn(
+                    (n, m - 1, *shape),
+                    generator=gens[lvl],
+                    dtype=torch.float64,
+                    device=self._device,
+                )
+                bridge = torch.tensordot(basis.to(w.device), w, dims=([1], [1])).movedim(0, 1)
+                W = (W.unsqueeze(1) / m + math.sqrt(self.levels[lvl]) * bridge).reshape(
+                    n * m, *shape
+                )
+            self._incr[key] = W
 
     def bind(
         self, shapes: Sequence[torch.Size], like: torch.Tensor
@@ -244,16 +314,28 @@ class CommonNoise(NoiseSource):
                 )
         for key in self.coords:
             if key not in self._gens:
-                self._gens[key] = self._generator(key, like.device)
-                self._buf[key] = []
+                self._gens[key] = []
+                for lvl in range(self.level + 1):
+                    g = torch.Generator(device=like.device)
+                    g.manual_seed(derived_seed(self.seed, *key[:2], key[2], lvl))
+                    self._gens[key].append(g)
         dtype = like.dtype
 
         def draw(key: tuple[str, str, int], start: float, stop: float) -> torch.Tensor:
             a, b = self._index(start), self._index(stop)
             if b <= a:
                 raise CommonNoiseError(f"empty draw interval [{start:.12g}, {stop:.12g}]")
-            z = self._fine(key, a, b)
-            return (z.sum(0) * (1.0 / math.sqrt(b - a))).to(dtype)
+            j = a // self.per_top
+            if j < self._block or (b - 1) // self.per_top != j:
+                raise CommonNoiseError(
+                    "a draw went back before the current interval, or across two: the run is "
+                    "not on the grid this common noise was built for"
+                )
+            while self._block < j:
+                self._advance()
+            off = j * self.per_top
+            W = self._incr[key][a - off : b - off]
+            return (W.sum(0) * (1.0 / math.sqrt((b - a) * self.spacing))).to(dtype)
 
         return [partial(draw, key) for key in self.keys]
 
@@ -272,16 +354,17 @@ class CommonNoise(NoiseSource):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "generators": {k: g.get_state() for k, g in self._gens.items()},
+            "generators": {k: [g.get_state() for g in v] for k, v in self._gens.items()},
             "uniform": None if self._uniform is None else self._uniform.get_state(),
-            "buffers": {k: [x.clone() for x in v] for k, v in self._buf.items()},
-            "first": self._first,
+            "increments": {k: v.clone() for k, v in self._incr.items()},
+            "block": self._block,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, s in state["generators"].items():
-            self._gens[k].set_state(s)
+        for k, states in state["generators"].items():
+            for g, st in zip(self._gens[k], states):
+                g.set_state(st)
         if state["uniform"] is not None and self._uniform is not None:
             self._uniform.set_state(state["uniform"])
-        self._buf = {k: [x.clone() for x in v] for k, v in state["buffers"].items()}
-        self._first = int(state["first"])
+        self._incr = {k: v.clone() for k, v in state["increments"].items()}
+        self._block = int(state["block"])

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from splitsde.analysis.common_noise import CommonNoise, fine_step
+from splitsde.analysis.common_noise import CommonNoise, brownian_levels, fine_step
 from splitsde.analysis.distributed import World, current_world, rank_seed
 from splitsde.analysis.fit import ALPHA, Estimate, OrderFit, Verdict, fit_order
 from splitsde.compose.integrator import NonFiniteError
@@ -371,6 +371,18 @@ def _common_grid(hs: Sequence[float]) -> float:
     return float(g)
 
 
+def _common_multiple(hs: Sequence[float], dt: float) -> float:
+    """The smallest multiple of every step in ``hs`` on the grid ``dt``."""
+    m = math.lcm(*(round(x / dt) for x in hs))
+    if m > 4096:
+        raise LadderError(
+            "common random numbers on this ladder need a common multiple of "
+            f"{m} fine intervals of {dt:g}: use a nested ladder like h0 * (1, 2, 4, 8) or "
+            "common_noise=False"
+        )
+    return m * dt
+
+
 def ladder_cost(
     hs: Sequence[float],
     walkers: int,
@@ -555,13 +567,15 @@ def estimate_weak_order(
     W = _walkers(state_for(runs[0]))
     if W // world.size < 1:
         raise LadderError(f"{W} walkers cannot be shared by {world.size} processes")
-    dt = chunk = None
+    levels: tuple[float, ...] = ()
     if common_noise:
-        base = _common_grid(runs)
-        dt, _ = fine_step(first, base)
-        # fine normals generated per call: a step of the largest run, capped in memory
-        per_walker = max(1, sum(math.prod(v.shape[1:]) for v in state_for(runs[0]).values()))
-        chunk = max(1, min(round(max(runs) / dt), 4_000_000 // (per_walker * W)))
+        dt, L = fine_step(first, _common_grid(runs))
+        # a nested ladder refines level by level (coarse runs generate only what they use);
+        # otherwise one level above the fine grid, a common multiple of every step
+        levels = brownian_levels([max(runs), *(x / L for x in runs)]) or (
+            _common_multiple(runs, dt),
+            dt,
+        )
     stream = rank_seed(seed, world.rank)
     total = ladder_cost(
         ladder,
@@ -589,7 +603,7 @@ def estimate_weak_order(
             start = _shard(state_for(x), world)
             n_steps, burn = _steps(x, mode, T, burn_in_time, sample_time)
             if common_noise:
-                noise: Any = CommonNoise(integ, seed=stream, dt=dt, h=x, chunk=chunk)
+                noise: Any = CommonNoise(integ, seed=stream, dt=levels[-1], h=x, levels=levels)
             else:
                 dev = next(iter(start.values())).device
                 gen = torch.Generator(device=dev)

@@ -86,11 +86,11 @@ def test_force_group_words():
 def test_nonlinear_user_sde_needs_and_gets_monte_carlo():
     system = sd.langevin.underdamped(sd.potentials.DoubleWell(), gamma=1.0, kT=1.0)
     integ = system.integrator("OBA")
-    with pytest.raises(CertificateError, match="not linear.*Monte Carlo"):
+    with pytest.raises(CertificateError, match=r"not linear.*Monte Carlo"):
         certificate(integ)
     walkers = 20_000
     options = MonteCarloOptions(
-        hs=(0.05, 0.1, 0.2, 0.4),
+        hs=(0.025, 0.05, 0.1, 0.2, 0.4),
         y0={
             "q": torch.full((walkers, 1), 0.5, dtype=torch.float64),
             "p": torch.zeros(walkers, 1, dtype=torch.float64),

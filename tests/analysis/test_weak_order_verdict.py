@@ -142,7 +142,7 @@ def test_symmetric_word_certifies_two_and_lie_word_one(double_well, word, order)
     integ = double_well.integrator(word)
     res = estimate_weak_order(
         integ,
-        [0.05, 0.1, 0.2, 0.4],
+        [0.025, 0.05, 0.1, 0.2, 0.4],
         _start(20_000),
         q2,
         mode="final",

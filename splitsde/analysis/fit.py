@@ -26,21 +26,29 @@ interval :math:`\{p : \chi^2(p) - \chi^2_{\min} \le z^2 s\}` with
 
 **Goodness of fit is part of the result.** A fit is *accepted* when its p-value is at least
 ``alpha`` (default :data:`ALPHA`). The asymptotic subset of the ladder is selected by a stated
-rule (:func:`fit_order`): on the full ladder fit the leading-term model; if it is rejected,
-or its order interval lies strictly between two integers (a sign that the next term biases
-the order), fit the model with the next term (which counts as rejected, too, when the next
-term outweighs the leading one somewhere on the fitted steps, :math:`|D| h_{\max} \ge |C|`:
-that is no asymptotic regime); if that fails in the same way too, drop the
-largest step and repeat, while a model keeps at least one degree of freedom. The first
-accepted fit whose interval does not fall between two integers is used (else the first
-accepted one). The :class:`Verdict` then certifies an
-integer order only if
+rule (:func:`fit_order`): on the full ladder fit the leading-term model; if it is rejected or
+does not pin an integer order (below), fit the model with the next term, which counts as
+rejected, too, when the next term outweighs the leading one somewhere on the fitted steps
+(:math:`|D| h_{\max} \ge |C|`: that is no asymptotic regime); if neither pins an order,
+drop the largest step and repeat, while a model keeps at least one degree of freedom. The
+first accepted fit that pins an integer order is used, else the first accepted fit (on the
+largest subset), else the leading-term fit of the whole ladder. The :class:`Verdict`
+then certifies an integer order only if
 
 1. some fit was accepted,
 2. a bias is resolved at all (the model without bias, :math:`v_i = \varphi_\star`, is
    rejected at level ``alpha``), and
 3. the order's confidence interval is narrower than one and contains exactly one positive
-   integer (a wide interval that happens to contain one integer pins nothing).
+   integer :math:`n` (a wide interval that happens to contain one integer pins nothing), and
+4. the integer models agree: with the powers fixed, the :math:`h^n` coefficient is resolved
+   next to :math:`h^{n+1}`, and no :math:`h^{n-1}` coefficient is resolved in the richest
+   accepted model with it (:math:`h^{n-1}, h^n, h^{n+1}`, else :math:`h^{n-1}, h^n`): a lower
+   order with a small coefficient can masquerade as order :math:`n` when the later terms
+   dominate the ladder.
+
+A certificate is a statement about the ladder it was computed on: a term of lower order that
+stays below the error bars at every step cannot be seen by any fit, so the smallest step and
+the number of walkers bound what is certified (the report says on which steps).
 
 Otherwise the result is reported as *not certified*, with the reason and what to do. The
 p-value uses the :math:`\chi^2_\nu` law for a known covariance; when the covariance was
@@ -329,6 +337,8 @@ def _fit_one(
     null_dof = len(h) - int(fit_ref)
     null_p = _p_value(float(r_null @ r_null), null_dof, len(h), samples)
     return {
+        "data": (h, v, cov, ref, level),
+        "alpha": alpha,
         "order": p,
         "lower": lower,
         "upper": upper,
@@ -419,12 +429,82 @@ def _verdict(best: dict[str, Any] | None, attempts: list[FitAttempt], alpha: flo
             ),
         )
     n = ints[0]
+    why = best.get("integer_check", _integer_check(best, n))
+    if why:
+        return Verdict(
+            False,
+            None,
+            f"the order interval {rng} contains only {n}, but {why}",
+            (
+                "use smaller steps (reach the regime where the leading term dominates)",
+                "more walkers",
+            ),
+        )
     return Verdict(
         True,
         n,
         f"order interval {rng}, {best['model']} accepted on h <= {max(best['hs']):g} with "
         f"p-value {best['p_value']:.2g} >= {alpha:g}",
     )
+
+
+def _power_z(r: dict[str, Any], powers: Sequence[int]) -> tuple[float, int, float]:
+    """z-score of the first coefficient of the linear GLS fit ``v = r + sum_k c_k h^k`` over
+    ``powers`` (fixed integers) on the fit's subset, its degrees of freedom and p-value."""
+    h, v, cov, ref, _ = r["data"]
+    x = h / float(np.exp(np.mean(np.log(h))))
+    Linv = np.linalg.inv(np.linalg.cholesky(cov))
+    cols = ([np.ones_like(x)] if ref is None else []) + [x**k for k in powers]
+    X = Linv @ np.stack(cols, axis=1)
+    y = Linv @ (v - (0.0 if ref is None else ref))
+    dof = len(h) - X.shape[1]
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    res = y - X @ beta
+    s = max(1.0, float(res @ res) / dof) if dof > 0 else 1.0
+    se = np.sqrt(np.abs(np.diag(np.linalg.pinv(X.T @ X))) * s)
+    k = 0 if ref is not None else 1
+    zk = float(beta[k] / se[k]) if se[k] > 0 else math.inf
+    return zk, dof, float(scipy.stats.chi2.sf(float(res @ res), dof)) if dof > 0 else math.nan
+
+
+def _integer_check(r: dict[str, Any], n: int) -> str:
+    """Why the integer order ``n`` cannot be certified from this fit's data, or ``""``: the
+    :math:`h^n` term must be resolved next to :math:`h^{n+1}`, and no :math:`h^{n-1}` term may
+    be resolved next to :math:`h^n, h^{n+1}` (a lower order with a small coefficient, masked
+    over the ladder by the larger terms after it)."""
+    z = float(scipy.stats.norm.ppf(0.5 + r["data"][4] / 2))
+    zn, dof, _ = _power_z(r, [n, n + 1])
+    if dof >= 1 and abs(zn) <= z:
+        return (
+            f"the h^{n} term is not resolved when h^{n + 1} is fitted next to it "
+            f"(|z| = {abs(zn):.2g})"
+        )
+    if n >= 2:
+        # the richest model with an h^(n-1) term that the data accept (the terms after h^n
+        # must be in it, or their curvature reads as an h^(n-1) term)
+        for powers in ([n - 1, n, n + 1], [n - 1, n]):
+            zl, dof, pv = _power_z(r, powers)
+            if dof >= 1 and pv >= r.get("alpha", ALPHA):
+                if abs(zl) > z:
+                    return (
+                        f"an h^{n - 1} term is resolved next to the higher ones (|z| = "
+                        f"{abs(zl):.2g}): the order may be {n - 1} with a small leading "
+                        "coefficient, masked on this ladder by the terms after it"
+                    )
+                break
+    return ""
+
+
+def _decisive(r: dict[str, Any], alpha: float) -> bool:
+    """Whether an accepted fit pins an integer order (the certification rule)."""
+    lo, hi = r["lower"], r["upper"]
+    if not (r["resolved"] and math.isfinite(lo) and math.isfinite(hi) and hi - lo < 1.0):
+        return False
+    ints = [n for n in range(1, 9) if lo <= n <= hi]
+    if len(ints) != 1:
+        return False
+    r["integer_check"] = _integer_check(r, ints[0])
+    return not r["integer_check"]
 
 
 def _between(r: dict[str, Any]) -> bool:
@@ -539,13 +619,13 @@ def fit_order(
                 fallback = r
             if ok:
                 accepted.append(r)
-                if not _between(r):
+                if _decisive(r, alpha):
                     done = True
                     break
         if not select:
             break
         n -= 1
-    best = next((r for r in accepted if not _between(r)), accepted[0] if accepted else None)
+    best = next((r for r in accepted if _decisive(r, alpha)), accepted[0] if accepted else None)
     chosen = best or fallback
     if chosen is None:
         raise ValueError(

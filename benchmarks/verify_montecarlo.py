@@ -160,6 +160,7 @@ def main() -> None:
     if args.worker:
         worker(walkers, repeats, args.worker_out)
         return
+    estimate(1000, True)  # warm-up: imports, first compilations
     load_before = os.getloadavg()
     rows = []
     t_crn, res_crn = best_of(repeats, lambda: timed_estimate(walkers, True))
@@ -210,7 +211,8 @@ def main() -> None:
     print(f"Monte Carlo weak-order estimator: {result['problem']}")
     print(f"{walkers} walkers, {work:.3g} walker-steps per estimate, best of {repeats}")
     print(
-        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, {os.cpu_count()} cpus"
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, "
+        f"{os.cpu_count()} cpus"
     )
     print(f"  {'method':40} {'seconds':>9} {'walker-steps/s':>15} {'vs hand loop':>13}")
     for r in rows:

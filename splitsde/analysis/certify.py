@@ -420,7 +420,7 @@ def certificate(
                 {"dim": dim, "seed": seed},
                 h,
                 ladder_steps,
-                symbolic=False,
+                symbolic=bool(symbolic),
                 progress=progress,
                 say=say,
             )
@@ -686,11 +686,15 @@ def _linear_certificate(
     )
     series_cost = f"moment system of {n_moments} unknowns"
     if symbolic:
-        say(f"      plus the exact series in h of the modified generator ({series_cost})")
+        say(
+            "      plus, where the coefficients have closed forms, the exact series in h of the "
+            f"modified generator ({series_cost})"
+        )
     else:
         say(
             f"      the exact series in h ({series_cost}) is not computed: the exact numeric "
-            "weak-error ladder decides the order instead (symbolic=True forces the series)"
+            "weak-error ladder decides the order instead (symbolic=True / --symbolic forces the "
+            "series)"
         )
     cost = _Cost(total, f"certificate {integ.word}", progress, say)
     try:

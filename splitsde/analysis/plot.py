@@ -99,6 +99,9 @@ def plot_fit(result: Any, path: str | os.PathLike | None = None, ax: Any = None)
                 capsize=3,
                 label=f"{label}" + ("" if kind == "in" else ", left out"),
             )
+    fine = [(p.h, abs(b)) for p, b in zip(pts, bias) if p.status == "reference"]
+    if fine:
+        ax.plot(*zip(*fine), "D", ms=9, mfc="none", mec="C1", label="fine-step reference run")
     if fit is not None and len(fit.hs) >= 2:
         grid = np.geomspace(min(fit.hs), max(fit.hs), 60)
         values = [p.estimate.value for p in pts if p.h in set(result.fit_hs.tolist())]

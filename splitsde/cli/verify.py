@@ -92,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="symbolic",
         action="store_true",
         default=None,
-        help="linear user SDE: force the exact series in h (costly above 3 blocks)",
+        help="linear SDE (--sde, --system linear): force the exact series in h (costly above "
+        "3 blocks)",
     )
     how.add_argument(
         "--numeric",
@@ -448,6 +449,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 reuse=args.reuse,
                 monte_carlo=options,
+                symbolic=args.symbolic,
                 progress=None if world.is_root else False,
                 say=say,
             )

@@ -49,6 +49,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--log",
+        default=None,
+        metavar="FILE",
+        help="write state data (step, time, potential energy, kinetic and configurational "
+        "temperature, acceptance of { } groups, speed) every --log-every steps, like OpenMM's "
+        "StateDataReporter: CSV, or JSON lines for a .jsonl/.json FILE",
+    )
+    p.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="steps between lines of --log (default: 1/100 of all steps, burn-in included)",
+    )
     p.set_defaults(func=run)
 
 
@@ -80,9 +95,14 @@ def run(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(args.seed + 1),
     )
     obs = [
-        sd.Running(lambda s: s["q"], "q", burn_in=burn),
-        sd.Running(lambda s: s["p"], "p", burn_in=burn),
+        sd.Running(lambda t, s: s["q"], "q", burn_in=burn),
+        sd.Running(lambda t, s: s["p"], "p", burn_in=burn),
     ]
+    if args.log_every is not None and args.log is None:
+        raise CLIError("--log-every needs --log FILE")
+    if args.log is not None:
+        every = args.log_every or max(1, (burn + args.steps) // 100)
+        obs.append(sd.langevin.Reporter(args.log, system, every=every))
     res = sd.integrate(integ, y0, h=args.h, steps=burn + args.steps, seed=args.seed, observers=obs)
     blocks = {}
     for name in ("q", "p"):

@@ -132,6 +132,8 @@ class ReverseSDE:
         :math:`\lambda \ge 0`, one number for every block or a mapping ``block name -> value``
         (blocks left out get 1).
 
+    Notes
+    -----
     The score is the field ``s`` with one output per block, depending on every block and on
     time; its callable receives the loop's (reverse) time :math:`\tau` as a Python float.
     """

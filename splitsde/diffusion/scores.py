@@ -103,6 +103,8 @@ class ScoreModel:
         The network's input dtype (default: the dtype of its first parameter, else the
         state's); outputs are cast back to the state dtype.
 
+    Notes
+    -----
     The callable checks the network's output shape on every call (a clear
     :class:`ValueError` names the expected shape); non-finite outputs are caught by the
     integrator's field checks.

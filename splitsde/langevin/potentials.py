@@ -22,6 +22,7 @@ import scipy.integrate
 import sympy
 import torch
 
+from splitsde.errors import SplitsdeError
 from splitsde.symbolic.parse import parse_expression
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Harmonic",
     "MullerBrown",
     "Potential",
+    "PotentialError",
     "SympyPotential",
     "TorchPotential",
 ]
@@ -272,8 +274,21 @@ def _mb_moments(scale: float, kT: float) -> dict[str, np.ndarray]:
     return {"mean": np.array([mx, my]), "var": np.array([vx, vy])}
 
 
+class PotentialError(SplitsdeError, ValueError):
+    """A potential that cannot be used as given (wrong event shape, wrong output shape)."""
+
+
 class TorchPotential(Potential):
-    """Any torch energy function ``energy(q) -> (walkers,)``; forces by autograd."""
+    r"""Any torch energy function ``energy(q) -> (walkers,)``; forces :math:`-\nabla U` and
+    the Laplacian :math:`\Delta U` by autograd.
+
+    ``event_shape`` is the shape of one configuration, e.g. ``(2,)`` for a potential on the
+    plane or ``(atoms, 3)``. Given, it is checked on every call (a state of another shape is
+    refused with a :class:`PotentialError` naming both shapes). Omitted, the energy must work
+    on configurations of any shape (like the built-in separable potentials): it is probed once
+    on two walkers of one coordinate, and a function that fails there or does not return one
+    value per walker is refused at construction, asking for ``event_shape``.
+    """
 
     def __init__(
         self,
@@ -281,11 +296,54 @@ class TorchPotential(Potential):
         name: str = "torch",
         event_shape: tuple[int, ...] | None = None,
     ) -> None:
+        if not callable(energy):
+            raise PotentialError(f"TorchPotential {name!r}: energy must be a function of q")
         self._energy = energy
         self.name = name
+        if event_shape is not None:
+            shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+            if not shape or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape
+            ):
+                raise PotentialError(
+                    f"TorchPotential {name!r}: event_shape must be a tuple of positive "
+                    f"integers, got {event_shape!r}"
+                )
+            event_shape = shape
         self.event_shape = event_shape
+        self._probe()
+
+    def _probe(self) -> None:
+        """One call on zeros of two walkers: the energy must run and return shape ``(2,)``."""
+        shape = (2, *(self.event_shape or (1,)))
+        q = torch.zeros(shape, dtype=torch.float64)
+        try:
+            e = self._energy(q)
+        except Exception as err:
+            if self.event_shape is not None:
+                raise PotentialError(
+                    f"TorchPotential {self.name!r}: the energy fails on configurations of "
+                    f"shape {self.event_shape} ({type(err).__name__}: {err})"
+                ) from err
+            raise PotentialError(
+                f"TorchPotential {self.name!r}: the energy fails on configurations of one "
+                f"coordinate ({type(err).__name__}: {err}); give the shape of one "
+                "configuration, e.g. TorchPotential(energy, event_shape=(2,))"
+            ) from err
+        if not isinstance(e, torch.Tensor) or tuple(e.shape) != (2,):
+            got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise PotentialError(
+                f"TorchPotential {self.name!r}: the energy must return one value per walker, "
+                f"a tensor of shape (walkers,); on {shape[0]} walkers of shape {shape[1:]} it "
+                f"returned {got}"
+            )
 
     def energy(self, q: torch.Tensor) -> torch.Tensor:
+        if self.event_shape is not None and tuple(q.shape[1:]) != self.event_shape:
+            raise PotentialError(
+                f"TorchPotential {self.name!r} acts on configurations of shape "
+                f"{self.event_shape}; got positions of shape {tuple(q.shape)} (walkers first)"
+            )
         return self._energy(q)
 
     def __repr__(self) -> str:

@@ -37,10 +37,13 @@ then certifies an integer order only if
 
 1. some fit was accepted,
 2. a bias is resolved at all (the model without bias, :math:`v_i = \varphi_\star`, is
-   rejected at level ``alpha``), and
+   rejected at level ``alpha``),
 3. the order's confidence interval is narrower than one and contains exactly one positive
-   integer :math:`n` (a wide interval that happens to contain one integer pins nothing), and
-4. the integer models agree: with the powers fixed, the :math:`h^n` coefficient is resolved
+   integer :math:`n` (a wide interval that happens to contain one integer pins nothing),
+4. the fitted bias is resolved (above :math:`z` standard errors) at three or more of the
+   fitted steps -- with a fitted reference, its differences to the smallest step -- so the
+   order does not rest on the largest steps alone, and
+5. the integer models agree: with the powers fixed, the :math:`h^n` coefficient is resolved
    next to :math:`h^{n+1}`, and no :math:`h^{n-1}` coefficient is resolved in the richest
    accepted model with it (:math:`h^{n-1}, h^n, h^{n+1}`, else :math:`h^{n-1}, h^n`): a lower
    order with a small coefficient can masquerade as order :math:`n` when the later terms
@@ -467,12 +470,31 @@ def _power_z(r: dict[str, Any], powers: Sequence[int]) -> tuple[float, int, floa
     return zk, dof, float(scipy.stats.chi2.sf(float(res @ res), dof)) if dof > 0 else math.nan
 
 
+def _resolved_steps(r: dict[str, Any], z: float) -> int:
+    """At how many fitted steps the fitted bias is resolved: ``|C h^p + D h^(p+1)|`` above
+    ``z`` standard errors (with a fitted reference: its difference to the smallest step,
+    against the standard error of that difference, the smallest step counting as one)."""
+    h, _, cov, ref, _ = r["data"]
+    b = r["coefficient"] * h ** r["order"] + r["next_coefficient"] * h ** (r["order"] + 1)
+    d = np.diag(cov)
+    if ref is not None:
+        return int(np.sum(np.abs(b) > z * np.sqrt(d)))
+    diff_se = np.sqrt(np.clip(d + d[0] - 2 * cov[:, 0], 0.0, None))
+    return 1 + int(np.sum((np.abs(b - b[0]) > z * diff_se)[1:]))
+
+
 def _integer_check(r: dict[str, Any], n: int) -> str:
     """Why the integer order ``n`` cannot be certified from this fit's data, or ``""``: the
     :math:`h^n` term must be resolved next to :math:`h^{n+1}`, and no :math:`h^{n-1}` term may
     be resolved next to :math:`h^n, h^{n+1}` (a lower order with a small coefficient, masked
     over the ladder by the larger terms after it)."""
     z = float(scipy.stats.norm.ppf(0.5 + r["data"][4] / 2))
+    k = _resolved_steps(r, z)
+    if k < 3:
+        return (
+            f"the fitted bias is resolved at only {k} of the steps it was fitted on (a power "
+            "law needs three: the order would rest on the largest steps alone)"
+        )
     zn, dof, _ = _power_z(r, [n, n + 1])
     if dof >= 1 and abs(zn) <= z:
         return (

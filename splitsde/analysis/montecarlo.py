@@ -614,7 +614,7 @@ def estimate_weak_order(
             try:
                 if mode == "stationary":
                     obs = Running(
-                        lambda s: _per_walker(observable(s)), "phi", burn_in=burn, every=every
+                        lambda t, s: _per_walker(observable(s)), "phi", burn_in=burn, every=every
                     )
                     res = integrate(
                         integ,

@@ -19,7 +19,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from splitsde.cli.common import nonnegative_float, nonnegative_int, positive_float, positive_int
+from splitsde.cli.common import (
+    check_memory,
+    friction,
+    nonnegative_float,
+    physical,
+    plot_file,
+    positive_float,
+    positive_int,
+    seed,
+)
+
+#: float64 matrices of the size of the linear system's covariance (2 dim x 2 dim) that the
+#: exact analysis keeps at once: used to refuse a --dim that cannot fit in memory.
+MATRIX_COPIES = 64
 
 SYSTEMS = (
     "harmonic",
@@ -73,13 +86,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "System, an SDE (fields with definitions), a tuple (sde, params, fields), or a "
         "function returning one -- this runs that module's code",
     )
-    p.add_argument("--dim", type=positive_int, default=4, help="dimension of --system linear")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of --system linear")
+    p.add_argument(
+        "--dim", type=positive_int, default=None, help="dimension of --system linear (default 4)"
+    )
+    p.add_argument(
+        "--seed", type=seed, default=0, help="seed of --system linear (0 to 2**63 - 1)"
+    )
     p.add_argument("--h", type=positive_float, default=0.1, help="step size")
-    p.add_argument("--omega", type=positive_float, default=1.0, help="oscillator frequency")
-    p.add_argument("--gamma", type=nonnegative_float, default=1.0, help="friction")
-    p.add_argument("--kT", type=positive_float, default=1.0, help="temperature")
-    p.add_argument("--mass", type=positive_float, default=1.0, help="mass")
+    p.add_argument("--omega", type=physical, default=1.0, help="oscillator frequency, 1e-6 to 1e6")
+    p.add_argument("--gamma", type=friction, default=1.0, help="friction: 0 or 1e-6 to 1e6")
+    p.add_argument("--kT", type=physical, default=1.0, help="temperature, 1e-6 to 1e6")
+    p.add_argument("--mass", type=physical, default=1.0, help="mass, 1e-6 to 1e6")
     p.add_argument(
         "--reuse",
         choices=["none", "exact", "per_step"],
@@ -140,10 +157,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="independent noise per step instead of one Brownian path",
     )
-    mc.add_argument("--mc-seed", type=nonnegative_int, default=0, help="seed of the noise")
+    mc.add_argument(
+        "--mc-seed", type=seed, default=0, help="seed of the noise (0 to 2**63 - 1)"
+    )
     mc.add_argument("--y0", help="initial state of a --sde without initial_state(), e.g. 'q=1,p=0'")
     mc.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
-    p.add_argument("--plot", metavar="FILE", help="write a figure (PNG/PDF/SVG) of the fit")
+    p.add_argument(
+        "--plot", type=plot_file, metavar="FILE", help="write a figure (PNG/PDF/SVG) of the fit"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -378,8 +399,17 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from None
     if args.sde is None and args.word is None:
         raise CLIError("give WORD (or --sde MODULE:ATTR naming an integrator)")
-    if args.system == "linear" and args.dim < 2:
-        raise CLIError("--system linear needs --dim >= 2")
+    if args.dim is not None and args.system != "linear":
+        raise CLIError(f"--dim applies to --system linear, not {args.system}")
+    args.dim = 4 if args.dim is None else args.dim
+    if args.system == "linear":
+        if args.dim < 2:
+            raise CLIError("--system linear needs --dim >= 2")
+        check_memory(
+            MATRIX_COPIES * (2 * args.dim) ** 2 * 8,
+            f"the exact analysis of --dim {args.dim}",
+            "use a smaller --dim",
+        )
     world = init_world()
 
     def say(msg: str) -> None:

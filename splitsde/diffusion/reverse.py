@@ -73,6 +73,7 @@ import sympy
 
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow
+from splitsde.symbolic.parse import as_expression
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter, t
 
@@ -181,7 +182,7 @@ class ReverseSDE:
         return {k: v for k, v in self.params.items() if k in names}
 
     def _at_reverse_time(self, e: sympy.Expr) -> sympy.Expr:
-        return sympy.sympify(e).xreplace({t: self.T - t})
+        return as_expression(e, "coefficient").xreplace({t: self.T - t})
 
     @cached_property
     def terms(self) -> dict[str, dict[str, sympy.Expr]]:

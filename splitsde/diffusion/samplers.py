@@ -56,9 +56,11 @@ from splitsde.compose.integrator import Integrator
 from splitsde.compose.reduce import Reduction
 from splitsde.compose.word import Word
 from splitsde.diffusion.grids import check_grid, time_grid
+from splitsde.diffusion.kernels import prepare_kernel_tables
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.reverse import ReverseSDE, SplitSpec
+from splitsde.diffusion.scores import bind_kernels
 from splitsde.errors import SplitsdeError
 from splitsde.integrate import Result, integrate
 from splitsde.symbolic.solve import EulerMaruyama, SolverStrategy
@@ -487,6 +489,7 @@ def plan(
                 f"({', '.join(integrator_options)})"
             )
         return own_plan(proc, score, nfe=nfe, steps=steps, grid=grid, eps=eps, denoise=denoise)
+    score = bind_kernels(score)  # kernel terms of score conversions: one table per plan
     integ = s.integrator(proc, score, **integrator_options)
     den = s.denoiser(proc, score, **integrator_options) if denoise else None
     if isinstance(grid, str):
@@ -499,7 +502,11 @@ def plan(
         if nfe is not None or steps is not None:
             raise ValueError("an explicit grid fixes the steps; do not give nfe= or steps=")
         ts = check_grid(proc, grid, eps)
-    return Plan(s, proc, integ, den, ts)
+    out = Plan(s, proc, integ, den, ts)
+    prepare_kernel_tables(integ, out.tau)
+    if den is not None:
+        prepare_kernel_tables(den, out.denoise_tau)
+    return out
 
 
 def sample(

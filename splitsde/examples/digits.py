@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from splitsde.examples.cache import cache_dir, load_or_train
+from splitsde.examples.cache import cache_dir, check_writable, load_or_train
 from splitsde.examples.frechet import feature_statistics, frechet_distance
 from splitsde.examples.networks import DigitClassifier, ScoreMLP
 from splitsde.optional import require
@@ -696,6 +696,7 @@ def _run(
 
     log = (lambda s: print(s, flush=True)) if verbose else None
     directory = cache_dir(cache, sub="digits")
+    check_writable(directory)  # before any training, not after
     data = load_digits(config.held_out, config.seed)
     notes: list[str] = []
     procs = [dm.process(name) for name in config.processes]
@@ -787,13 +788,25 @@ def _names(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``splitsde digits`` (shared with ``python -m splitsde.examples.digits``)."""
-    from splitsde.cli.common import positive_int_list
+    from splitsde.cli.common import (
+        positive_int,
+        positive_int_list,
+        seed,
+        threads,
+        writable_dir,
+    )
     from splitsde.diffusion.grids import GRIDS
 
     d = DigitsConfig()
-    p.add_argument("--out", default="splitsde-digits", help="output folder (JSON and PNG grids)")
+    p.add_argument(
+        "--out",
+        type=writable_dir,
+        default="splitsde-digits",
+        help="output folder (JSON and PNG grids)",
+    )
     p.add_argument(
         "--cache-dir",
+        type=writable_dir,
         default=None,
         help="folder of cached weights (default: $SPLITSDE_CACHE_DIR, $XDG_CACHE_HOME/splitsde "
         "or ~/.cache/splitsde, then /digits)",
@@ -818,14 +831,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--grid", default=d.grid, choices=GRIDS, help="time grid of the samplers (default uniform)"
     )
     p.add_argument(
-        "--samples", type=int, default=None, help="generated samples (default: the held-out size)"
+        "--samples",
+        type=positive_int,
+        default=None,
+        help="generated samples (default: the held-out size)",
     )
-    p.add_argument("--train-steps", type=int, default=d.train_steps)
-    p.add_argument("--width", type=int, default=d.width, help="hidden width of the score MLP")
-    p.add_argument("--depth", type=int, default=d.depth, help="residual blocks of the score MLP")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-steps", type=positive_int, default=d.train_steps)
+    p.add_argument(
+        "--width", type=positive_int, default=d.width, help="hidden width of the score MLP"
+    )
+    p.add_argument(
+        "--depth", type=positive_int, default=d.depth, help="residual blocks of the score MLP"
+    )
+    p.add_argument("--seed", type=seed, default=d.seed, help="0 to 2**63 - 1")
     p.add_argument("--tiny", action="store_true", help="seconds-long sizes to try the pipeline")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=threads, default=None, help="torch threads, 1 to 4096 (default: torch's)"
+    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import scipy.integrate
+import scipy.optimize
 import sympy
 import torch
 
 from splitsde.errors import SplitsdeError
-from splitsde.symbolic.parse import parse_expression
+from splitsde.symbolic.parse import as_expression, parse_expression
 
 __all__ = [
     "DoubleWell",
@@ -113,20 +114,63 @@ class _Separable1D(Potential):
 
 
 @cache
-def _partition(pot: _Separable1D, kT: float) -> float:
-    f = lambda x: math.exp(-(float(pot.u(np.array(x))) - pot._umin) / kT)  # noqa: E731
+def _window(pot: _Separable1D, kT: float) -> tuple[float, list[float]]:
+    """Half-width ``L`` of the quadrature range and the energy minima inside it.
+
+    The range grows from the potential's support until the energy at both ends is ``60 kT``
+    above the minimum (a hot system spreads beyond the support); the minima within ``60 kT``
+    of the lowest are given to ``quad`` as break points, since at small ``kT`` the weight is a
+    peak narrower than its first subdivision.
+    """
+    L = pot._support
+    for _ in range(64):
+        if np.all(pot.u(np.array([-L, L])) - pot._umin > 60 * kT):
+            break
+        L *= 2
+    xs = np.linspace(-L, L, 20001)
+    u = pot.u(xs)
+    mid = u[1:-1]
+    low = (mid <= u[:-2]) & (mid <= u[2:]) & (mid - u.min() < 60 * kT)
+    dx = xs[1] - xs[0]
+    points: list[float] = []
+    for x in xs[1:-1][low][:20]:
+        p = scipy.optimize.minimize_scalar(
+            lambda v: float(pot.u(np.array(v))),
+            bounds=(x - dx, x + dx),
+            method="bounded",
+            options={"xatol": 1e-12},
+        ).x
+        # break points at multiples of the peak's width sqrt(kT / U''(p)), so that quad
+        # resolves a peak much narrower than the range
+        d = 1e-4 * max(1.0, abs(p))
+        curv = float(pot.u(np.array(p + d)) + pot.u(np.array(p - d)) - 2 * pot.u(np.array(p)))
+        width = math.sqrt(kT * d * d / curv) if curv > 0 else dx
+        for k in (0.0, 1.0, -1.0, 4.0, -4.0, 12.0, -12.0):
+            if abs(p + k * width) < L:
+                points.append(float(p + k * width))
+    points = sorted(set(points))
+    return L, points
+
+
+def _boltzmann_quad(pot: _Separable1D, kT: float, g: Callable[[float], float]) -> float:
+    L, points = _window(pot, kT)
+    f = lambda x: g(x) * math.exp(-(float(pot.u(np.array(x))) - pot._umin) / kT)  # noqa: E731
+    # absolute tolerance on the scale of the range: the first moment of a symmetric well is 0
     return scipy.integrate.quad(
-        f, -pot._support, pot._support, limit=200, epsabs=1e-13, epsrel=1e-12
+        f, -L, L, points=points or None, limit=200, epsabs=1e-13 * L, epsrel=1e-12
     )[0]
+
+
+@cache
+def _partition(pot: _Separable1D, kT: float) -> float:
+    return _boltzmann_quad(pot, kT, lambda x: 1.0)
 
 
 @cache
 def _separable_moments(pot: _Separable1D, kT: float) -> tuple[float, float]:
     z = _partition(pot, kT)
-    w = lambda x: math.exp(-(float(pot.u(np.array(x))) - pot._umin) / kT) / z  # noqa: E731
-    opts = {"limit": 200, "epsabs": 1e-13, "epsrel": 1e-12}
-    m1 = scipy.integrate.quad(lambda x: x * w(x), -pot._support, pot._support, **opts)[0]
-    m2 = scipy.integrate.quad(lambda x: x * x * w(x), -pot._support, pot._support, **opts)[0]
+    m1 = _boltzmann_quad(pot, kT, lambda x: x) / z
+    m2 = _boltzmann_quad(pot, kT, lambda x: x * x) / z
     return m1, m2 - m1 * m1
 
 
@@ -360,6 +404,7 @@ class SympyPotential(_Separable1D):
     def __init__(self, expr: sympy.Expr | str, name: str = "sympy", support: float = 10.0) -> None:
         if isinstance(expr, str):
             expr = parse_expression(expr, [_Q])
+        expr = as_expression(expr, "SympyPotential")
         free = expr.free_symbols - {_Q}
         if free:
             raise ValueError(f"potential uses unknown symbols {sorted(map(str, free))}; use q")

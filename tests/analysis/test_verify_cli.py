@@ -201,11 +201,16 @@ def test_verify_not_certified_exits_one_with_the_reason(capsys):
 
 
 def test_verify_plot_path_is_checked_before_computing(tmp_path, capsys):
+    """A figure that cannot be written is refused when the options are parsed (status 2)."""
     bad = tmp_path / "no" / "such" / "dir" / "fit.png"
-    assert main(["verify", "BAOAB", "--system", "double-well", "--plot", str(bad)]) == 2
-    assert "no directory" in capsys.readouterr().err
-    assert main(["verify", "BAOAB", "--plot", str(tmp_path / "fit.txt")]) == 2
-    assert "suffixes" in capsys.readouterr().err
+    for argv, message in [
+        (["--system", "double-well", "--plot", str(bad)], f"folder {bad.parent} does not exist"),
+        (["--plot", str(tmp_path / "fit.txt")], "cannot write a figure as .txt"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(["verify", "BAOAB", *argv])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_verify_monte_carlo_next_to_the_exact_analysis(capsys):

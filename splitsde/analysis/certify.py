@@ -28,6 +28,7 @@ first one; a progress bar follows them (``progress``).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -323,6 +324,48 @@ def _sde_name(sde: Any) -> str:
     return f"{base} (blocks {blocks}; letters {letters})"
 
 
+#: Seconds of one core to build ``random_linear(dim)`` and compile a word for it, per dim^2
+#: (the symbolic work grows like dim^2; measured about 100 s at dim 200 on the CI machine).
+COMPILE_SECONDS_PER_DIM2 = 30.0 / 100**2
+
+
+class _TimedBar:
+    """A progress bar over an estimated duration, for work without natural steps (symbolic
+    compilation): a timer thread advances it with the elapsed time, held below its end until
+    the work is done, so the user sees that the work goes on and about how long it takes."""
+
+    def __init__(self, seconds: float, desc: str, progress: bool | None):
+        self.total = max(1, round(seconds))
+        self.bar = progress_bar(
+            self.total,
+            desc,
+            progress,
+            unit="s",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of about {total_fmt} s",
+        )
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _tick(self) -> None:
+        started = time.perf_counter()
+        while not self.done.wait(0.5):
+            self.bar.n = min(time.perf_counter() - started, 0.99 * self.total)
+            self.bar.refresh()
+
+    def __enter__(self) -> _TimedBar:
+        if self.bar is not None:
+            self.thread = threading.Thread(target=self._tick, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.bar is not None:
+            self.bar.close()
+
+
 class _Cost:
     """States the cost of the exact analysis up front and drives its progress bar."""
 
@@ -410,9 +453,16 @@ def certificate(
                 target, system, h, omega, gamma, kT, mass, reuse, ladder_steps
             )
         elif system == "linear":
-            say(f"building the random stable linear SDE (dim {dim}) and compiling the word ...")
-            prob = problems.random_linear(dim, seed)
-            integ = prob.integrator(target, reduction=Reduction(reuse))
+            estimate = COMPILE_SECONDS_PER_DIM2 * dim**2
+            if estimate > 5.0:
+                say(
+                    f"cost: building the random stable linear SDE (dim {dim}) and compiling "
+                    f"{target} is symbolic work that grows like dim^2 (roughly {estimate:.0f} s "
+                    "of one core before the analysis starts)"
+                )
+            with _TimedBar(estimate, f"compiling {target}", progress if estimate > 5.0 else False):
+                prob = problems.random_linear(dim, seed)
+                integ = prob.integrator(target, reduction=Reduction(reuse))
             cert = _linear_certificate(
                 integ,
                 prob.linear_sde,

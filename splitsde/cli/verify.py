@@ -89,9 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dim", type=positive_int, default=None, help="dimension of --system linear (default 4)"
     )
-    p.add_argument(
-        "--seed", type=seed, default=0, help="seed of --system linear (0 to 2**63 - 1)"
-    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of --system linear (0 to 2**63 - 1)")
     p.add_argument("--h", type=positive_float, default=0.1, help="step size")
     p.add_argument("--omega", type=physical, default=1.0, help="oscillator frequency, 1e-6 to 1e6")
     p.add_argument("--gamma", type=friction, default=1.0, help="friction: 0 or 1e-6 to 1e6")
@@ -157,9 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="independent noise per step instead of one Brownian path",
     )
-    mc.add_argument(
-        "--mc-seed", type=seed, default=0, help="seed of the noise (0 to 2**63 - 1)"
-    )
+    mc.add_argument("--mc-seed", type=seed, default=0, help="seed of the noise (0 to 2**63 - 1)")
     mc.add_argument("--y0", help="initial state of a --sde without initial_state(), e.g. 'q=1,p=0'")
     mc.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument(
@@ -461,12 +457,6 @@ def run(args: argparse.Namespace) -> int:
                 }[args.system]()
                 integ = prob.integrator(args.word, reduction=Reduction(args.reuse))
                 options = _monte_carlo_options(args, integ, prob, world)
-            elif args.system == "linear" and args.dim > 20:
-                say(
-                    f"cost: compiling {args.word} for a {args.dim}-dimensional linear SDE is "
-                    f"symbolic work that grows like dim^2 (roughly {30 * (args.dim / 100) ** 2:.0f}"
-                    " s of one core before the analysis starts)"
-                )
             cert = certificate(
                 args.word,
                 args.system,

@@ -128,10 +128,10 @@ def test_the_stated_cost_is_the_cost_paid(monkeypatch, capsys):
 
     monkeypatch.setattr(Integrator, "prepare", counting)
     cert = certificate("BAOAB", "linear", dim=6, progress=True, say=said.append)
-    stated = int(re.search(r"at most (\d+) lowerings of the step program", said[1]).group(1))
-    rounds = int(re.search(r"up to (\d+) for the stability bound", said[1]).group(1))
+    stated = int(re.search(r"at most (\d+) lowerings of the step program", said[0]).group(1))
+    rounds = int(re.search(r"up to (\d+) for the stability bound", said[0]).group(1))
     assert stated - rounds + 1 <= calls["n"] <= stated  # the scan, then only needed rounds
-    assert "moment system of 28 unknowns" in said[2]  # 1 + 6 + 21, not computed at dim 6
+    assert "moment system of 28 unknowns" in said[1]  # 1 + 6 + 21, not computed at dim 6
     assert cert.certified and cert.weak_order == 2
     assert "certificate BAOAB" in capsys.readouterr().err  # the bar, on stderr
 
@@ -144,3 +144,28 @@ def test_batched_stability_bound_matches_the_scalar_bisection():
     assert batched == pytest.approx(scalar, rel=1e-10)
     harmonic = problems.harmonic(OMEGA, 1.0, 1.0, 1.0).integrator("BAOAB")
     assert integrator_stability_bound(harmonic, 1e-3, 50.0) == pytest.approx(2 / OMEGA, rel=1e-11)
+
+
+def test_the_compilation_of_a_large_linear_system_states_its_cost_and_shows_a_bar(
+    monkeypatch, capsys
+):
+    """Large ``--system linear``: the symbolic compilation (most of the run at dim 200) is
+    announced with its estimated duration and runs under a timed progress bar; small systems
+    stay silent."""
+    import splitsde.analysis.certify as certify
+
+    said: list[str] = []
+    certificate("OBA", "linear", dim=6, progress=True, say=said.append)
+    assert not any("symbolic work" in s for s in said)
+    assert "compiling" not in capsys.readouterr().err
+    # as if dim 6 took what dim 200 takes: 1.2 s per dim^2 unit -> 43 s
+    monkeypatch.setattr(certify, "COMPILE_SECONDS_PER_DIM2", 1.2)
+    said.clear()
+    cert = certificate("OBA", "linear", dim=6, progress=True, say=said.append)
+    assert said[0] == (
+        "cost: building the random stable linear SDE (dim 6) and compiling OBA is symbolic "
+        "work that grows like dim^2 (roughly 43 s of one core before the analysis starts)"
+    )
+    err = capsys.readouterr().err
+    assert "compiling OBA:" in err and "of about 43 s" in err
+    assert cert.certified and cert.weak_order == 1

@@ -11,6 +11,7 @@ import sympy as sp
 import torch
 
 import splitsde as sd
+import splitsde.analysis.certify as certify
 from splitsde import problems
 from splitsde.analysis import (
     MonteCarloOptions,
@@ -127,10 +128,19 @@ def test_the_stated_cost_is_the_cost_paid(monkeypatch, capsys):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Integrator, "prepare", counting)
+    ticks: list[tuple[int, int]] = []
+    close = certify._Cost.close
+
+    def recording(self):
+        ticks.append((self.done, self.total))
+        close(self)
+
+    monkeypatch.setattr(certify._Cost, "close", recording)
     cert = certificate("BAOAB", "linear", dim=6, progress=True, say=said.append)
     stated = int(re.search(r"at most (\d+) lowerings of the step program", said[0]).group(1))
     rounds = int(re.search(r"up to (\d+) for the stability bound", said[0]).group(1))
     assert stated - rounds + 1 <= calls["n"] <= stated  # the scan, then only needed rounds
+    assert ticks == [(calls["n"], stated)]  # the bar counts the lowerings, nothing else
     assert "moment system of 28 unknowns" in said[1]  # 1 + 6 + 21, not computed at dim 6
     assert cert.certified and cert.weak_order == 2
     assert "certificate BAOAB" in capsys.readouterr().err  # the bar, on stderr
@@ -152,13 +162,11 @@ def test_the_compilation_of_a_large_linear_system_states_its_cost_and_shows_a_ba
     """Large ``--system linear``: the symbolic compilation (most of the run at dim 200) is
     announced with its estimated duration and runs under a timed progress bar; small systems
     stay silent."""
-    import splitsde.analysis.certify as certify
-
     said: list[str] = []
     certificate("OBA", "linear", dim=6, progress=True, say=said.append)
     assert not any("symbolic work" in s for s in said)
     assert "compiling" not in capsys.readouterr().err
-    # as if dim 6 took what dim 200 takes: 1.2 s per dim^2 unit -> 43 s
+    # as if dim 6 were slow to compile: 1.2 s per dim^2 unit -> 43 s
     monkeypatch.setattr(certify, "COMPILE_SECONDS_PER_DIM2", 1.2)
     said.clear()
     cert = certificate("OBA", "linear", dim=6, progress=True, say=said.append)

@@ -107,6 +107,14 @@ def _cell(p: dict) -> str:
     return f"{p['bias']:+.2e} ± {p['se']:.1e}"
 
 
+def _interval(r: dict) -> str:
+    iv = r.get("order_interval")
+    if not iv:
+        return "-"
+    ends = ("inf" if v is None or v == float("inf") else f"{v:.2f}" for v in iv)
+    return "[" + ", ".join(ends) + "]"
+
+
 def table(rows: list[dict], markdown: bool) -> str:
     out = []
     for case in dict.fromkeys(r["problem"] for r in rows):
@@ -114,14 +122,16 @@ def table(rows: list[dict], markdown: bool) -> str:
         hs = [p["h"] for p in sub[0]["points"]]
         ref = sub[0]["reference"]
         title = f"{case}: bias of <{sub[0]['observable']}> (quadrature {ref:.8g})"
-        if markdown:
-            out.append(f"**{title}**\n")
-            out.append("| word | " + " | ".join(f"h = {h:g}" for h in hs) + " | order |")
-            out.append("|---" * (len(hs) + 2) + "|")
+        if markdown:  # backquotes: <q2> would be read as an HTML tag
+            out.append(f"**{case}: bias of `<{sub[0]['observable']}>`** (quadrature {ref:.8g})\n")
+            out.append(
+                "| word | " + " | ".join(f"h = {h:g}" for h in hs) + " | order interval | order |"
+            )
+            out.append("|---" * (len(hs) + 3) + "|")
             for r in sub:
                 order = r["certified_order"] if r["certified_order"] else "not certified"
                 cells = " | ".join(_cell(p) for p in r["points"])
-                out.append(f"| {r['word']} | {cells} | {order} |")
+                out.append(f"| {r['word']} | {cells} | {_interval(r)} | {order} |")
             out.append("")
         else:
             out.append(title)

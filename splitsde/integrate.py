@@ -5,9 +5,16 @@ given time grid with a seeded generator, calls observers, saves states, shows a 
 (only on a terminal), checks for non-finite values and reports the measured number of field
 evaluations.
 
-Non-finite values are checked every ``check_every`` steps; when one is found the run is
-replayed deterministically from the last good snapshot with per-sub-step checks, so the error
-names the exact step, sub-step and block at no per-step cost.
+Non-finite values (and, with ``max_abs=``, values beyond a magnitude) are checked every
+``check_every`` steps and before every checkpoint; when one is found the run is replayed
+deterministically from the last good snapshot with per-sub-step checks, so the error names the
+exact step, sub-step and block at no per-step cost, and says whether the step size exceeds the
+scheme's stability bound (exactly, for linear problems; see :mod:`splitsde.divergence`). An
+exception raised inside a field's callable is reported as a
+:class:`~splitsde.compose.integrator.FieldError` naming the field and the step.
+
+Memory does not grow with the number of steps: times and coefficients are computed a chunk of
+steps at a time (:mod:`splitsde.timegrid`, :mod:`splitsde.compose.schedule`).
 
 Long runs write checkpoints (``checkpoint=``, ``checkpoint_every=``; see
 :mod:`splitsde.checkpoint`) and resume from them bit for bit (``resume=True``); saved states can
@@ -17,9 +24,11 @@ stream to disk in chunks (``trajectory=``; see :mod:`splitsde.trajectory`).
 from __future__ import annotations
 
 import math
+import operator
 import os
 import secrets
 import time as _time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,18 +39,26 @@ import torch
 
 from splitsde.checkpoint import (
     CheckpointError,
-    check_fingerprint,
-    read_checkpoint,
-    run_fingerprint,
+    CheckpointWarning,
+    discard_checkpoint,
+    open_checkpoint,
     write_checkpoint,
 )
-from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError
+from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError, StateError
+from splitsde.divergence import DivergenceError, stability_hint
+from splitsde.errors import SplitsdeError
+from splitsde.fingerprint import UNIDENTIFIED, check_fingerprint, run_fingerprint
 from splitsde.noise import GaussianNoise, NoiseSource
 from splitsde.observers import Observer
 from splitsde.progress import progress_bar
+from splitsde.timegrid import TimeGrid, time_grid
 from splitsde.trajectory import Trajectory, TrajectoryWriter
 
-__all__ = ["Acceptance", "Result", "integrate", "make_grid"]
+__all__ = ["Acceptance", "IntegratorTypeError", "Result", "integrate", "make_grid"]
+
+
+class IntegratorTypeError(SplitsdeError, TypeError):
+    """:func:`integrate` was given something that is not a splitsde integrator."""
 
 
 @dataclass
@@ -80,11 +97,16 @@ class Result:
         ``observable_times``; ``finals`` holds what observers returned from ``finish``.
     nfe, nfe_by_field, nfe_first_step:
         Field evaluations counted during the run (measured, not computed).
+    steps:
+        Steps run (fewer than asked only in the result attached to a
+        :class:`~splitsde.checkpoint.CheckpointError` raised when a checkpoint write failed).
     acceptance:
         Metropolis statistics, one :class:`Acceptance` per ``{ }`` group of the word.
     trajectory:
         The streamed :class:`~splitsde.trajectory.Trajectory` when ``trajectory=`` was given
         (``states`` is then empty).
+    time_grid:
+        The run's :class:`~splitsde.timegrid.TimeGrid`; :attr:`grid` is its times as an array.
     """
 
     final: dict[str, torch.Tensor]
@@ -99,9 +121,17 @@ class Result:
     steps: int
     seed: int | None
     wall_time: float
-    grid: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    time_grid: TimeGrid | None = field(repr=False, default=None)
     acceptance: list[Acceptance] = field(default_factory=list)
     trajectory: Trajectory | None = None
+
+    @property
+    def grid(self) -> np.ndarray:
+        """The times of the steps run, ``t_0, ..., t_steps`` (built on access: its size grows
+        with the number of steps)."""
+        if self.time_grid is None:
+            return np.zeros(0)
+        return self.time_grid.times(0, self.steps + 1)
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -109,7 +139,7 @@ class Result:
         if not self.acceptance:
             return None
         acc = sum(int(a.accepted.sum()) for a in self.acceptance)
-        return acc / sum(a.accepted.numel() * a.trials for a in self.acceptance)
+        return acc / max(1, sum(a.accepted.numel() * a.trials for a in self.acceptance))
 
     @property
     def nfe_per_step(self) -> float:
@@ -128,41 +158,12 @@ def make_grid(
     grid: Any = None,
 ) -> np.ndarray:
     """A float64 time grid from exactly one of: ``grid``; ``h`` and ``steps``; ``t1`` and
-    ``steps``; ``t1`` and ``h`` (when ``(t1 - t0)/h`` is an integer)."""
-    if grid is not None:
-        if h is not None or steps is not None or t1 is not None:
-            raise ValueError("give either grid= or h/steps/t1, not both")
-        g = grid.detach().cpu().numpy() if isinstance(grid, torch.Tensor) else np.asarray(grid)
-        g = g.astype(np.float64)
-        if g.ndim != 1 or g.size < 2:
-            raise ValueError("a grid is a 1-D sequence of at least two times")
-        if not np.all(np.isfinite(g)):
-            raise ValueError("the grid has non-finite times")
-        if not np.all(np.diff(g) > 0):
-            i = int(np.argmax(np.diff(g) <= 0))
-            raise ValueError(
-                "the grid must be strictly increasing; it is not at index "
-                f"{i}: {g[i]} -> {g[i + 1]}"
-            )
-        return g
-    if steps is not None:
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
-        steps = int(steps)
-    if h is not None and steps is not None and t1 is None:
-        if not (h > 0 and math.isfinite(h)):
-            raise ValueError(f"h must be positive and finite, got {h}")
-        return t0 + h * np.arange(steps + 1, dtype=np.float64)
-    if t1 is not None and steps is not None and h is None:
-        if not t1 > t0:
-            raise ValueError(f"t1 = {t1} must exceed t0 = {t0}")
-        return np.linspace(t0, t1, steps + 1, dtype=np.float64)
-    if t1 is not None and h is not None and steps is None:
-        n = (t1 - t0) / h
-        if not (n > 0 and abs(n - round(n)) < 1e-9 * max(1.0, n)):
-            raise ValueError(f"(t1 - t0)/h = {n} is not a positive integer; give steps= instead")
-        return t0 + h * np.arange(round(n) + 1, dtype=np.float64)
-    raise ValueError("give grid=, or two of h=, steps=, t1=")
+    ``steps``; ``t1`` and ``h`` (when ``(t1 - t0)/h`` is an integer), as an array.
+
+    :func:`integrate` never builds this array: it reads the same times from a
+    :class:`~splitsde.timegrid.TimeGrid` chunk by chunk (:func:`splitsde.timegrid.time_grid`).
+    """
+    return time_grid(t0, h=h, steps=steps, t1=t1, grid=grid).array()
 
 
 @dataclass
@@ -184,6 +185,40 @@ def _clone(x: Any) -> Any:
     return x
 
 
+def _tensors(x: Any) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, tuple | list):
+        return [t for v in x for t in _tensors(v)]
+    return []
+
+
+def _check_integrator(integrator: Any) -> None:
+    """Refuse what is not a splitsde integrator, saying what to do instead."""
+    if isinstance(integrator, Integrator):
+        return
+    kind = type(integrator)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    # an OpenMM integrator (ours compiled to a CustomIntegrator, or OpenMM's own), recognised
+    # by where its classes live, without importing openmm
+    modules = [getattr(c, "__module__", "") or "" for c in kind.__mro__]
+    if any(
+        m.split(".")[0] in ("openmm", "simtk") or m == "splitsde.backends.openmm" for m in modules
+    ):
+        raise IntegratorTypeError(
+            f"integrate runs a splitsde Integrator; got a {name}, which is an OpenMM integrator: "
+            "run it with an OpenMM Simulation or Context (openmm.app.Simulation(topology, "
+            "system, integrator).step(n)), or use system.integrator(word) for the torch backend"
+        )
+    if isinstance(integrator, str):
+        hint = f"; build one from a system: system.integrator({integrator!r})"
+    elif hasattr(integrator, "integrator") and callable(integrator.integrator):
+        hint = "; call its .integrator(word) method first"
+    else:
+        hint = " (build one with system.integrator(word) or splitsde.Integrator(sde, word, ...))"
+    raise IntegratorTypeError(f"integrate runs a splitsde Integrator, got a {name}{hint}")
+
+
 def integrate(
     integrator: Integrator,
     y0: Mapping[str, torch.Tensor],
@@ -201,9 +236,11 @@ def integrate(
     save: Sequence[str] | None = None,
     progress: bool | None = None,
     check_every: int = 100,
+    max_abs: float | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
+    overwrite: bool = False,
     trajectory: str | os.PathLike | None = None,
     chunk: int = 100,
 ) -> Result:
@@ -212,9 +249,10 @@ def integrate(
     Parameters
     ----------
     y0:
-        Initial state, block name -> tensor ``(batch, ...)``; it is copied, never modified.
+        Initial state, block name -> tensor ``(batch, ...)`` with finite values; it is copied,
+        never modified.
     t0, h, steps, t1, grid:
-        The time grid (see :func:`make_grid`).
+        The time grid (see :func:`make_grid`); only a given ``grid`` is held in memory.
     seed, generator, noise:
         Randomness: a seed (a new CPU/device generator), a :class:`torch.Generator`, or any
         :class:`~splitsde.noise.NoiseSource`. With none of them a random seed is drawn and
@@ -228,33 +266,82 @@ def integrate(
         Show a tqdm bar (default: only when stderr is a terminal).
     check_every:
         Steps between non-finite checks (a failure is replayed to name the exact sub-step).
+        The state is also checked before every checkpoint and at the end.
+    max_abs:
+        Treat a state element larger than this in magnitude as divergence: the run stops with
+        :class:`~splitsde.divergence.DivergenceError` naming the first step at which it
+        happened (found like non-finite values, at the checks). Default: only non-finite
+        values stop a run.
     checkpoint, checkpoint_every:
         Write a checkpoint file (see :mod:`splitsde.checkpoint`) every ``checkpoint_every``
-        steps and at the end, atomically.
+        steps and at the end, atomically, keeping the previous one as ``<name>.prev``. The
+        location is checked before step 1 (its directory is created if missing); an existing
+        checkpoint is refused unless ``resume`` or ``overwrite``. If a write fails during the
+        run, the run stops and :class:`~splitsde.checkpoint.CheckpointError` carries the
+        result so far as ``err.result``.
     resume:
-        If the ``checkpoint`` file exists, continue from it (bit for bit the run that wrote
-        it, on the same device and dtype); a checkpoint of another run or a damaged file is
-        refused with :class:`~splitsde.checkpoint.CheckpointError`. Without a file the run
-        starts from ``y0``, so the same call both starts and restarts a job.
+        ``True``: if the checkpoint exists, continue from the newest usable file (bit for bit
+        the run that wrote it, on the same device and dtype); a checkpoint of another run or
+        damaged files are refused with :class:`~splitsde.checkpoint.CheckpointError`. Without
+        a file the run starts from ``y0``, so the same call both starts and restarts a job.
+        ``"trust"``: the same, also accepting fields whose callables cannot be identified
+        (see :mod:`splitsde.fingerprint`), which ``True`` refuses.
+    overwrite:
+        Start a new run over an existing checkpoint (it and its previous version are deleted
+        before step 1).
     trajectory, chunk:
         Stream the saved states to this directory in chunks of ``chunk`` frames instead of
         keeping them in memory (see :class:`~splitsde.trajectory.Trajectory`); a crash loses
         at most one chunk.
     """
+    _check_integrator(integrator)
     initial = integrator.check_state(y0)
+    for name, x in zip(integrator.blocks, initial):
+        if not bool(torch.isfinite(x).all()):
+            raise StateError(f"the initial state has non-finite values in block {name}")
     state = tuple(x.detach().clone() for x in initial)
-    times = make_grid(t0, h=h, steps=steps, t1=t1, grid=grid)
-    n_steps = len(times) - 1
+    tgrid = time_grid(t0, h=h, steps=steps, t1=t1, grid=grid)
+    n_steps = tgrid.steps
+    try:
+        check_every = operator.index(check_every)
+    except TypeError:
+        check_every = 0
     if check_every < 1:
-        raise ValueError("check_every must be at least 1")
+        raise ValueError("check_every must be an integer of at least 1")
     if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
         raise ValueError("checkpoint_every needs checkpoint= and must be at least 1")
+    if resume not in (False, True, "trust") or not isinstance(resume, bool | str):
+        raise ValueError(f"resume must be False, True or 'trust', got {resume!r}")
     if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint= (the file to resume from)")
+        raise ValueError("resume= needs checkpoint= (the file to resume from)")
+    if overwrite and (checkpoint is None or resume):
+        raise ValueError("overwrite=True needs checkpoint= and excludes resume")
     if trajectory is not None and not save_every:
         raise ValueError("trajectory= streams the saved states: give save_every= as well")
+    if max_abs is not None:
+        if not (isinstance(max_abs, int | float) and max_abs > 0 and not math.isnan(max_abs)):
+            raise ValueError(f"max_abs must be a positive number, got {max_abs!r}")
+        for name, x in zip(integrator.blocks, initial):
+            if float(x.abs().max()) > max_abs:
+                raise StateError(f"the initial state exceeds max_abs = {max_abs:g} in block {name}")
+    if noise is not None and (seed is not None or generator is not None):
+        raise ValueError("give noise= or seed=/generator=, not both")
+    if generator is not None and seed is not None:
+        raise ValueError("give seed= or generator=, not both")
+    names = integrator.blocks
+    save_names = tuple(save) if save is not None else names
+    bad = set(save_names) - set(names)
+    if bad:
+        raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
+    observers = list(observers)
+    if len({o.name for o in observers}) != len(observers):
+        raise ValueError("observer names must be distinct")
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    stored = read_checkpoint(ckpt, state[0].device) if resume and ckpt.exists() else None
+    stored = (
+        open_checkpoint(ckpt, resume=bool(resume), overwrite=overwrite, device=state[0].device)
+        if ckpt is not None
+        else None
+    )
     used_seed = None
     if noise is None:
         if generator is None:
@@ -269,25 +356,15 @@ def integrate(
                 used_seed = secrets.randbits(62) if seed is None else int(seed)
             generator = torch.Generator(device=state[0].device)
             generator.manual_seed(used_seed)
-        elif seed is not None:
-            raise ValueError("give seed= or generator=, not both")
         noise = GaussianNoise(generator)
-    elif seed is not None or generator is not None:
-        raise ValueError("give noise= or seed=/generator=, not both")
 
-    names = integrator.blocks
-    save_names = tuple(save) if save is not None else names
-    bad = set(save_names) - set(names)
-    if bad:
-        raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
     save_idx = [names.index(s) for s in save_names]
-    observers = list(observers)
-    # the fingerprint prints the program: only pay for it when checkpointing
+    # the fingerprint digests the program and the fields: only pay for it when checkpointing
     fingerprint = (
         run_fingerprint(
             integrator,
             initial,
-            times,
+            tgrid,
             noise=noise,
             observers=observers,
             save_every=save_every,
@@ -298,16 +375,25 @@ def integrate(
         else None
     )
     if stored is not None:
-        check_fingerprint(ckpt, stored["fingerprint"], fingerprint)
+        check_fingerprint(ckpt, stored["fingerprint"], fingerprint, trust=resume == "trust")
+    elif fingerprint is not None:
+        unknown = [
+            v[len(UNIDENTIFIED) :] for v in fingerprint.values() if v.startswith(UNIDENTIFIED)
+        ]
+        if unknown:
+            warnings.warn(
+                "; ".join(unknown)
+                + ': resuming this run from its checkpoint will need resume="trust"',
+                CheckpointWarning,
+                stacklevel=2,
+            )
 
     counts = integrator.nfe_counts
     counts[:] = [0] * len(counts)
-    run = integrator.prepare(state, times, noise)
+    run = integrator.prepare(state, tgrid, noise)
     sub_obs = [o for o in observers if o.substeps]
     records: dict[str, list[Any]] = {o.name: [] for o in observers}
     record_t: dict[str, list[float]] = {o.name: [] for o in observers}
-    if len(records) != len(observers):
-        raise ValueError("observer names must be distinct")
     saved: list[tuple[torch.Tensor, ...]] = []
     saved_t: list[float] = []
     writer = TrajectoryWriter(trajectory, save_names, chunk) if trajectory is not None else None
@@ -339,35 +425,55 @@ def integrate(
     nfe_first = 0
     elapsed = 0.0
     started = _time.perf_counter()
-    with torch.no_grad():
-        for o in observers:
-            if hasattr(o, "watch_acceptance"):  # live Metropolis counters, for reporters
-                o.watch_acceptance(run.accepted)
-            o.start(float(times[0]), as_map(state), integrator)
-        if stored is not None:
-            first = int(stored["step"])
-            state = tuple(x.to(state[0].device) for x in stored["state"])
-            carry = stored["carry"]
-            noise.load_state_dict(stored["noise"])
-            counts[:] = list(stored["nfe"])
-            nfe_first = int(stored["nfe_first"])
-            for acc, a in zip(run.accepted, stored["accepted"]):
-                acc.copy_(a)
-            for o in observers:
-                o.load_state_dict(stored["observers"][o.name])
-            records = {k: list(v) for k, v in stored["records"].items()}
-            record_t = {k: list(v) for k, v in stored["record_t"].items()}
-            saved, saved_t = [tuple(f) for f in stored["saved"]], list(stored["saved_t"])
-            if writer is not None:
-                writer.load_state_dict(stored["trajectory"])
-            elapsed = float(stored["wall_time"])
-        else:
-            if writer is not None:
-                writer.create()
-            if save_every:
-                keep(float(times[0]), state)
+    bar = None
 
-        def write(k_done: int) -> None:
+    def result(k_done: int, finals: dict[str, Any]) -> Result:
+        observables = {name: _stack(v) for name, v in records.items() if v}
+        obs_times = {name: np.asarray(v) for name, v in record_t.items() if v}
+        states = (
+            {n: torch.stack([s[j] for s in saved]) for j, n in enumerate(save_names)}
+            if saved
+            else {}
+        )
+        acceptance = [
+            Acceptance(g.letter, acc.clone(), k_done)
+            for g, acc in zip(integrator.program.groups, run.accepted)
+        ]
+        return Result(
+            final=as_map(state),
+            times=np.asarray(saved_t),
+            states=states,
+            observables=observables,
+            observable_times=obs_times,
+            finals={k: v for k, v in finals.items() if v is not None},
+            nfe=sum(counts),
+            nfe_by_field={bf.field.name: c for bf, c in zip(integrator.fields, counts)},
+            nfe_first_step=nfe_first,
+            steps=k_done,
+            seed=used_seed,
+            wall_time=elapsed + _time.perf_counter() - started,
+            time_grid=tgrid,
+            acceptance=acceptance,
+            trajectory=Trajectory(trajectory) if trajectory is not None else None,
+        )
+
+    def partial(k_done: int) -> Result:
+        """The result of the steps run so far (observers that cannot finish are left out)."""
+        finals = {}
+        for o in observers:
+            try:
+                finals[o.name] = o.finish()
+            except Exception:  # an accumulator without samples yet: nothing to report
+                finals[o.name] = None
+        if writer is not None:
+            try:
+                writer.flush()
+            except OSError:
+                pass
+        return result(k_done, finals)
+
+    def write(k_done: int) -> None:
+        try:
             write_checkpoint(
                 ckpt,
                 {
@@ -389,6 +495,46 @@ def integrate(
                     "wall_time": elapsed + _time.perf_counter() - started,
                 },
             )
+        except (OSError, CheckpointError) as exc:
+            if bar is not None:
+                bar.close()
+            what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CheckpointError(
+                f"writing checkpoint {ckpt} after step {k_done} failed ({what}); the run stopped "
+                f"there: the result of its {k_done} steps is attached as err.result, and the "
+                "checkpoints already on disk are unchanged",
+                result=partial(k_done),
+            ) from exc
+
+    if ckpt is not None and stored is None and overwrite:
+        discard_checkpoint(ckpt)  # everything is ready: start the new run over the old one
+    with torch.no_grad():
+        for o in observers:
+            if hasattr(o, "watch_acceptance"):  # live Metropolis counters, for reporters
+                o.watch_acceptance(run.accepted)
+            o.start(tgrid[0], as_map(state), integrator)
+        if stored is not None:
+            first = int(stored["step"])
+            state = tuple(x.to(state[0].device) for x in stored["state"])
+            carry = stored["carry"]
+            noise.load_state_dict(stored["noise"])
+            counts[:] = list(stored["nfe"])
+            nfe_first = int(stored["nfe_first"])
+            for acc, a in zip(run.accepted, stored["accepted"]):
+                acc.copy_(a)
+            for o in observers:
+                o.load_state_dict(stored["observers"][o.name])
+            records = {k: list(v) for k, v in stored["records"].items()}
+            record_t = {k: list(v) for k, v in stored["record_t"].items()}
+            saved, saved_t = [tuple(f) for f in stored["saved"]], list(stored["saved_t"])
+            if writer is not None:
+                writer.load_state_dict(stored["trajectory"])
+            elapsed = float(stored["wall_time"])
+        else:
+            if writer is not None:
+                writer.create()
+            if save_every:
+                keep(tgrid[0], state)
 
         bar = progress_bar(n_steps, f"{integrator.word}", progress)
         if bar is not None and first:
@@ -399,7 +545,20 @@ def integrate(
         )
         hooked = bool(sub_obs)
         step_fn = run.lowered.hooked if hooked else run.lowered.fast
-        const, per_step, tl, hl = run.constant, run.per_step, run.t, run.h
+        limit = math.inf if max_abs is None else float(max_abs)
+
+        def healthy() -> bool:
+            """All values of the state and the carried field values finite (and within
+            ``max_abs``): one reduction per tensor."""
+            if max_abs is None:
+                return all(bool(torch.isfinite(x).all()) for x in (*state, *_tensors(carry)))
+            # NaN compares false: one test covers non-finite and too large values
+            return all(bool(x.abs().max() <= limit) for x in state) and all(
+                bool(torch.isfinite(x).all()) for x in _tensors(carry)
+            )
+
+        def replay(upto: int) -> None:
+            _replay(run, integrator, snapshot, noise, upto, max_abs)
 
         def next_event(k: int) -> int:
             """Index after the next step that needs attention (saving, checks, ...)."""
@@ -416,7 +575,9 @@ def integrate(
 
         k = first
         while k < n_steps:
-            stop = next_event(k)
+            win = run.window(k)
+            stop = min(next_event(k), win.stop)
+            base, tl, hl = win.start, win.times, win.h
             j = k
             try:
                 if k == 0:
@@ -424,41 +585,59 @@ def integrate(
                     state, carry = run.call(0, state, carry, checked=True)
                     nfe_first = sum(counts)
                 else:
+                    const, rows = win.constant, win.rows
                     for j in range(k, stop):  # the hot loop: nothing but the step
                         if hooked:
                             step_ctx["k"] = j
-                        c = const if const is not None else per_step[j]
-                        state, carry = step_fn(state, c, carry, tl[j], hl[j])
+                        c = const if const is not None else rows[j - base]
+                        state, carry = step_fn(state, c, carry, tl[j - base], hl[j - base])
             except NonFiniteError as err:
-                raise NonFiniteError(
-                    f"step {j} (t = {times[j]:.6g}): {err}",
-                    step=j,
-                    substep=err.substep,
-                    block=err.block,
-                ) from None
+                raise _explained(err, j, integrator, snapshot.state, run) from None
             except FieldError as err:
-                raise FieldError(f"step {j} (t = {times[j]:.6g}): {err}") from None
+                raise _at_step(err, j, run) from None
+            except Exception as exc:
+                name = run.field_at(exc.__traceback__)
+                if name is not None:
+                    raise FieldError(
+                        f"step {j} (t = {tl[j - base]:.6g}): field {name} raised "
+                        f"{type(exc).__name__}: {exc}",
+                        field=name,
+                        step=j,
+                    ) from exc
+                try:  # a checked replay may explain it (a field output of the wrong shape)
+                    replay(j + 1)
+                except SplitsdeError as err:
+                    raise err from exc
+                except Exception:
+                    pass
+                raise
             k = stop
+            t_k = tl[k - base]
             last = k - 1  # the step just completed
             if observers:
                 m = as_map(state)
                 for o in observers:
-                    v = o.on_step(last, float(times[k]), m)
+                    v = o.on_step(last, t_k, m)
                     if v is not None and k % o.every == 0:
                         records[o.name].append(
                             v.detach().clone() if isinstance(v, torch.Tensor) else v
                         )
-                        record_t[o.name].append(float(times[k]))
+                        record_t[o.name].append(t_k)
             if save_every and (k % save_every == 0 or k == n_steps):
-                keep(float(times[k]), state)
-            if k % check_every == 0 or k == n_steps:
-                if not all(bool(torch.isfinite(x).all()) for x in state):
-                    _replay(run, integrator, snapshot, noise, times, k)
+                keep(t_k, state)
+            due = bool(ckpt is not None and checkpoint_every and k % checkpoint_every == 0)
+            if k % check_every == 0 or k == n_steps or due:
+                # checked before every checkpoint: a bad state is never written
+                if not healthy():
+                    replay(k)
+                    raise NonFiniteError(
+                        f"non-finite (or too large) values appeared between steps "
+                        f"{snapshot.step} and {k}, and a replay did not reproduce them"
+                    )
                 snapshot = _Snapshot(
                     k, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts)
                 )
-            due = checkpoint_every and k % checkpoint_every == 0 and k < n_steps
-            if ckpt is not None and due:
+            if due and k < n_steps:
                 write(k)
             if bar is not None and (k % stride == 0 or k == n_steps):
                 bar.update(k - bar.n)
@@ -469,33 +648,7 @@ def integrate(
         finals = {o.name: o.finish() for o in observers}
     if bar is not None:
         bar.close()
-    wall = elapsed + _time.perf_counter() - started
-    observables = {name: _stack(v) for name, v in records.items() if v}
-    obs_times = {name: np.asarray(v) for name, v in record_t.items() if v}
-    states = (
-        {n: torch.stack([s[j] for s in saved]) for j, n in enumerate(save_names)} if saved else {}
-    )
-    acceptance = [
-        Acceptance(g.letter, acc.clone(), n_steps)
-        for g, acc in zip(integrator.program.groups, run.accepted)
-    ]
-    return Result(
-        final=as_map(state),
-        times=np.asarray(saved_t),
-        states=states,
-        observables=observables,
-        observable_times=obs_times,
-        finals={k: v for k, v in finals.items() if v is not None},
-        nfe=sum(counts),
-        nfe_by_field={bf.field.name: c for bf, c in zip(integrator.fields, counts)},
-        nfe_first_step=nfe_first,
-        steps=n_steps,
-        seed=used_seed,
-        wall_time=wall,
-        grid=times,
-        acceptance=acceptance,
-        trajectory=Trajectory(trajectory) if trajectory is not None else None,
-    )
+    return result(n_steps, finals)
 
 
 def _stack(values: list[Any]) -> Any:
@@ -504,24 +657,65 @@ def _stack(values: list[Any]) -> Any:
     return np.asarray(values)
 
 
+def _at_step(err: FieldError, k: int, run: Any) -> FieldError:
+    return FieldError(f"step {k} (t = {run.grid[k]:.6g}): {err}", field=err.field, step=k)
+
+
+def _explained(
+    err: NonFiniteError, k: int, integ: Integrator, state: Sequence[torch.Tensor], run: Any
+) -> NonFiniteError:
+    """``err`` at step ``k`` with a sentence on the step size: exact for linear problems."""
+    t, h = run.grid[k], run.grid[k + 1] - run.grid[k]
+    hint, stable = stability_hint(integ, state, h)
+    if err.field is not None:  # the field returned non-finite values at a finite input
+        if stable:
+            hint = (
+                f"{hint}, so the field itself is not finite there: check its callable at that input"
+            )
+        elif stable is None:
+            hint = f"the field may be undefined at that input, or {hint}"
+    message = f"step {k} (t = {t:.6g}, h = {h:.6g}): {err}; {hint}"
+    kind = DivergenceError if isinstance(err, DivergenceError) else NonFiniteError
+    return kind(message, step=k, substep=err.substep, block=err.block, field=err.field)
+
+
 def _replay(
-    run: Any, integ: Integrator, snap: _Snapshot, noise: NoiseSource, times: np.ndarray, upto: int
+    run: Any,
+    integ: Integrator,
+    snap: _Snapshot,
+    noise: NoiseSource,
+    upto: int,
+    max_abs: float | None = None,
 ) -> None:
-    """Re-run from the last good snapshot with per-sub-step checks to name the culprit."""
+    """Re-run from the last good snapshot with per-sub-step checks to name the culprit
+    (returns normally if nothing goes wrong up to step ``upto``)."""
     state = _clone(snap.state)
     carry = _clone(snap.carry)
     noise.load_state_dict(_clone(snap.noise))
     for k in range(snap.step, upto):
+        before = state  # (shapes only, for the stability hint)
         try:
             state, carry = run.call(k, state, carry, checked=True)
         except NonFiniteError as err:
-            raise NonFiniteError(
-                f"step {k} (t = {times[k]:.6g}, h = {times[k + 1] - times[k]:.6g}): {err}; "
-                "the step size may exceed the scheme's stability bound",
-                step=k,
-                substep=err.substep,
-                block=err.block,
-            ) from None
+            raise _explained(err, k, integ, before, run) from None
         except FieldError as err:
-            raise FieldError(f"step {k} (t = {times[k]:.6g}): {err}") from None
-    raise NonFiniteError(f"non-finite values appeared between steps {snap.step} and {upto}")
+            raise _at_step(err, k, run) from None
+        except Exception as exc:
+            name = run.field_at(exc.__traceback__)
+            if name is None:
+                raise
+            raise FieldError(
+                f"step {k} (t = {run.grid[k]:.6g}): field {name} raised "
+                f"{type(exc).__name__}: {exc}",
+                field=name,
+                step=k,
+            ) from exc
+        if max_abs is not None:
+            for name, x in zip(integ.blocks, state):
+                m = float(x.abs().max())
+                if m > max_abs:
+                    err = DivergenceError(
+                        f"block {name} reached |{name}| = {m:.3g} > max_abs = {max_abs:g}",
+                        block=name,
+                    )
+                    raise _explained(err, k, integ, before, run) from None

@@ -4,7 +4,8 @@
 ``chunk`` frames, each chunk a separate file written atomically (temporary file, then rename).
 A crash loses at most the frames of the chunk being filled; with checkpoints, resuming restores
 that partial chunk from the checkpoint and removes any chunk written after it, so the files
-after a resumed run equal those of an uninterrupted one.
+after a resumed run equal those of an uninterrupted one. Temporary files of writers that were
+killed are removed when a trajectory is created or resumed.
 
 :class:`Trajectory` reads the chunks back (all frames, or only some blocks) and, with the
 optional ``mdtraj`` extra, exports one walker's positions to DCD, XTC or any format mdtraj
@@ -21,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from splitsde.checkpoint import remove_stale_temporaries, tmp_path
 
 __all__ = ["Trajectory", "TrajectoryWriter"]
 
@@ -52,6 +55,7 @@ class TrajectoryWriter:
                 "another directory, or resume from the checkpoint written with it"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.directory, "chunk_*.pt")
         meta = {
             "format": "splitsde-trajectory",
             "version": 1,
@@ -74,12 +78,16 @@ class TrajectoryWriter:
         for j, n in enumerate(self.names):
             data[n] = torch.stack([f[j] for f in self.frames])
         path = self.directory / _chunk_name(self.written)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        tmp = tmp_path(path)
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self.written += 1
         self.times, self.frames = [], []
 
@@ -102,6 +110,7 @@ class TrajectoryWriter:
         for p in self.directory.glob("chunk_*.pt"):
             if int(p.stem.split("_")[1]) >= self.written:
                 p.unlink()
+        remove_stale_temporaries(self.directory, "chunk_*.pt")
 
 
 class Trajectory:

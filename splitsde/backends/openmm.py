@@ -790,6 +790,8 @@ class OpenMMPotential(Potential):
     """
 
     name = "openmm"
+    #: Run-time cache and counter, not part of the forces (see :mod:`splitsde.fingerprint`).
+    __fingerprint_ignore__ = ("_cache", "evaluations")
 
     def __init__(
         self,

@@ -47,7 +47,7 @@ LETTER = re.compile(r"[A-Z][0-9]*\Z")
 #: Most letter occurrences in one word (compiling costs about a millisecond per occurrence).
 MAX_OCCURRENCES = 1000
 #: Longest accepted text of a word, in characters.
-MAX_LENGTH = 100_000
+MAX_LENGTH = 20_000
 
 _SPACE = " \t\r\n"
 _DIGITS = "0123456789"
@@ -124,7 +124,8 @@ def _tokenize(text: str) -> list[_Token]:
         raise WordError(f"a word must be a string, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:
         raise WordError(
-            f"word text of {len(text)} characters is too long (at most {MAX_LENGTH} characters)"
+            f"the word is {len(text)} characters long; at most {MAX_LENGTH} characters are "
+            "accepted (one step of a scheme, not many steps written out)"
         )
     if not text.strip(_SPACE):
         raise WordError("empty word: give at least one letter, e.g. 'BAOAB'")

@@ -88,3 +88,21 @@ def test_diffusion_quality_benchmark_quick(tmp_path):
     verdict = {c["target"]: c for c in exp["claims"]}["gaussian-8"]
     assert verdict["(c) target: tAB3@10 better than DDIM@20"] == "holds"
     assert len(list(tmp_path.glob("diffusion_*.png"))) == 6
+
+
+def test_verify_montecarlo_benchmark(tmp_path):
+    out = tmp_path / "verify_montecarlo.json"
+    run("verify_montecarlo.py", "--quick", "--walkers", "2000", "--out", str(out))
+    res = json.loads(out.read_text())
+    methods = [r["method"] for r in res["rows"]]
+    assert "estimator, common noise, 2 processes" in methods
+    assert all(r["walker_steps_per_second"] > 0 for r in res["rows"])
+    assert res["variance_reduction"] > 1
+
+
+def test_verify_bias_tables_benchmark(tmp_path):
+    out = tmp_path / "verify_bias_tables.json"
+    run("verify_bias_tables.py", "--quick", "--walkers", "500", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["problem"] for r in rows} == {"quartic", "double well", "Müller-Brown"}
+    assert all(len(r["points"]) == 4 for r in rows)

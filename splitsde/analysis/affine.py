@@ -46,6 +46,7 @@ __all__ = [
     "NotAffineError",
     "UnstableError",
     "affine_step",
+    "affine_steps",
     "is_autonomous",
     "layout_of",
     "propagate",
@@ -336,6 +337,34 @@ def affine_step(
     prober = _Prober(integrator, layout_of(integrator, shapes), uniforms=uniforms)
     (out,) = prober.run(np.array([t0, t0 + h], dtype=np.float64))
     return prober.affine(out, t0, h)
+
+
+def affine_steps(
+    integrator: Any,
+    hs: Sequence[float],
+    shapes: Mapping[str, Any] | None = None,
+    *,
+    t0: float = 0.0,
+) -> list[AffineMap]:
+    r"""The one-step maps of :func:`affine_step` for several step lengths ``hs`` from ``t0``.
+
+    For an autonomous step (:func:`is_autonomous`) all maps come from **one** lowering of the
+    step program (a grid whose intervals are the steps ``hs``), which is what makes scans over
+    :math:`h` (stability bounds) affordable for large systems; otherwise one per step.
+    """
+    hs = [float(x) for x in hs]
+    if not hs:
+        return []
+    if not all(x > 0 and math.isfinite(x) for x in hs):
+        raise ValueError(f"steps must be positive and finite, got {hs}")
+    if integrator.program.uniform_draws:
+        raise ValueError("affine_steps: the step draws uniform selections; use affine_step")
+    if not is_autonomous(integrator):
+        return [affine_step(integrator, t0, x, shapes) for x in hs]
+    prober = _Prober(integrator, layout_of(integrator, shapes))
+    times = t0 + np.concatenate([[0.0], np.cumsum(hs)])
+    outs = prober.run(times)
+    return [prober.affine(o, t0, x) for o, x in zip(outs, hs)]
 
 
 def _as_mean_cov(mean0: Any, cov0: Any, D: int) -> tuple[np.ndarray, np.ndarray]:

@@ -468,6 +468,7 @@ def plan(
     grid: str | Sequence[float] | np.ndarray = "uniform",
     eps: float | None = None,
     denoise: bool = True,
+    check_stability: bool = True,
     **integrator_options: Any,
 ) -> Plan | PFODEPlan:
     """Compile a sampler for a process, a score callable and a grid.
@@ -499,7 +500,12 @@ def plan(
         if nfe is not None or steps is not None:
             raise ValueError("an explicit grid fixes the steps; do not give nfe= or steps=")
         ts = check_grid(proc, grid, eps)
-    return Plan(s, proc, integ, den, ts)
+    out = Plan(s, proc, integ, den, ts)
+    if check_stability:
+        from splitsde.diffusion.stability import check_plan
+
+        check_plan(out)
+    return out
 
 
 def sample(

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from splitsde.analysis.affine import NotAffineError
+from splitsde.diffusion.defaults import recommended_grid
 from splitsde.diffusion.metrics import (
     exact_law,
     gaussian_kl,
@@ -128,7 +129,7 @@ def compare(
     nfes: Sequence[int],
     *,
     n: int = 2000,
-    grid: str = "uniform",
+    grid: str | None = None,
     eps: float | None = None,
     seed: int = 0,
     prior: str = "stationary",
@@ -139,6 +140,7 @@ def compare(
 ) -> Comparison:
     """Run every sampler at every NFE budget and measure its quality.
 
+    ``grid=None`` runs every sampler on its recommended grid (:mod:`splitsde.diffusion.defaults`).
     ``exact`` (default: for Gaussian data when the exact analysis is available) uses the exact
     law instead of samples; ``prior`` is ``"stationary"`` (the process's prior, as in practice)
     or ``"exact"`` (the exact marginal at ``T``).
@@ -159,7 +161,11 @@ def compare(
     bar = progress_bar(len(jobs), "compare", progress)
     for name, budget in jobs:
         s = sampler(name)
-        row: dict[str, Any] = {"sampler": s.name, "nfe_budget": int(budget)}
+        row: dict[str, Any] = {
+            "sampler": s.name,
+            "nfe_budget": int(budget),
+            "grid": grid or recommended_grid(s.name, proc),
+        }
         try:
             p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
             row.update(steps=p.steps, nfe=p.nfe, weak_order=p.weak_order)

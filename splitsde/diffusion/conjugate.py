@@ -85,6 +85,7 @@ import numpy as np
 import scipy.linalg
 import sympy
 
+from splitsde.diffusion.defaults import RECOMMENDED_LAM
 from splitsde.diffusion.exponential import ExponentialSampler
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.samplers import SAMPLERS
@@ -635,7 +636,7 @@ CONJUGATE_SAMPLERS: dict[str, ExponentialSampler] = {
     s.name: s
     for s in [
         conjugate(0),
-        conjugate(0, lam=1.0, name="cddim-sde"),
+        conjugate(0, lam=RECOMMENDED_LAM.get("cddim-sde", 1.0), name="cddim-sde"),
         conjugate(1),
         conjugate(2),
         conjugate(3),

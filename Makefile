@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,md,peers,docs]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,docs,all]"
 	touch $(STAMP)
 
 demo: venv

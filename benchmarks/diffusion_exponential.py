@@ -28,6 +28,7 @@ Verdicts on the seed claims (DEIS, Zhang & Chen 2023; Poisson midpoint, Kandasam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -134,9 +135,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 # DDPM needs VP's one-block clock; on PSLD the fine reference chain is EM
                 fine = "ddpm" if proc_name == "vp" else "em"
                 extra = dm.compare(proc_name, pmm_target, [fine], [*pmm_nfes, FINE_STEPS], **opts)
-                table = dm.comparison.Comparison(
-                    proc_name, extra.target, extra.metric, extra.rows + pmm
-                )
+                table = dataclasses.replace(extra, rows=extra.rows + pmm)
                 print(f"\n{table.table()}")
                 out.append(
                     {
@@ -159,6 +158,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _value(rows: list[dict], sampler: str, nfe: int, metric: str) -> tuple[float, float] | None:
     for r in rows:
         if r["sampler"] == sampler and r["nfe_budget"] == nfe and not r.get("error"):
+            if r.get("diverged"):
+                return math.inf, 0.0
             v = r.get(metric)
             return None if v is None else (float(v), float(r.get(f"{metric}_se") or 0.0))
     return None

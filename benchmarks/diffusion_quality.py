@@ -14,8 +14,8 @@ Samplers: EM, SSCS, naive and reduced OBA / BAO / OBAB, SPS at NFE 10, 20, 50, 1
 also 500 and 1000). VP has one block, so only EM, SSCS and the probability-flow Euler sampler
 apply there. Every run uses the exact score, so differences are discretisation error only.
 
-Overhead: SPS and EM with a 4-layer MLP score network (width 256) on a batch of 4096 on the CPU;
-the overhead is the fraction of the sampling time spent outside the network's forward pass.
+Overhead: PSLD, CLD and VP samplers with a tiny MLP eps-network, batches 1000 and 4096, NFE 20
+and 100, against hand-written loops (benchmarks/diffusion_overhead.py, run as a section here).
 
 Writes a JSON file and PNG plots to --out, prints tables and an automatic verdict on the seed
 paper's claims (Pandey, Rudolph & Mandt 2024): (i) naive splitting worse than EM at low NFE,
@@ -112,11 +112,6 @@ def run_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"\n{comp.table()}")
             if gaussian and not exact:
                 print("  (splitsde.analysis not available: Monte Carlo instead of the exact law)")
-            if not gaussian:
-                floor = next(
-                    (r["sliced_w2_floor"] for r in comp.rows if "sliced_w2_floor" in r), None
-                )
-                print(f"  finite-sample floor (data vs data): {floor:.3g}" if floor else "")
             print(f"  [{elapsed:.1f} s]")
             out.append(
                 {
@@ -206,6 +201,8 @@ def run_ablation(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _value(rows: list[dict], sampler: str, nfe: int, metric: str) -> tuple[float, float] | None:
     for r in rows:
         if r["sampler"] == sampler and r["nfe_budget"] == nfe and not r.get("error"):
+            if r.get("diverged"):
+                return math.inf, 0.0
             v = r.get(metric)
             if v is None:
                 return None
@@ -276,139 +273,6 @@ def verdicts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Overhead with an MLP score network
-# ---------------------------------------------------------------------------------------------
-class MLP(torch.nn.Module):
-    """A 4-layer MLP eps-network on the concatenated blocks with the time as an extra input."""
-
-    def __init__(self, dim: int, width: int = 256) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(dim + 1, width),
-            torch.nn.SiLU(),
-            torch.nn.Linear(width, width),
-            torch.nn.SiLU(),
-            torch.nn.Linear(width, width),
-            torch.nn.SiLU(),
-            torch.nn.Linear(width, dim),
-        )
-        self.seconds = 0.0
-        self.calls = 0
-
-    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        started = time.perf_counter()
-        out = self.net(torch.cat([z, t[:, None]], dim=1)) * 0.1
-        self.seconds += time.perf_counter() - started
-        self.calls += 1
-        return out
-
-
-def hand_written(
-    name: str, proc: dm.ForwardProcess, model: Any, y0: dict, tau: Any, seed: int
-) -> float:
-    """Seconds of a hand-written in-place torch loop doing the same arithmetic as ``em`` or
-    ``sps`` (PSLD, constant beta): the baseline for the framework's own overhead. Used only
-    to time the integrator, never to sample."""
-    v = proc.values
-    B, G, nu, Mi = v["beta"], v["Gamma"], v["nu"], v["Minv"]
-    gen = torch.Generator().manual_seed(seed)
-    x, m = y0["x"].clone(), y0["m"].clone()
-    nx, nm = torch.empty_like(x), torch.empty_like(m)
-    started = time.perf_counter()
-    with torch.no_grad():
-        for k in range(len(tau) - 1):
-            t0, h = float(tau[k]), float(tau[k + 1] - tau[k])
-            if name == "em":
-                sx, sm = model(x, m, t0)
-                torch.randn(x.shape, generator=gen, out=nx)
-                torch.randn(m.shape, generator=gen, out=nm)
-                dm_ = m * (h * B * nu / 2)
-                dm_.add_(x, alpha=h * B / 2).add_(sm, alpha=h * nu * B / Mi)
-                dm_.add_(nm, alpha=math.sqrt(h * nu * B / Mi))
-                x.mul_(1 + h * B * G / 2).add_(m, alpha=-h * B * Mi / 2)
-                x.add_(sx, alpha=h * G * B).add_(nx, alpha=math.sqrt(h * G * B))
-                m.add_(dm_)
-            else:  # sps: one score evaluation; O (momentum OU part), B (kick), A (data)
-                sx, sm = model(x, m, t0)
-                torch.randn(m.shape, generator=gen, out=nm)
-                m.mul_(1 + h * B * nu / 2).add_(sm, alpha=h * nu * B / Mi)
-                m.add_(nm, alpha=math.sqrt(h * nu * B / Mi)).add_(x, alpha=h * B / 2)
-                x.mul_(1 + h * B * G / 2).add_(sx, alpha=h * G * B / 2)
-                x.add_(m, alpha=-h * B * Mi / 2)
-        # the final denoising step: one Euler step of the lambda = 1 drift, no noise
-        t0, h = float(tau[-1]), proc.T - float(tau[-1])
-        sx, sm = model(x, m, t0)
-        dm_ = m * (h * B * nu / 2)
-        dm_.add_(x, alpha=h * B / 2).add_(sm, alpha=h * nu * B / Mi)
-        x.mul_(1 + h * B * G / 2).add_(m, alpha=-h * B * Mi / 2).add_(sx, alpha=h * G * B)
-        m.add_(dm_)
-    return time.perf_counter() - started
-
-
-def run_overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
-    batch, nfe = (256, 10) if args.quick else (4096, 50)
-    d = 32
-    proc = dm.process("psld-cifar10")
-    out = []
-    for name in ("sps", "em", "sscs"):
-        torch.manual_seed(0)
-        net = MLP(2 * d).float().eval()
-        model = dm.ScoreModel(net, proc, "eps")
-        timing = {"score": 0.0}
-
-        def score(*a: Any, _m=model, _t=timing) -> Any:
-            started = time.perf_counter()
-            v = _m(*a)
-            _t["score"] += time.perf_counter() - started
-            return v
-
-        y0 = proc.prior(batch, d, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
-        plan = dm.plan(name, proc, score, nfe=nfe)
-        plan.run(y0, seed=0)  # warm-up (code generation, coefficient tables, allocator)
-        best = None
-        for _ in range(args.repeats):  # the fastest repeat is the least disturbed by other load
-            net.seconds, net.calls, timing["score"] = 0.0, 0, 0.0
-            started = time.perf_counter()
-            res = plan.run(y0, seed=0)
-            total = time.perf_counter() - started
-            if best is None or total < best[0]:
-                best = (total, net.seconds, timing["score"], net.calls, res)
-        total, net_seconds, score_seconds, calls, res = best
-        hand = None
-        if name in ("em", "sps"):
-            hand = min(
-                hand_written(name, proc, model, y0, plan.tau, 0) for _ in range(args.repeats)
-            )
-        row = {
-            "sampler": name,
-            "batch": batch,
-            "dim": 2 * d,
-            "nfe": res.nfe,
-            "seconds": total,
-            "network_seconds": net_seconds,
-            "score_seconds": score_seconds,
-            "overhead_vs_network": 1 - net_seconds / total,
-            "overhead_vs_score_field": 1 - score_seconds / total,
-            "hand_written_seconds": hand,
-            "overhead_vs_hand_written": None if hand is None else 1 - hand / total,
-            "torch_threads": torch.get_num_threads(),
-        }
-        out.append(row)
-        print(
-            f"  {name:5} NFE {res.nfe:3d}: {total:.3f} s, network {net_seconds:.3f} s "
-            f"({calls} calls): {100 * row['overhead_vs_network']:.1f}% of the time outside "
-            f"the network ({100 * row['overhead_vs_score_field']:.1f}% outside the score field)"
-            + (
-                ""
-                if hand is None
-                else f"; a hand-written loop takes {hand:.3f} s: framework "
-                f"overhead {100 * row['overhead_vs_hand_written']:.1f}%"
-            )
-        )
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 def plots(results: list[dict[str, Any]], out: Path) -> list[str]:
     import matplotlib
 
@@ -449,6 +313,8 @@ def plots(results: list[dict[str, Any]], out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import diffusion_overhead  # a sibling script (its directory is on the path)
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--n", type=int, default=10_000, help="samples per mixture run")
@@ -456,9 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/diffusion_quality")
     p.add_argument("--skip-overhead", action="store_true")
-    p.add_argument("--repeats", type=int, default=3, help="overhead runs (the fastest counts)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--quality-threads", type=int, default=None, help="torch threads of the quality sections"
+    )
+    diffusion_overhead.add_arguments(p)  # --repeats, --threads, ... of the overhead section
     p.add_argument(
         "--sections",
         default="quality,ablation,exponential,overhead",
@@ -470,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     limit = single_threaded_blas()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.quality_threads:
+        torch.set_num_threads(args.quality_threads)
     print(
         f"splitsde {sd.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads"
         f"{', quick' if args.quick else ''}"
@@ -490,13 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         diffusion_exponential.report(args, out)
     overhead = []
     if not args.skip_overhead and "overhead" in sections:
-        print(
-            "\nIntegrator overhead with a 4-layer MLP (width 256):"
-            + (" [quick: batch 256, per-run fixed costs dominate]" if args.quick else "")
-        )
+        print("\nTime outside the score network (benchmarks/diffusion_overhead.py):")
         if limit is not None:
             limit.restore_original_limits()
-        overhead = run_overhead(args)
+        overhead = diffusion_overhead.report(args, out)["rows"]
     figs = plots(results, out)
     path = out / ("diffusion_quality_quick.json" if args.quick else "diffusion_quality.json")
     path.write_text(

@@ -42,7 +42,7 @@ def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]
             if step + 1 > burn and (step + 1) % 5 == 0:
                 counts[:] += np.histogram(state["q"].cpu().numpy().ravel(), bins=hist_edges)[0]
 
-    obs = [sd.Running(lambda s: s["q"], "q", burn_in=burn), Histogram()]
+    obs = [sd.Running(lambda t, s: s["q"], "q", burn_in=burn), Histogram()]
     res = sd.integrate(integ, y0, h=h, steps=burn + steps, seed=seed, observers=obs)
     st = walker_batch_means(res.finals["q"]["mean"], res.finals["q"]["mean_sq"])
     exact = pot.moments(kT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sympy
 
 __all__ = [
+    "diffusers_peers_tables",
     "diffusion_quality_tables",
     "langevin_nfe_table",
     "method_table",
@@ -181,4 +182,55 @@ def diffusion_quality_tables() -> str:
                 out.append(f"| {name} | " + " | ".join(cells) + " |")
             out.append("")
     out.append("\\* measured NFE below the budget: the naive words cost two evaluations per step.")
+    return "\n".join(out)
+
+
+def diffusers_peers_tables() -> str:
+    """The tables of the committed run of ``benchmarks/diffusers_peers.py``
+    (``benchmarks/results/diffusers_peers.json``): splitsde samplers and diffusers schedulers
+    on VP with the exact score, one table per target, NFE across."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/results/diffusers_peers.json"
+    data = json.loads(path.read_text())
+    out = []
+    for block in data["blocks"]:
+        rows = block["rows"]
+        m = block["metric"]
+        nfes = sorted({r["nfe_budget"] for r in rows})
+        cell = {(r["library"], r["sampler"], r["nfe_budget"]): r for r in rows}
+        names = list(dict.fromkeys((r["library"], r["sampler"]) for r in rows))
+        label = "exact KL to the data" if m == "kl" else "sliced W2 to fresh data (± SE)"
+        head = f"**{block['target_name']}: {label}, lower is better**"
+        if block.get("floor") is not None:
+            head += f" (finite-sample floor, data vs data: {_fmt(block['floor'])})"
+        out += [head, "", "| library | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |"]
+        out.append("|---|---|" + "---:|" * len(nfes))
+        for lib, name in names:
+            cells = []
+            for n in nfes:
+                r = cell.get((lib, name, n))
+                if r is None:
+                    cells.append("")
+                elif r.get("error"):
+                    cells.append(r.get("error_short", "error"))
+                elif r.get("diverged"):
+                    cells.append("diverged")
+                else:
+                    se = r.get(f"{m}_se")
+                    star = "\\*" if r.get("nfe") not in (None, n) else ""
+                    cells.append(
+                        _fmt(r.get(m)) + (f" ± {se:.1g}" if se is not None else "") + star
+                    )
+            shown = f"`{name}`" if lib == "splitsde" else name
+            out.append(f"| {lib} | {shown} | " + " | ".join(cells) + " |")
+        out.append("")
+    versions = data.get("versions", {})
+    out.append(
+        "\\* measured NFE differs from the budget (a splitsde sampler whose steps cost several "
+        "evaluations runs the most steps that fit). Versions: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + "."
+    )
     return "\n".join(out)

@@ -341,6 +341,8 @@ def integrate(
     started = _time.perf_counter()
     with torch.no_grad():
         for o in observers:
+            if hasattr(o, "watch_acceptance"):  # live Metropolis counters, for reporters
+                o.watch_acceptance(run.accepted)
             o.start(float(times[0]), as_map(state), integrator)
         if stored is not None:
             first = int(stored["step"])

@@ -4,18 +4,94 @@ An observer sees the state after every step (``on_step``) and, if it asks for it
 sub-step (``on_substep``; shadow work and heat need this). What ``on_step`` returns is recorded
 every ``every`` steps and returned in :attr:`splitsde.integrate.Result.observables`.
 
+Functions given to :func:`observe` and :class:`Running` are called as ``fn(t, state)``, the
+order of torchsde's drift ``f(t, y)``: ``t`` is the time at the end of the step (a float) and
+``state`` maps block names to tensors of shape ``(walkers, ...)``. The recorded observable is
+named by ``name=`` or, without it, by the function's ``__name__``; a lambda has no name and
+must be given one. (The earlier one-argument form ``fn(state)`` still works for
+:class:`Running` and :func:`observe` during a transition, with a :class:`DeprecationWarning`.)
+
 States handed to observers are the live tensors of the run (updated in place by the next
 step): compute what you need immediately, or clone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["Observer", "Running", "observe"]
+from splitsde.errors import SplitsdeError
+
+__all__ = ["Observer", "ObserverError", "Running", "observe"]
+
+#: What :func:`observe` and :class:`Running` call: ``fn(t, state)``.
+ObservableFn = Callable[[float, Mapping[str, torch.Tensor]], Any]
+
+
+class ObserverError(SplitsdeError, ValueError):
+    """An observer that cannot be used as given (no name, wrong signature, bad options)."""
+
+
+def observable_name(fn: Any, name: str | None, what: str) -> str:
+    """``name`` if given, else the function's ``__name__``; a lambda (or a callable without a
+    ``__name__``, such as a :func:`functools.partial`) must be named explicitly."""
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise ObserverError(f"{what}: name must be a non-empty string, got {name!r}")
+        return name
+    found = getattr(fn, "__name__", None)
+    if not isinstance(found, str) or not found or found.startswith("<"):
+        kind = "a lambda" if found == "<lambda>" else f"a {type(fn).__name__}"
+        raise ObserverError(
+            f"{what}: {kind} has no name to record its values under; give one, e.g. "
+            f"{what}(lambda t, state: ..., name='energy')"
+        )
+    return found
+
+
+def _required_positional(fn: Any) -> int | None:
+    """How many positional arguments ``fn`` needs (``None``: any number, or unknown)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional and p.default is p.empty for p in params)
+
+
+def time_state_function(fn: Any, name: str, what: str) -> ObservableFn:
+    """``fn`` as a function of ``(t, state)``; the deprecated one-argument ``fn(state)`` is
+    wrapped with a :class:`DeprecationWarning`."""
+    if not callable(fn):
+        raise ObserverError(f"{what} {name!r}: expected a function of (t, state), got {fn!r}")
+    n = _required_positional(fn)
+    if n is None or n == 2:
+        return fn
+    if n == 1:
+        warnings.warn(
+            f"{what} {name!r}: observer functions are called as fn(t, state), like torchsde's "
+            "f(t, y); the one-argument form fn(state) is deprecated (write "
+            "`lambda t, state: ...`)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return lambda t, state: fn(state)
+    raise ObserverError(
+        f"{what} {name!r}: the function takes {n} required positional arguments; observer "
+        "functions are called as fn(t, state)"
+    )
+
+
+def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ObserverError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 class Observer:
@@ -27,6 +103,11 @@ class Observer:
 
     def start(self, t: float, state: Mapping[str, torch.Tensor], integrator: Any) -> None:
         """Called once before the first step."""
+
+    def watch_acceptance(self, accepted: Sequence[torch.Tensor]) -> None:
+        """Called before :meth:`start` with the run's live Metropolis counters: one int64
+        tensor per ``{ }`` group of the word, accepted proposals per walker since step 0
+        (restored on resume). Read them when needed; never modify them."""
 
     def on_substep(self, step: int, substep: Any, state: Mapping[str, torch.Tensor]) -> None:
         """Called after every sub-step when ``substeps`` is true (``substep`` is a SubstepInfo),
@@ -49,9 +130,7 @@ class Observer:
 
 
 class _FunctionObserver(Observer):
-    def __init__(
-        self, fn: Callable[[float, Mapping[str, torch.Tensor]], Any], name: str, every: int
-    ) -> None:
+    def __init__(self, fn: ObservableFn, name: str, every: int) -> None:
         self.fn = fn
         self.name = name
         self.every = every
@@ -60,34 +139,42 @@ class _FunctionObserver(Observer):
         return self.fn(t, state)
 
 
-def observe(
-    fn: Callable[[float, Mapping[str, torch.Tensor]], Any], name: str | None = None, every: int = 1
-) -> Observer:
-    """Record ``fn(t, state)`` every ``every`` steps (a tensor or a number)."""
-    if every < 1:
-        raise ValueError("every must be at least 1")
-    return _FunctionObserver(fn, name or getattr(fn, "__name__", "observable"), every)
+def observe(fn: ObservableFn, name: str | None = None, every: int = 1) -> Observer:
+    """Record ``fn(t, state)`` (a tensor or a number) every ``every`` steps, under ``name``
+    (default: ``fn.__name__``; a lambda must be named).
+
+    >>> def energy(t, state):
+    ...     return (state["p"] ** 2).sum(-1) / 2
+    >>> observe(energy, every=10).name
+    'energy'
+    """
+    label = observable_name(fn, name, "observe")
+    every = _positive_int(every, f"observe {label!r}: every")
+    return _FunctionObserver(time_state_function(fn, label, "observe"), label, every)
 
 
 class Running(Observer):
-    """Accumulate per-walker time sums of ``fn(state)`` after a burn-in, without storing the
+    r"""Accumulate per-walker time sums of ``fn(t, state)`` after a burn-in, without storing the
     trajectory: ``finish()`` returns per-walker time averages of the value and of its square,
-    the input of batch-means error bars.
+    :math:`\bar x = \frac1n\sum_k x_k` and :math:`\overline{x^2}`, the input of batch-means
+    error bars.
 
-    ``fn`` returns a tensor of shape ``(walkers, ...)``.
+    ``fn`` returns a tensor of shape ``(walkers, ...)``; ``name`` defaults to ``fn.__name__``
+    (a lambda must be named). Samples are taken after step ``burn_in`` and then every
+    ``every`` steps.
     """
 
     def __init__(
         self,
-        fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
-        name: str,
+        fn: ObservableFn,
+        name: str | None = None,
         burn_in: int = 0,
         every: int = 1,
     ) -> None:
-        self.fn = fn
-        self.name = name
-        self.burn_in = burn_in
-        self.every = every
+        self.name = observable_name(fn, name, "Running")
+        self.fn = time_state_function(fn, self.name, "Running")
+        self.burn_in = _positive_int(burn_in, f"Running {self.name!r}: burn_in", 0)
+        self.every = _positive_int(every, f"Running {self.name!r}: every")
         self.sum: torch.Tensor | None = None
         self.sumsq: torch.Tensor | None = None
         self.count = 0
@@ -95,7 +182,7 @@ class Running(Observer):
     def on_step(self, step: int, t: float, state: Mapping[str, torch.Tensor]) -> Any:
         if step + 1 <= self.burn_in or (step + 1 - self.burn_in) % self.every:
             return None
-        x = self.fn(state).to(torch.float64)
+        x = self.fn(t, state).to(torch.float64)
         if self.sum is None:
             self.sum = torch.zeros_like(x)
             self.sumsq = torch.zeros_like(x)

@@ -156,7 +156,9 @@ class Trajectory:
         ``topology`` is an mdtraj or OpenMM topology; ``block`` holds positions of shape
         ``(walkers, atoms, 3)``; times are multiplied by ``time_unit_ps``.
         """
-        import mdtraj
+        from splitsde.optional import require
+
+        mdtraj = require("mdtraj", extra="md", feature="writing molecular trajectories")
 
         times, states = self.load([block])
         if not states:

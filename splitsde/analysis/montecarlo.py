@@ -93,7 +93,7 @@ def stationary_average(
     """
     if steps < 1 or burn_in < 0:
         raise ValueError("steps must be positive and burn_in non-negative")
-    obs = Running(lambda s: _per_walker(observable(s)), "phi", burn_in=burn_in, every=every)
+    obs = Running(lambda t, s: _per_walker(observable(s)), "phi", burn_in=burn_in, every=every)
     res = integrate(integrator, y0, h=h, steps=burn_in + steps, seed=seed, observers=[obs])
     fin = res.finals["phi"]
     st = walker_batch_means(fin["mean"], fin["mean_sq"], batches=batches)

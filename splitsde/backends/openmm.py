@@ -44,10 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import openmm
 import sympy
 import torch
-from openmm import unit
 from sympy.printing.str import StrPrinter
 
 from splitsde.compose.presets import word as parse_word
@@ -66,10 +64,14 @@ from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import Word, WordError
 from splitsde.langevin.dynamics import LangevinSystem, langevin_sde, underdamped
 from splitsde.langevin.potentials import Potential
+from splitsde.optional import require
 from splitsde.symbolic.energy import ElementSum
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, FieldValue, NoiseSymbol, Temporary, h, t
+
+openmm = require("openmm", extra="md", feature="the OpenMM backend")
+unit = require("openmm.unit", extra="md", feature="the OpenMM backend")
 
 __all__ = [
     "BOLTZMANN",

@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from splitsde.cli.common import (
+    STATE_COPIES,
     CLIError,
+    check_memory,
+    plot_file,
     positive_float,
     positive_int,
     positive_int_list,
     print_json,
+    seed,
 )
+
+_TARGET = re.compile(r"(gaussian|ring|mixture)-([0-9]+)(?:x([0-9]+))?", re.ASCII)
+
+
+def _memory(target: str, n: int, blocks: int) -> float:
+    """Bytes a comparison on ``target`` with ``n`` samples needs at least: the samples and
+    their temporaries, and for Gaussian data the dense covariances of the exact law (all
+    blocks of the process together) and their factors."""
+    m = _TARGET.fullmatch(target)
+    assert m is not None
+    kind, a, b = m.group(1), int(m.group(2)), m.group(3)
+    dim = 2 if kind == "ring" else (a if kind == "gaussian" else int(b))
+    modes = 1 if kind == "gaussian" else a
+    need = STATE_COPIES * n * blocks * dim * 8 + 4 * n * modes * 8 + 4 * modes * dim * 8
+    if kind == "gaussian":
+        need += 16 * (blocks * dim) ** 2 * 8
+    return need
 
 
 def _name_list(text: str) -> list[str]:
@@ -69,9 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="measure Gaussian targets from samples instead of the exact law",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0, help="0 to 2**63 - 1")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", default=None, metavar="FILE", help="write a PNG of quality vs NFE")
+    p.add_argument(
+        "--plot", type=plot_file, default=None, metavar="FILE", help="write a PNG of quality vs NFE"
+    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -89,9 +113,20 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(
             f"unknown sampler(s) {', '.join(unknown)}; samplers: {', '.join(dm.SAMPLERS)}"
         )
+    args.target = args.target.strip().lower()
+    if not _TARGET.fullmatch(args.target):
+        raise CLIError(
+            f"unknown target {args.target!r}; use gaussian-D, ring-K or mixture-KxD with ASCII "
+            "digits (e.g. gaussian-64, ring-8, mixture-8x16)"
+        )
     try:
-        tgt = dm.target(args.target, seed=args.seed)
         proc = dm.process(args.process)
+        check_memory(
+            _memory(args.target, args.n, len(proc.blocks)),
+            f"--target {args.target} with --n {args.n}",
+            "use a smaller target or fewer samples",
+        )
+        tgt = dm.target(args.target, seed=args.seed)
         for name in args.samplers:
             dm.sampler(name).check_process(proc)
     except ValueError as err:
@@ -118,9 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
-                "process": comp.process,
-                "target": comp.target,
-                "metric": comp.metric,
+                **comp.summary(),
                 "grid": args.grid or "recommended",
                 "prior": args.prior,
                 "seed": args.seed,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from splitsde.cli.common import writable_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from splitsde.demo import SECTIONS
@@ -13,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a short guided tour (tables and PNG figures)",
         description="Run the tour: " + ", ".join(SECTIONS) + ".",
     )
-    p.add_argument("--out", default="splitsde-demo", help="output folder for figures")
+    p.add_argument(
+        "--out", type=writable_dir, default="splitsde-demo", help="output folder for figures"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
     p.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="run only these sections")
     p.set_defaults(func=run)

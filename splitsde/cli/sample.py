@@ -10,12 +10,17 @@ import torch
 
 from splitsde.cli.common import (
     DTYPES,
+    STATE_COPIES,
     CLIError,
-    nonnegative_float,
+    check_memory,
+    friction,
     nonnegative_int,
+    physical,
     positive_float,
     positive_int,
     print_json,
+    seed,
+    writable_file,
 )
 
 SYSTEMS = ("harmonic", "double-well", "muller-brown")
@@ -39,16 +44,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--burn-in", type=nonnegative_int, default=None, help="burn-in steps (default: steps/5)"
     )
     p.add_argument("--walkers", type=positive_int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gamma", type=nonnegative_float, default=1.0, help="friction")
-    p.add_argument("--kT", type=positive_float, default=1.0, help="temperature (energy units)")
-    p.add_argument("--omega", type=positive_float, default=1.0, help="harmonic frequency")
-    p.add_argument("--mass", type=positive_float, default=1.0)
+    p.add_argument("--seed", type=seed, default=0, help="0 to 2**63 - 1")
+    p.add_argument("--gamma", type=friction, default=1.0, help="friction: 0 or 1e-6 to 1e6")
+    p.add_argument("--kT", type=physical, default=1.0, help="temperature, 1e-6 to 1e6")
+    p.add_argument("--omega", type=physical, default=1.0, help="harmonic frequency, 1e-6 to 1e6")
+    p.add_argument("--mass", type=physical, default=1.0, help="mass, 1e-6 to 1e6")
     p.add_argument(
-        "--dim", type=positive_int, default=None, help="coordinates per walker (1-D systems)"
+        "--dim",
+        type=positive_int,
+        default=None,
+        help="coordinates per walker (harmonic and double-well; muller-brown is 2-D)",
     )
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--log",
+        type=writable_file,
+        default=None,
+        metavar="FILE",
+        help="write state data (step, time, potential energy, kinetic and configurational "
+        "temperature, acceptance of { } groups, speed) every --log-every steps, like OpenMM's "
+        "StateDataReporter: CSV, or JSON lines for a .jsonl/.json FILE",
+    )
+    p.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="steps between lines of --log (default: 1/100 of all steps, burn-in included)",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.walkers < 2:
         raise CLIError("--walkers must be at least 2 (error bars come from independent walkers)")
+    if args.dim is not None and args.system == "muller-brown":
+        raise CLIError(
+            "--dim applies to the 1-D systems (harmonic, double-well); muller-brown is 2-D"
+        )
+    coords = 2 if args.system == "muller-brown" else (args.dim or 1)
+    itemsize = torch.finfo(DTYPES[args.dtype]).bits // 8
+    check_memory(
+        STATE_COPIES * 2 * args.walkers * coords * itemsize,
+        f"{args.walkers} walkers with {coords} coordinate(s) each",
+        "use fewer --walkers or a smaller --dim",
+    )
     pot = _potential(args)
     system = sd.langevin.underdamped(pot, gamma=args.gamma, kT=args.kT, mass=args.mass)
     integ = system.integrator(sd.word(args.word))
@@ -80,9 +115,14 @@ def run(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(args.seed + 1),
     )
     obs = [
-        sd.Running(lambda s: s["q"], "q", burn_in=burn),
-        sd.Running(lambda s: s["p"], "p", burn_in=burn),
+        sd.Running(lambda t, s: s["q"], "q", burn_in=burn),
+        sd.Running(lambda t, s: s["p"], "p", burn_in=burn),
     ]
+    if args.log_every is not None and args.log is None:
+        raise CLIError("--log-every needs --log FILE")
+    if args.log is not None:
+        every = args.log_every or max(1, (burn + args.steps) // 100)
+        obs.append(sd.langevin.Reporter(args.log, system, every=every))
     res = sd.integrate(integ, y0, h=args.h, steps=burn + args.steps, seed=args.seed, observers=obs)
     blocks = {}
     for name in ("q", "p"):

@@ -391,7 +391,38 @@ def lower(
     draws_take_times: bool = False,
     namespace: Mapping[str, Any],
 ) -> LoweredStep:
-    """Generate the step source for a hoisted program and compile its three variants."""
+    """Generate the step source for a hoisted program and compile its three variants.
+
+    The compiled source is kept on ``hp`` per (tensor coefficients, ``inplace``,
+    ``draws_take_times``): a run of the same program only binds its ``namespace`` (fields,
+    draws, checks) to it."""
+    program = hp.program
+    key = (frozenset(tensor_coefficients), inplace, draws_take_times)
+    compiled = hp.__dict__.setdefault("_compiled", {})
+    if key not in compiled:
+        source = _step_source(hp, tensor_coefficients, inplace, draws_take_times)
+        compiled[key] = (source, compile(source, "<splitsde step>", "exec"))
+    source, code = compiled[key]
+    ns: dict[str, Any] = {"torch": torch, "math": __import__("math")}
+    ns.update(namespace)
+    exec(code, ns)
+    return LoweredStep(
+        source,
+        ns["_step_fast"],
+        ns["_step_checked"],
+        ns["_step_hooked"],
+        len(program.draws),
+        len(program.uniforms),
+    )
+
+
+def _step_source(
+    hp: HoistedProgram,
+    tensor_coefficients: set[Coefficient],
+    inplace: bool,
+    draws_take_times: bool,
+) -> str:
+    """The Python source of ``_step_fast``, ``_step_checked`` and ``_step_hooked``."""
     program = hp.program
     names: dict[sympy.Basic, str] = {t: "t", h: "h"}
     for b in program.blocks:
@@ -498,19 +529,7 @@ def lower(
         src.extend("    " + x for x in body(mode))
         src.append(ret)
         src.append("")
-    source = "\n".join(src)
-    ns: dict[str, Any] = {"torch": torch, "math": __import__("math")}
-    ns.update(namespace)
-    code = compile(source, "<splitsde step>", "exec")
-    exec(code, ns)
-    return LoweredStep(
-        source,
-        ns["_step_fast"],
-        ns["_step_checked"],
-        ns["_step_hooked"],
-        len(program.draws),
-        len(program.uniforms),
-    )
+    return "\n".join(src)
 
 
 def _masked_eval(

@@ -22,6 +22,7 @@ import torch
 from splitsde.compose.codegen import _Hoister, _Printer
 from splitsde.symbolic.field import Field, field_applications, field_of
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
+from splitsde.symbolic.parse import as_expression
 from splitsde.symbolic.symbols import (
     Block,
     Coefficient,
@@ -107,7 +108,7 @@ def lower_expressions(
     for b in like:
         if b not in inputs:
             raise ValueError(f"'like' block {b} is not an input")
-    exprs = [sympy.sympify(e) for e in exprs]
+    exprs = [as_expression(e, "lower_expressions") for e in exprs]
     if any(h in e.free_symbols for e in exprs):
         raise ValueError("a vector field cannot depend on the step length h")
     used = set().union(*(e.free_symbols for e in exprs)) if exprs else set()

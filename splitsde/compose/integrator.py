@@ -426,6 +426,30 @@ class Integrator:
                         ) from None
         return tensors
 
+    def grid_coefficients(self, times: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Float64 coefficient values (one row per distinct step) and the step -> row map of
+        a grid, memoised for the last few grids: a plan runs its grid again and again, and
+        the coefficient table's parameters are fixed when it is built."""
+        key = times.tobytes()
+        cache = self.__dict__.setdefault("_grid_cache", {})
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        t_, h_ = times[:-1], np.diff(times)
+        table = self.coefficient_table
+        if table.autonomous:
+            uniq, inverse = np.unique(h_, return_inverse=True)
+            vals = table.evaluate(np.zeros_like(uniq), uniq)
+            table.check_finite(vals, np.zeros_like(uniq), uniq)
+        else:
+            inverse = np.arange(len(h_))
+            vals = table.evaluate(t_, h_)
+            table.check_finite(vals, t_, h_)
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        cache[key] = (vals, inverse)
+        return vals, inverse
+
     def prepare(
         self,
         state: Sequence[torch.Tensor],
@@ -437,14 +461,7 @@ class Integrator:
         t_, h_ = times[:-1], np.diff(times)
         like = state[0]
         table = self.coefficient_table
-        if table.autonomous:
-            uniq, inverse = np.unique(h_, return_inverse=True)
-            vals = table.evaluate(np.zeros_like(uniq), uniq)
-            table.check_finite(vals, np.zeros_like(uniq), uniq)
-        else:
-            inverse = np.arange(len(h_))
-            vals = table.evaluate(t_, h_)
-            table.check_finite(vals, t_, h_)
+        vals, inverse = self.grid_coefficients(np.asarray(times, np.float64))
         tensor_syms = set()
         converted: list[Any] = []
         for sym, v in zip(table.symbols, vals):

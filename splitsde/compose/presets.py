@@ -102,6 +102,8 @@ _ALIASES = {a: p.name for p in PRESETS.values() for a in p.aliases}
 
 def preset(name: str) -> Preset:
     """Look up a preset by name or alias (case-insensitive)."""
+    if not isinstance(name, str):
+        raise WordError(f"a preset name must be a string, got {type(name).__name__}")
     key = name.strip().upper()
     key = _ALIASES.get(key, key)
     try:
@@ -115,6 +117,8 @@ def word(text: str | Word) -> Word:
     """A word from a preset name (``"VVVR"``) or from the grammar (``"B A O A B"``)."""
     if isinstance(text, Word):
         return text
+    if not isinstance(text, str):
+        raise WordError(f"a word must be a string or a Word, got {type(text).__name__}")
     key = text.strip().upper()
     if key in _ALIASES or (key in PRESETS and PRESETS[key].word != key):
         return preset(key).parsed

@@ -18,35 +18,51 @@ Each occurrence integrates its own slice of the step (architecture rule 4): with
 
 Words in all lower case are accepted (``baoab``): letters are upper case and digits, so the
 reading is unambiguous. Mixed case is refused because the intent is unclear.
+
+Only ASCII is accepted: letters ``A``-``Z`` (or ``a``-``z``), digits ``0``-``9``, the brackets,
+braces, ``/ . -`` inside weights, and plain space, tab and line breaks between items. A
+look-alike from another script (``ß``, ``²``, Arabic-Indic digits, full-width letters, a
+no-break space) is refused with its Unicode name, never transliterated. A word has at most
+:data:`MAX_OCCURRENCES` letter occurrences and :data:`MAX_LENGTH` characters: compiling costs
+sympy work for every occurrence, and ``k`` repetitions of a word under the letter-count rule are
+``k`` steps of that word with step ``h/k``.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
+from splitsde.caret import caret
 from splitsde.errors import SplitsdeError
 
-__all__ = ["LETTER", "Occurrence", "Word", "WordError"]
+__all__ = ["LETTER", "MAX_LENGTH", "MAX_OCCURRENCES", "Occurrence", "Word", "WordError"]
 
 #: A single letter of the grammar: upper-case ASCII letter followed by optional digits.
 LETTER = re.compile(r"[A-Z][0-9]*\Z")
+#: Most letter occurrences in one word (compiling costs about a millisecond per occurrence).
+MAX_OCCURRENCES = 1000
+#: Longest accepted text of a word, in characters.
+MAX_LENGTH = 100_000
+
+_SPACE = " \t\r\n"
+_DIGITS = "0123456789"
 
 
 class WordError(SplitsdeError, ValueError):
     """A word that does not parse or does not fit the SDE; the message says where and why."""
 
 
-def _caret(text: str, pos: int) -> str:
-    return f"\n  {text}\n  {' ' * pos}^"
+_caret = caret
 
 
 def _parse_weight(raw: str, text: str, pos: int) -> Fraction:
-    s = raw.strip()
-    if not re.fullmatch(r"-?(\d+(/\d+)?|\d*\.\d+|\d+\.\d*)", s):
+    s = raw.strip(_SPACE)
+    if not re.fullmatch(r"-?([0-9]+(/[0-9]+)?|[0-9]*\.[0-9]+|[0-9]+\.[0-9]*)", s):
         raise WordError(f"weight [{raw}] is not a number like 1/4 or 0.25" + _caret(text, pos))
     try:
         w = Fraction(s)
@@ -85,11 +101,34 @@ class _Token:
     pos: int
 
 
+def _check_ascii(text: str) -> None:
+    """Refuse the first character outside the grammar's ASCII alphabet, by its Unicode name."""
+    for i, c in enumerate(text):
+        if c.isascii():
+            continue
+        if c.isspace() or unicodedata.category(c) == "Cf":
+            hint = "separate letters with plain spaces"
+        elif c.isdigit() or unicodedata.category(c) == "No":
+            hint = "force-group digits and weights use 0-9"
+        else:
+            hint = "letters are A-Z"
+        name = unicodedata.name(c, "unnamed character")
+        raise WordError(
+            f"character {c!r} (U+{ord(c):04X} {name}) is not allowed: words are ASCII only; "
+            f"{hint}" + _caret(text, i)
+        )
+
+
 def _tokenize(text: str) -> list[_Token]:
     if not isinstance(text, str):
         raise WordError(f"a word must be a string, got {type(text).__name__}")
-    if not text.strip():
+    if len(text) > MAX_LENGTH:
+        raise WordError(
+            f"word text of {len(text)} characters is too long (at most {MAX_LENGTH} characters)"
+        )
+    if not text.strip(_SPACE):
         raise WordError("empty word: give at least one letter, e.g. 'BAOAB'")
+    _check_ascii(text)
     alpha = [c for c in re.sub(r"\[[^\]]*\]?", "", text) if c.isalpha()]
     lower = bool(alpha) and all(c.islower() for c in alpha)
     if not lower and any(c.islower() for c in alpha):
@@ -106,12 +145,20 @@ def _tokenize(text: str) -> list[_Token]:
     i = 0
     while i < len(src):
         c = src[i]
-        if c.isspace():
+        if c in _SPACE:
             i += 1
         elif "A" <= c <= "Z":
             j = i + 1
-            while j < len(src) and src[j].isdigit():
+            while j < len(src) and src[j] in _DIGITS:
                 j += 1
+            if len(tokens) == MAX_OCCURRENCES:
+                n = len(tokens) + sum(1 for ch in src[j:] if "A" <= ch <= "Z") + 1
+                raise WordError(
+                    f"word has {n} letter occurrences; at most {MAX_OCCURRENCES} are allowed "
+                    "(compiling costs about a millisecond per occurrence and the generated step "
+                    "grows with the word). A word repeated k times is k steps of the shorter "
+                    "word with step h/k: use the shorter word and more steps."
+                )
             tokens.append(_Token(src[i:j], None, group, i))
             can_weight = True
             i = j
@@ -144,7 +191,7 @@ def _tokenize(text: str) -> list[_Token]:
             group = None
             can_weight = False
             i += 1
-        elif c.isdigit():
+        elif c in _DIGITS:
             raise WordError("a digit must follow a letter (force groups: B0, B1)" + _caret(text, i))
         else:
             raise WordError(f"unexpected character {c!r}" + _caret(text, i))

@@ -5,6 +5,14 @@ For Gaussian data the quality of a sampler is the exact KL divergence and 2-Wass
 distance between the law of its output (data block) and the data law, computed by the exact
 analysis; for mixtures it is the sliced Wasserstein distance, the energy distance and the
 mode-weight error of ``n`` generated samples against fresh data (each with a standard error).
+All are distances: lower is better.
+
+Sample-based distances have a positive **finite-sample floor**: the same distance between two
+fresh data sets of the same size; below it a sampler cannot be told from the data. A row whose
+main metric is non-finite or more than :data:`~splitsde.diffusion.metrics.DIVERGENCE_FACTOR`
+(100) times its reference -- the floor, or for an exact law (no floor) the value of the prior
+itself, i.e. of not sampling at all -- is **diverged**: it carries ``diverged: True`` and no
+metric values (a number that large only measures how far the sampler blew up).
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ import torch
 from splitsde.analysis.affine import NotAffineError
 from splitsde.diffusion.defaults import recommended_grid
 from splitsde.diffusion.metrics import (
+    DIVERGENCE_FACTOR,
+    METRICS,
+    MetricInfo,
+    diverged,
     exact_law,
     gaussian_kl,
     gaussian_w2,
@@ -74,14 +86,62 @@ def has_exact_analysis() -> bool:
     return True
 
 
+#: The metrics of a row that a divergence voids, by the row's main metric.
+_VOIDED = {"kl": ("kl", "w2"), "sliced_w2": ("sliced_w2", "energy", "mode_weight")}
+
+
 @dataclass
 class Comparison:
-    """Rows of a comparison: one dict per (sampler, NFE budget)."""
+    """Rows of a comparison: one dict per (sampler, NFE budget).
+
+    ``floor`` is the finite-sample floor of the main metric (``None`` for an exact law);
+    ``reference`` the value a diverged row exceeds :data:`DIVERGENCE_FACTOR` times (the floor,
+    or for an exact law the prior's own value)."""
 
     process: str
     target: str
     metric: str
     rows: list[dict[str, Any]] = field(default_factory=list)
+    floor: float | None = None
+    reference: float | None = None
+    exact: bool = False
+
+    @property
+    def info(self) -> MetricInfo:
+        return METRICS[self.metric]
+
+    def header(self) -> list[str]:
+        """What the numbers are: metric, direction, floor and the divergence rule."""
+        info = self.info
+        lines = [f"{self.metric} on {self.target} under {self.process}: {info.label}"]
+        rule = f"above {DIVERGENCE_FACTOR:g} x {{}} or not finite"
+        if self.exact:
+            ref = "the prior's value" + (f" {self.reference:.3g}" if self.reference else "")
+            lines.append(
+                f"{info.better} is better; exact law, no finite-sample floor; "
+                f"'diverged': {rule.format(ref)}"
+            )
+        else:
+            floor = "n/a" if self.floor is None else f"{self.floor:.3g}"
+            lines.append(
+                f"{info.better} is better; finite-sample floor (data vs data) {floor}; "
+                f"'diverged': {rule.format('the floor')}"
+            )
+        return lines
+
+    def summary(self) -> dict[str, Any]:
+        """The table's metadata for JSON output (the rows go alongside)."""
+        return {
+            "process": self.process,
+            "target": self.target,
+            "metric": self.metric,
+            "metric_label": self.info.label,
+            "better": self.info.better,
+            "exact": self.exact,
+            "floor": self.floor,
+            "divergence_reference": self.reference,
+            "divergence_factor": DIVERGENCE_FACTOR,
+        }
 
     def table(self) -> str:
         """A text table: samplers down, NFE budgets across, the main metric in the cells."""
@@ -90,7 +150,7 @@ class Comparison:
         cell = {(r["sampler"], r["nfe_budget"]): r for r in self.rows}
         width = 16
         head = f"{'sampler':16}" + "".join(f"{'NFE ' + str(n):>{width}}" for n in nfes)
-        lines = [f"{self.metric} on {self.target} under {self.process}", head]
+        lines = [*self.header(), head]
         for name in names:
             row = f"{name:16}"
             for n in nfes:
@@ -111,15 +171,30 @@ class Comparison:
 def _cell(r: dict[str, Any] | None, metric: str) -> str:
     if r is None:
         return "-"
+    star = "*" if r.get("nfe") and r["nfe"] != r["nfe_budget"] else ""
     if r.get("error"):
         return r["error_short"]
+    if r.get("diverged"):
+        return "diverged" + star
     v = r[metric]
     se = r.get(f"{metric}_se")
-    star = "*" if r.get("nfe") and r["nfe"] != r["nfe_budget"] else ""
-    if v is None or not math.isfinite(v):
-        return "diverged" + star
     txt = f"{v:.3g}" if se is None else f"{v:.3g}±{se:.1g}"
     return txt + star
+
+
+def _flag_divergence(row: dict[str, Any], metric: str, reference: float | None) -> None:
+    """Mark ``row`` diverged (and drop its metric values) or not, see the module docstring."""
+    value = row.get(metric)
+    if not diverged(value, reference):
+        row["diverged"] = False
+        return
+    why = "not finite" if value is None or not math.isfinite(value) else (
+        f"above {DIVERGENCE_FACTOR:g} x {reference:.3g}"
+    )  # fmt: skip
+    for key in _VOIDED[metric]:
+        row.pop(key, None)
+        row.pop(f"{key}_se", None)
+    row.update(diverged=True, diverged_reason=f"{metric} {why}")
 
 
 def compare(
@@ -156,11 +231,17 @@ def compare(
         raise ValueError("prior must be 'stationary' or 'exact'")
     score = tgt.score(proc)
     metric = "kl" if exact else "sliced_w2"
-    comp = Comparison(proc.name, tgt.name, metric)
+    comp = Comparison(proc.name, tgt.name, metric, exact=exact)
+    if exact:  # the prior's own distance to the data: the scale of "not sampling at all"
+        m0, c0 = _prior_law(proc, tgt, prior)
+        d = tgt.dim
+        comp.reference = gaussian_kl(m0[:d], c0[:d, :d], tgt.mean, tgt.cov)
     jobs = [(s, k) for s in samplers for k in nfes]
-    bar = progress_bar(len(jobs), "compare", progress)
+    bar = progress_bar(len(jobs), "compare", progress, unit="run")
     for name, budget in jobs:
         s = sampler(name)
+        if bar is not None:
+            bar.set_postfix_str(f"{s.name} NFE {budget}")
         row: dict[str, Any] = {
             "sampler": s.name,
             "nfe_budget": int(budget),
@@ -173,12 +254,15 @@ def compare(
                 row.update(_exact_row(p, proc, tgt, prior))
             else:
                 row.update(_sample_row(p, proc, tgt, n, seed, prior, batches))
+                if comp.floor is None and f"{metric}_floor" in row:
+                    comp.floor = comp.reference = row[f"{metric}_floor"]
+            _flag_divergence(row, metric, row.get(f"{metric}_floor", comp.reference))
         except (BudgetError, GridTooShortError) as err:
             row.update(error=str(err), error_short="budget<1 step")
         except NotAffineError as err:
             row.update(error=str(err), error_short="no exact law")
         except FloatingPointError as err:
-            row.update(error=str(err), error_short="diverged")
+            row.update(error=str(err), error_short="diverged", diverged=True)
         comp.rows.append(row)
         if on_row is not None:
             on_row(row)

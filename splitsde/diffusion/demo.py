@@ -32,9 +32,6 @@ def mixture_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any
         proc, ring, DEMO_SAMPLERS, nfes, n=n, seed=seed, progress=False, batches=5 if quick else 10
     )
     print(comp.table())
-    floor = next((r["sliced_w2_floor"] for r in comp.rows if "sliced_w2_floor" in r), None)
-    if floor is not None:
-        print(f"  finite-sample floor of the distance (data vs data): {floor:.3g}")
     show = nfes[1]
     fig, axes = plt.subplots(
         1,
@@ -96,9 +93,9 @@ def exponential_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str,
     print("  mode-weight error:")
     for name in names:
         cells = [
-            f"{r['mode_weight']:.3f}"
+            "diverged" if r.get("diverged") else f"{r['mode_weight']:.3f}"
             for r in comp.rows
-            if r["sampler"] == name and "mode_weight" in r
+            if r["sampler"] == name and ("mode_weight" in r or r.get("diverged"))
         ]
         print(f"    {name:12} " + "  ".join(cells))
     fig, axes = plt.subplots(

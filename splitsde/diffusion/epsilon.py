@@ -33,6 +33,7 @@ import numpy as np
 import sympy
 import torch
 
+from splitsde.diffusion.kernels import KernelTable
 from splitsde.diffusion.scores import eps_from_score
 from splitsde.symbolic.expint import ExponentialClock
 from splitsde.symbolic.field import Field
@@ -52,11 +53,7 @@ def kernel_inverse_transpose(process: ForwardProcess, times: Any) -> np.ndarray:
     times = np.asarray(times, np.float64)
     if np.any(times <= 0):
         raise ValueError("L_t^{-T} needs diffusion times t > 0 (the kernel is singular at 0)")
-    _, S = process.data_kernel(times)
-    if S.shape[-1] == 1:
-        return 1.0 / np.sqrt(S)
-    L = np.linalg.cholesky(S)
-    return np.swapaxes(np.linalg.inv(L), -1, -2)
+    return KernelTable(process).stack("L_inv_T", times)
 
 
 def _time_function(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> type[sympy.Function]:
@@ -94,13 +91,14 @@ def epsilon_sde(process: ForwardProcess, lam: float | Mapping[str, float] = 0.0)
     T = rev.T
     tag = f"{process.name.replace('-', '_')}_{id(process) % 100000}"
 
+    table = KernelTable(process)
+
     def linv_t(x: np.ndarray) -> np.ndarray:
-        """Memoised per time (quadratures ask for the same times again and again)."""
-        flat = np.asarray(x, np.float64).reshape(-1)
-        out = np.empty((flat.size, n, n))
-        for i, ti in enumerate(flat):
-            out[i] = process.terms(float(ti)).L_inv_T
-        return out.reshape(*np.shape(x), n, n)
+        """All times of a call at once (quadratures ask for arrays of nodes, and for the same
+        nodes once per entry of L^{-T}: the table keeps them)."""
+        if len(table) > 100_000:
+            table.clear()
+        return table.stack("L_inv_T", np.asarray(x, np.float64))
 
     entries = {}
     for b in range(n):
@@ -147,6 +145,10 @@ class EpsilonField:
         self.process = process
         self.score = score
         self.direct = isinstance(score, ScoreModel) and score.parametrisation == "eps"
+        #: Kernel terms of the conversion (shared with a plan-bound score model): prepared
+        #: for the grid's evaluation times by the plan.
+        shared = getattr(score, "kernels", None)
+        self.kernels: KernelTable = KernelTable(process) if shared is None else shared
 
     def __call__(self, *args: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
         *blocks, tau = args
@@ -156,20 +158,11 @@ class EpsilonField:
         else:
             s = self.score(*blocks, tau)
             s = list(s) if isinstance(s, tuple | list) else [s]
-            out = eps_from_score(self.process, s, t_)
+            out = eps_from_score(self.process, s, t_, kernels=self.kernels)
         return out[0] if len(out) == 1 else tuple(out)
 
     def _network_eps(self, blocks: Sequence[torch.Tensor], t_: float) -> list[torch.Tensor]:
-        model = self.score
-        like = blocks[0]
-        dtype = model.dtype or like.dtype
-        ins = [b.to(dtype) for b in blocks]
-        time = torch.full((like.shape[0],), model.network_time(t_), dtype=dtype, device=like.device)
-        if len(blocks) > 1 and model.concat_dim is not None:
-            raw = model.module(torch.cat(ins, dim=model.concat_dim), time)
-        else:
-            raw = model.module(*ins, time)
-        return [o.to(like.dtype) for o in model._split(raw, blocks)]
+        return self.score.network(blocks, t_)
 
 
 class DiffusionClock(ExponentialClock):

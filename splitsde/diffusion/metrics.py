@@ -37,7 +37,11 @@ if TYPE_CHECKING:
     from splitsde.diffusion.targets import GaussianMixture
 
 __all__ = [
+    "DIVERGENCE_FACTOR",
+    "METRICS",
     "Estimate",
+    "MetricInfo",
+    "diverged",
     "energy_distance",
     "exact_law",
     "gaussian_kl",
@@ -57,6 +61,40 @@ class Estimate:
 
     def __str__(self) -> str:
         return f"{self.value:.4g} ± {self.se:.2g}"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric measures and which direction is better."""
+
+    name: str
+    label: str
+    better: str = "lower"
+
+
+#: The metrics of :func:`splitsde.diffusion.compare` rows (all distances: lower is better).
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in [
+        MetricInfo("kl", "KL divergence of the exact output law to the data"),
+        MetricInfo("w2", "2-Wasserstein distance of the exact output law to the data"),
+        MetricInfo("sliced_w2", "sliced 2-Wasserstein distance to fresh data"),
+        MetricInfo("energy", "energy distance to fresh data"),
+        MetricInfo("mode_weight", "mode-weight error (total variation of mode frequencies)"),
+    ]
+}
+
+#: A value more than this many times its reference (the finite-sample floor, or for an exact
+#: law the value of the prior itself) is reported as diverged, not as a number.
+DIVERGENCE_FACTOR = 100.0
+
+
+def diverged(value: float | None, reference: float | None) -> bool:
+    """Whether ``value`` is non-finite or above ``DIVERGENCE_FACTOR`` times ``reference``
+    (``reference`` ``None``: only non-finite values count)."""
+    if value is None or not math.isfinite(value):
+        return True
+    return reference is not None and value > DIVERGENCE_FACTOR * reference
 
 
 def _t64(x: Any) -> torch.Tensor:

@@ -48,8 +48,9 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.diffusion.kernels import AffineUpdate
+from splitsde.diffusion.kernels import AffineUpdate, kernel_terms
 from splitsde.symbolic.flow import Flow
+from splitsde.symbolic.parse import as_expression, refuse_text
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter, t
 
@@ -130,14 +131,17 @@ class ForwardProcess:
         self.name = name
         self.blocks: tuple[Block, ...] = tuple(blocks)
         n = len(self.blocks)
+        refuse_text(drift, f"process {name}: drift")
         F = sympy.Matrix(drift)
         if F.shape != (n, n):
             raise ValueError(f"drift matrix has shape {F.shape}, expected {(n, n)}")
+        refuse_text(diffusion, f"process {name}: diffusion")
         if len(diffusion) != n:
             raise ValueError(f"give one diffusion coefficient per block ({n})")
+        diffusion = [as_expression(g, f"process {name}: diffusion") for g in diffusion]
         syms = {
             s
-            for e in (*F, *map(sympy.sympify, diffusion))
+            for e in (*F, *diffusion)
             for s in e.free_symbols
             if isinstance(s, Parameter)
         }
@@ -153,7 +157,7 @@ class ForwardProcess:
                 raise ValueError(f"parameter {k} = {v} is not finite")
         zero = {by_name[k]: 0 for k, v in values.items() if float(v) == 0.0}
         self.drift = F.xreplace(zero)
-        self.diffusion = tuple(sympy.sympify(g).xreplace(zero) for g in diffusion)
+        self.diffusion = tuple(g.xreplace(zero) for g in diffusion)
         self.params: dict[Parameter, float] = {
             by_name[k]: float(v) for k, v in values.items() if float(v) != 0.0
         }
@@ -170,7 +174,11 @@ class ForwardProcess:
             raise ValueError("initial variances must be non-negative")
         self.stationary_expressions: tuple[sympy.Expr, ...] | None = None
         if stationary_variance is not None:
-            exprs = tuple(sympy.sympify(v).xreplace(zero) for v in stationary_variance)
+            refuse_text(stationary_variance, f"process {name}: stationary_variance")
+            exprs = tuple(
+                as_expression(v, f"process {name}: stationary_variance").xreplace(zero)
+                for v in stationary_variance
+            )
             if len(exprs) != n:
                 raise ValueError("stationary_variance: one value per block")
             self.stationary_expressions = exprs
@@ -259,19 +267,14 @@ class ForwardProcess:
             ) from None
 
     def terms(self, t: float) -> KernelTerms:
-        """:class:`KernelTerms` at diffusion time ``t`` (memoised: samplers ask for the same
-        times at every run)."""
+        """:class:`KernelTerms` at diffusion time ``t`` (memoised; a plan prepares all the
+        times of its grid at once in a :class:`~splitsde.diffusion.kernels.KernelTable`)."""
         t = float(t)
         cache = self.__dict__.setdefault("_terms_cache", {})
         hit = cache.get(t)
         if hit is not None:
             return hit
-        if not 0.0 < t:
-            raise ValueError(f"kernel terms need t > 0 (got t = {t}); the kernel is singular at 0")
-        a, S = self.data_kernel(t)
-        L = self.cholesky(t)
-        L_inv = np.linalg.inv(L)
-        out = KernelTerms(t, a, S, L, L_inv.T.copy(), L_inv.T @ L_inv)
+        (out,) = kernel_terms(self, [t])
         if len(cache) > 100_000:
             cache.clear()
         cache[t] = out

@@ -73,6 +73,7 @@ import sympy
 
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow
+from splitsde.symbolic.parse import as_expression
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter, t
 
@@ -132,6 +133,8 @@ class ReverseSDE:
         :math:`\lambda \ge 0`, one number for every block or a mapping ``block name -> value``
         (blocks left out get 1).
 
+    Notes
+    -----
     The score is the field ``s`` with one output per block, depending on every block and on
     time; its callable receives the loop's (reverse) time :math:`\tau` as a Python float.
     """
@@ -179,7 +182,7 @@ class ReverseSDE:
         return {k: v for k, v in self.params.items() if k in names}
 
     def _at_reverse_time(self, e: sympy.Expr) -> sympy.Expr:
-        return sympy.sympify(e).xreplace({t: self.T - t})
+        return as_expression(e, "coefficient").xreplace({t: self.T - t})
 
     @cached_property
     def terms(self) -> dict[str, dict[str, sympy.Expr]]:

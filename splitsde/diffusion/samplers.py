@@ -57,9 +57,11 @@ from splitsde.compose.reduce import Reduction
 from splitsde.compose.word import Word
 from splitsde.diffusion.defaults import RECOMMENDED_LAM, recommended_grid
 from splitsde.diffusion.grids import check_grid, time_grid
+from splitsde.diffusion.kernels import prepare_kernel_tables
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.reverse import ReverseSDE, SplitSpec
+from splitsde.diffusion.scores import bind_kernels
 from splitsde.errors import SplitsdeError
 from splitsde.integrate import Result, integrate
 from splitsde.symbolic.solve import EulerMaruyama, SolverStrategy
@@ -496,6 +498,7 @@ def plan(
                 f"({', '.join(integrator_options)})"
             )
         return own_plan(proc, score, nfe=nfe, steps=steps, grid=grid, eps=eps, denoise=denoise)
+    score = bind_kernels(score)  # kernel terms of score conversions: one table per plan
     integ = s.integrator(proc, score, **integrator_options)
     den = s.denoiser(proc, score, **integrator_options) if denoise else None
     if isinstance(grid, str):
@@ -509,6 +512,9 @@ def plan(
             raise ValueError("an explicit grid fixes the steps; do not give nfe= or steps=")
         ts = check_grid(proc, grid, eps)
     out = Plan(s, proc, integ, den, ts)
+    prepare_kernel_tables(integ, out.tau)
+    if den is not None:
+        prepare_kernel_tables(den, out.denoise_tau)
     if check_stability:
         from splitsde.diffusion.stability import check_plan
 

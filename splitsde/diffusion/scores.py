@@ -13,11 +13,15 @@ of (per block, coefficients acting elementwise):
 :class:`ScoreModel` wraps a ``torch.nn.Module`` as the callable of the reverse SDE's score
 field ``s``: it receives the blocks and the loop's reverse time :math:`\tau`, converts to the
 diffusion time :math:`t = T - \tau` (and to whatever the network expects), feeds the network
-and converts its output to the score. All coefficients are float64, cast once per call.
+and converts its output to the score. The conversion coefficients are float64 kernel terms
+looked up in the plan's :class:`~splitsde.diffusion.kernels.KernelTable` (computed once per
+grid when the plan is built, see :func:`~splitsde.diffusion.samplers.plan`), or in the
+process's memo when the model is called outside a plan.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,11 +29,13 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from splitsde.diffusion.processes import ForwardProcess
+    from splitsde.diffusion.kernels import KernelTable
+    from splitsde.diffusion.processes import ForwardProcess, KernelTerms
 
 __all__ = [
     "PARAMETRISATIONS",
     "ScoreModel",
+    "bind_kernels",
     "combine",
     "eps_from_score",
     "score_from_data",
@@ -38,45 +44,75 @@ __all__ = [
 
 PARAMETRISATIONS = ("score", "eps", "data")
 Parametrisation = Literal["score", "eps", "data"]
+#: Where conversions find the kernel terms at a time: a plan's table or the process's memo.
+Kernels = Callable[[float], "KernelTerms"]
 
 
-def combine(C: np.ndarray, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    r"""Blockwise :math:`y_b = \sum_c C_{bc}\,x_c` with a small float64 matrix ``C``."""
+def combine(
+    C: np.ndarray, tensors: Sequence[torch.Tensor], scale: float = 1.0
+) -> list[torch.Tensor]:
+    r"""Blockwise :math:`y_b = \sum_c (\text{scale}\,C_{bc})\,x_c` with a small float64 matrix
+    ``C`` (zero entries skipped; ``scale = -1`` negates exactly)."""
     out = []
-    for i in range(C.shape[0]):
+    for i, row in enumerate(C.tolist()):
         acc = None
-        for j, x in enumerate(tensors):
-            c = float(C[i, j])
+        for c, x in zip(row, tensors):
             if c == 0.0:
                 continue
+            c *= scale
             acc = x * c if acc is None else acc.add_(x, alpha=c)  # acc is a fresh tensor
         out.append(acc if acc is not None else torch.zeros_like(tensors[i]))
     return out
 
 
 def score_from_eps(
-    process: ForwardProcess, eps: Sequence[torch.Tensor], t: float
+    process: ForwardProcess,
+    eps: Sequence[torch.Tensor],
+    t: float,
+    *,
+    kernels: Kernels | None = None,
 ) -> list[torch.Tensor]:
-    r""":math:`s = -L_t^{-\top}\varepsilon`, blockwise."""
-    k = process.terms(t)
-    return combine(-k.L_inv_T, eps)
+    r""":math:`s = -L_t^{-\top}\varepsilon`, blockwise (kernel terms from ``kernels``, default
+    the process's memo)."""
+    k = (process.terms if kernels is None else kernels)(t)
+    return combine(k.L_inv_T, eps, -1.0)
 
 
 def eps_from_score(
-    process: ForwardProcess, score: Sequence[torch.Tensor], t: float
+    process: ForwardProcess,
+    score: Sequence[torch.Tensor],
+    t: float,
+    *,
+    kernels: Kernels | None = None,
 ) -> list[torch.Tensor]:
     r""":math:`\varepsilon = -L_t^\top s` (the inverse of :func:`score_from_eps`)."""
-    k = process.terms(t)
-    return combine(-k.L.T, score)
+    k = (process.terms if kernels is None else kernels)(t)
+    return combine(k.L.T, score, -1.0)
 
 
 def score_from_data(
-    process: ForwardProcess, z: Sequence[torch.Tensor], x0: torch.Tensor, t: float
+    process: ForwardProcess,
+    z: Sequence[torch.Tensor],
+    x0: torch.Tensor,
+    t: float,
+    *,
+    kernels: Kernels | None = None,
 ) -> list[torch.Tensor]:
     r""":math:`s = -S_t^{-1}(z - a_t\,\hat x_0)`, blockwise (Tweedie's formula)."""
-    k = process.terms(t)
+    k = (process.terms if kernels is None else kernels)(t)
     resid = [zb.sub(x0, alpha=float(k.a[b])) for b, zb in enumerate(z)]
-    return combine(-k.S_inv, resid)
+    return combine(k.S_inv, resid, -1.0)
+
+
+def bind_kernels(score: Any) -> Any:
+    """The score callable a plan binds: a :class:`ScoreModel` becomes a copy with its own
+    empty :class:`~splitsde.diffusion.kernels.KernelTable` (the plan fills it for its grid);
+    any other callable is returned as it is."""
+    if isinstance(score, ScoreModel):
+        from splitsde.diffusion.kernels import KernelTable
+
+        return score.with_kernels(KernelTable(score.process))
+    return score
 
 
 class ScoreModel:
@@ -103,10 +139,18 @@ class ScoreModel:
         The network's input dtype (default: the dtype of its first parameter, else the
         state's); outputs are cast back to the state dtype.
 
+    Notes
+    -----
     The callable checks the network's output shape on every call (a clear
     :class:`ValueError` names the expected shape); non-finite outputs are caught by the
     integrator's field checks.
+
+    :attr:`kernels` is where the conversions find the kernel terms at a time: ``None`` (the
+    process's memo) for a model called on its own; a plan uses a copy bound to its own
+    :class:`~splitsde.diffusion.kernels.KernelTable` (:meth:`with_kernels`).
     """
+
+    kernels: KernelTable | None = None
 
     def __init__(
         self,
@@ -136,6 +180,12 @@ class ScoreModel:
             dtype = first.dtype if first is not None else None
         self.dtype = dtype
 
+    def with_kernels(self, kernels: KernelTable) -> ScoreModel:
+        """A copy (same network) whose conversions look the kernel terms up in ``kernels``."""
+        out = copy.copy(self)
+        out.kernels = kernels
+        return out
+
     def network_time(self, t: float) -> float:
         """The time value the network receives at diffusion time ``t``."""
         if self.time_input == "t":
@@ -152,22 +202,26 @@ class ScoreModel:
 
     def at(self, blocks: Sequence[torch.Tensor], t: float) -> list[torch.Tensor]:
         """The score per block at diffusion time ``t``."""
+        outs = self.network(blocks, t)
+        if self.parametrisation == "score":
+            return outs
+        if self.parametrisation == "eps":
+            return score_from_eps(self.process, outs, t, kernels=self.kernels)
+        return score_from_data(self.process, blocks, outs[0], t, kernels=self.kernels)
+
+    def network(self, blocks: Sequence[torch.Tensor], t: float) -> list[torch.Tensor]:
+        """The network's raw prediction per block (or ``[x0]``) at diffusion time ``t``, in
+        the state's dtype."""
         like = blocks[0]
         dtype = self.dtype or like.dtype
-        ins = [b.to(dtype) for b in blocks]
+        ins = [b if b.dtype == dtype else b.to(dtype) for b in blocks]
         time = torch.full((like.shape[0],), self.network_time(t), dtype=dtype, device=like.device)
-        many = len(blocks) > 1
-        if many and self.concat_dim is not None:
+        if len(blocks) > 1 and self.concat_dim is not None:
             raw = self.module(torch.cat(ins, dim=self.concat_dim), time)
         else:
             raw = self.module(*ins, time)
         outs = self._split(raw, blocks)
-        outs = [o.to(like.dtype) for o in outs]
-        if self.parametrisation == "score":
-            return outs
-        if self.parametrisation == "eps":
-            return score_from_eps(self.process, outs, t)
-        return score_from_data(self.process, blocks, outs[0], t)
+        return [o if o.dtype == like.dtype else o.to(like.dtype) for o in outs]
 
     def _split(self, raw: Any, blocks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         name = type(self.module).__name__

@@ -7,6 +7,11 @@ what the training reported, for people browsing the cache.
 
 The directory is, in order of precedence: an explicit argument, ``$SPLITSDE_CACHE_DIR``,
 ``$XDG_CACHE_HOME/splitsde``, ``~/.cache/splitsde``; each example uses a sub-folder.
+
+The ``.json`` file also records the SHA-256 digest of the weights. A cached file that does not
+load, or whose digest differs (a truncated download, an interrupted copy, a flipped bit), is
+reported with a warning and trained again, never used. The folder is checked for writing
+*before* training, so a run never trains for minutes and then fails to save.
 """
 
 from __future__ import annotations
@@ -15,13 +20,20 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["cache_dir", "config_key", "load_or_train"]
+from splitsde.errors import SplitsdeError
+
+__all__ = ["CacheError", "cache_dir", "check_writable", "config_key", "load_or_train"]
+
+
+class CacheError(SplitsdeError, OSError):
+    """The cache folder cannot be created or written."""
 
 
 def cache_dir(override: str | os.PathLike[str] | None = None, *, sub: str = "") -> Path:
@@ -62,23 +74,77 @@ def load_or_train(
     path = directory / f"{name}-{key}.pt"
     module = build()
     if path.exists():
-        state = torch.load(path, weights_only=True, map_location="cpu")
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(
-                f"cached weights {path} do not fit the network of this configuration ({err}); "
-                "delete the file to retrain"
-            ) from None
-        meta = path.with_suffix(".json")
-        report = json.loads(meta.read_text())["report"] if meta.exists() else {}
-        return module, {"cached": True, "path": str(path), "key": key, **report}
+        loaded = _load(path)
+        if loaded is not None:
+            state, report = loaded
+            try:
+                module.load_state_dict(state)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"cached weights {path} do not fit the network of this configuration "
+                    f"({err}); delete the file to retrain"
+                ) from None
+            return module, {"cached": True, "path": str(path), "key": key, **report}
+    check_writable(directory)
     report = dict(train(module))
-    directory.mkdir(parents=True, exist_ok=True)
     _atomic_save(module.state_dict(), path)
-    meta = {"name": name, "config": dict(config), "report": report}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    meta = {"name": name, "config": dict(config), "report": report, "sha256": _digest(path)}
+    _atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
     return module, {"cached": False, "path": str(path), "key": key, **report}
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The state dict and report of a cache entry, or ``None`` (with a warning) when the
+    entry is damaged. Entries written before digests were recorded are checked by loading."""
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        want = meta.get("sha256")
+        if want is not None and _digest(path) != want:
+            raise ValueError("its SHA-256 digest differs from the one recorded when it was saved")
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(state, dict):
+            raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
+        return state, dict(meta.get("report", {}))
+    except Exception as err:  # any unreadable file is a damaged entry: train again
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(
+            f"cached weights {path} are damaged ({reason}); training again", stacklevel=3
+        )
+        return None
+
+
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and check that files can be written in it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise CacheError(
+            f"cannot write the weights cache in {directory}: {err.strerror or err}; choose "
+            "another folder (--cache-dir or $SPLITSDE_CACHE_DIR)"
+        ) from None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _atomic_save(state: Mapping[str, torch.Tensor], path: Path) -> None:

@@ -45,9 +45,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from splitsde.examples.cache import cache_dir, load_or_train
+from splitsde.examples.cache import cache_dir, check_writable, load_or_train
 from splitsde.examples.frechet import feature_statistics, frechet_distance
 from splitsde.examples.networks import DigitClassifier, ScoreMLP
+from splitsde.optional import require
+from splitsde.progress import progress_bar
 
 __all__ = [
     "DigitsConfig",
@@ -194,14 +196,8 @@ class DigitsData:
 def load_digits(held_out: float = 0.3, seed: int = 0) -> DigitsData:
     """scikit-learn's 8x8 digits scaled to :math:`[-1, 1]` (``x / 8 - 1``), split into a
     training part and a held-out fraction ``held_out``."""
-    try:
-        from sklearn.datasets import load_digits as sk_load_digits
-    except ImportError:
-        raise ImportError(
-            "the digits example needs scikit-learn (pip install scikit-learn, or the "
-            "'peers' extra of splitsde)"
-        ) from None
-    data = sk_load_digits()
+    datasets = require("sklearn.datasets", extra="examples", feature="the digits example")
+    data = datasets.load_digits()
     x = torch.tensor(data.data / 8.0 - 1.0, dtype=torch.float32)
     y = torch.tensor(data.target, dtype=torch.long)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
@@ -260,9 +256,13 @@ def train_score_network(
     config: DigitsConfig,
     *,
     log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train ``net`` in place by ε-prediction on the data ``x`` (``(N, 64)``); on return it
-    holds the exponential moving average of the iterates. Returns a small report."""
+    holds the exponential moving average of the iterates. Returns a small report.
+
+    ``progress`` shows a bar over the training steps with the smoothed loss (default: on a
+    terminal; see :func:`splitsde.progress.progress_bar`)."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     blocks = len(process.block_names)
@@ -275,6 +275,9 @@ def train_score_network(
         opt, config.lr, total_steps=config.train_steps, pct_start=0.05
     )
     running, report_every = 0.0, max(1, config.train_steps // 10)
+    bar = progress_bar(config.train_steps, f"train {process.name}", progress, unit="step")
+    if bar is not None and log is not None:
+        log = bar.write  # log lines above the bar, not through it
     net.train()
     for step in range(config.train_steps):
         i = torch.randint(len(x), (config.batch_size,), generator=gen)
@@ -288,9 +291,16 @@ def train_score_network(
         sched.step()
         ema.update_parameters(net)
         running = 0.98 * running + 0.02 * loss.item()
-        if log is not None and (step + 1) % report_every == 0:
+        if bar is not None:
+            bar.update(1)
+        if (step + 1) % report_every == 0:
             smoothed = running / (1 - 0.98 ** (step + 1))
-            log(f"    step {step + 1:>6}/{config.train_steps}  loss {smoothed:.4f}")
+            if bar is not None:
+                bar.set_postfix(loss=f"{smoothed:.4f}", refresh=False)
+            if log is not None:
+                log(f"    step {step + 1:>6}/{config.train_steps}  loss {smoothed:.4f}")
+    if bar is not None:
+        bar.close()
     net.load_state_dict(ema.module.state_dict())
     net.eval()
     return {
@@ -306,6 +316,7 @@ def score_network(
     directory: Path,
     *,
     log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
 ) -> tuple[ScoreMLP, dict[str, Any]]:
     """The trained ε-network of ``process``: from the cache, or trained (seeded) and cached."""
     dim = DIM * len(process.block_names)
@@ -317,7 +328,9 @@ def score_network(
     def train(net: torch.nn.Module) -> dict[str, Any]:
         if log is not None:
             log(f"  training the {process.name} score network ({config.train_steps} steps)")
-        return train_score_network(net, process, data.train_x, config, log=log)
+        return train_score_network(
+            net, process, data.train_x, config, log=log, progress=progress
+        )
 
     net, info = load_or_train(process.name, config.score_training(process), build, train, directory)
     net.eval()
@@ -328,9 +341,10 @@ def score_network(
 # Classifier
 # ---------------------------------------------------------------------------------------------
 def train_classifier(
-    data: DigitsData, config: DigitsConfig, directory: Path
+    data: DigitsData, config: DigitsConfig, directory: Path, *, progress: bool | None = None
 ) -> tuple[DigitClassifier, dict[str, Any]]:
-    """The digit classifier (cached like the score networks) and its held-out accuracy."""
+    """The digit classifier (cached like the score networks) and its held-out accuracy;
+    ``progress`` as for :func:`train_score_network`."""
 
     def build() -> DigitClassifier:
         with _seeded_float32(config.seed + 23):
@@ -341,6 +355,7 @@ def train_classifier(
         gen = torch.Generator().manual_seed(config.seed + 29)
         opt = torch.optim.Adam(clf.parameters(), lr=1e-3, weight_decay=1e-4)
         clf.train()
+        bar = progress_bar(config.classifier_steps, "train classifier", progress, unit="step")
         with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG
             torch.manual_seed(config.seed + 31)
             for _ in range(config.classifier_steps):
@@ -349,6 +364,10 @@ def train_classifier(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
         clf.eval()
         return {"seconds": time.perf_counter() - started}
 
@@ -520,44 +539,55 @@ def compare_samplers(
     *,
     notes: list[str],
     log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str, int], torch.Tensor]]:
     """Every available sampler at every NFE budget on every process (``models`` maps a
     process name to ``(process, network)``); returns the rows and the samples by
-    ``(process, sampler, budget)``."""
+    ``(process, sampler, budget)``. ``progress`` shows one bar over all of them."""
     import splitsde.diffusion as dm
 
     rows, samples = [], {}
-    for proc_name, (proc, net) in models.items():
-        model = dm.ScoreModel(net, proc, parametrisation="eps")
-        for name in available_samplers(config.samplers, proc, notes):
-            for budget in config.nfe:
-                row: dict[str, Any] = {
-                    "process": proc_name,
-                    "sampler": name,
-                    "nfe_budget": int(budget),
-                    "samples": n,
-                }
-                try:
-                    with torch.no_grad():
-                        res = dm.sample(
-                            name, proc, model, n, shape=DIM, nfe=budget, grid=config.grid,
-                            seed=config.seed,
-                        )  # fmt: skip
-                    row.update(nfe=res.nfe, steps=res.steps, seconds=res.wall_time)
-                    x = res.x
-                    if torch.isfinite(x).all():
-                        x = x.clamp(-1.0, 1.0)
-                        row.update(measure(x, config.seed + budget))
-                        samples[(proc_name, name, int(budget))] = x
-                    else:
-                        row.update(frechet=float("inf"))
-                except dm.BudgetError as err:
-                    row.update(error=str(err), error_short="budget<1 step")
-                except FloatingPointError as err:
-                    row.update(error=str(err), error_short="diverged")
-                rows.append(row)
-                if log is not None:
-                    log(f"  {proc_name:14} {name:10} NFE {budget:>4}: {_cell(row)}")
+    plan = [
+        (proc_name, proc, dm.ScoreModel(net, proc, parametrisation="eps"), name)
+        for proc_name, (proc, net) in models.items()
+        for name in available_samplers(config.samplers, proc, notes)
+    ]
+    bar = progress_bar(len(plan) * len(config.nfe), "sample", progress, unit="run")
+    if bar is not None and log is not None:
+        log = bar.write
+    for proc_name, proc, model, name in plan:
+        for budget in config.nfe:
+            row: dict[str, Any] = {
+                "process": proc_name,
+                "sampler": name,
+                "nfe_budget": int(budget),
+                "samples": n,
+            }
+            try:
+                with torch.no_grad():
+                    res = dm.sample(
+                        name, proc, model, n, shape=DIM, nfe=budget, grid=config.grid,
+                        seed=config.seed, progress=False,
+                    )  # fmt: skip
+                row.update(nfe=res.nfe, steps=res.steps, seconds=res.wall_time)
+                x = res.x
+                if torch.isfinite(x).all():
+                    x = x.clamp(-1.0, 1.0)
+                    row.update(measure(x, config.seed + budget))
+                    samples[(proc_name, name, int(budget))] = x
+                else:
+                    row.update(frechet=float("inf"))
+            except dm.BudgetError as err:
+                row.update(error=str(err), error_short="budget<1 step")
+            except FloatingPointError as err:
+                row.update(error=str(err), error_short="diverged")
+            rows.append(row)
+            if bar is not None:
+                bar.update(1)
+            if log is not None:
+                log(f"  {proc_name:14} {name:10} NFE {budget:>4}: {_cell(row)}")
+    if bar is not None:
+        bar.close()
     return rows, samples
 
 
@@ -630,11 +660,15 @@ def run(
     *,
     cache: str | Path | None = None,
     verbose: bool = True,
+    progress: bool | None = None,
 ) -> DigitsResult:
     """Train (or load) the networks, compare the samplers, write ``digits.json`` and the PNG
-    grids into ``out`` (``None``: write nothing) and print the table when ``verbose``."""
+    grids into ``out`` (``None``: write nothing) and print the table when ``verbose``.
+
+    ``progress`` shows progress bars for training and sampling on standard error (default:
+    when it is a terminal)."""
     with _single_threaded_blas():
-        return _run(config or DigitsConfig(), out, cache, verbose)
+        return _run(config or DigitsConfig(), out, cache, verbose, progress)
 
 
 @contextlib.contextmanager
@@ -652,12 +686,17 @@ def _single_threaded_blas() -> Iterator[None]:
 
 
 def _run(
-    config: DigitsConfig, out: str | Path | None, cache: str | Path | None, verbose: bool
+    config: DigitsConfig,
+    out: str | Path | None,
+    cache: str | Path | None,
+    verbose: bool,
+    progress: bool | None = None,
 ) -> DigitsResult:
     import splitsde.diffusion as dm
 
     log = (lambda s: print(s, flush=True)) if verbose else None
     directory = cache_dir(cache, sub="digits")
+    check_writable(directory)  # before any training, not after
     data = load_digits(config.held_out, config.seed)
     notes: list[str] = []
     procs = [dm.process(name) for name in config.processes]
@@ -666,7 +705,7 @@ def _run(
             f"digits: {len(data.train_x)} training / {len(data.test_x)} held-out images; "
             f"cache {directory}"
         )
-    clf, clf_info = train_classifier(data, config, directory)
+    clf, clf_info = train_classifier(data, config, directory, progress=progress)
     if log:
         how = "cached" if clf_info["cached"] else f"trained in {clf_info['seconds']:.1f} s"
         log(f"  classifier ({how}): held-out accuracy {clf_info['accuracy']:.3f}")
@@ -675,7 +714,7 @@ def _run(
         if not available_samplers(config.samplers, proc):
             notes.append(f"no requested sampler applies to {proc.name}; its network is not trained")
             continue
-        net, info = score_network(proc, data, config, directory, log=log)
+        net, info = score_network(proc, data, config, directory, log=log, progress=progress)
         models[proc.name] = (proc, net)
         training[proc.name] = info
         if log:
@@ -702,6 +741,7 @@ def _run(
         n,
         notes=notes,
         log=log,
+        progress=progress,
     )
     result = DigitsResult(config, floor, copy, clf_info, training, rows, notes)
     for note in notes:
@@ -748,13 +788,25 @@ def _names(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``splitsde digits`` (shared with ``python -m splitsde.examples.digits``)."""
-    from splitsde.cli.common import positive_int_list
+    from splitsde.cli.common import (
+        positive_int,
+        positive_int_list,
+        seed,
+        threads,
+        writable_dir,
+    )
     from splitsde.diffusion.grids import GRIDS
 
     d = DigitsConfig()
-    p.add_argument("--out", default="splitsde-digits", help="output folder (JSON and PNG grids)")
+    p.add_argument(
+        "--out",
+        type=writable_dir,
+        default="splitsde-digits",
+        help="output folder (JSON and PNG grids)",
+    )
     p.add_argument(
         "--cache-dir",
+        type=writable_dir,
         default=None,
         help="folder of cached weights (default: $SPLITSDE_CACHE_DIR, $XDG_CACHE_HOME/splitsde "
         "or ~/.cache/splitsde, then /digits)",
@@ -779,14 +831,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--grid", default=d.grid, choices=GRIDS, help="time grid of the samplers (default uniform)"
     )
     p.add_argument(
-        "--samples", type=int, default=None, help="generated samples (default: the held-out size)"
+        "--samples",
+        type=positive_int,
+        default=None,
+        help="generated samples (default: the held-out size)",
     )
-    p.add_argument("--train-steps", type=int, default=d.train_steps)
-    p.add_argument("--width", type=int, default=d.width, help="hidden width of the score MLP")
-    p.add_argument("--depth", type=int, default=d.depth, help="residual blocks of the score MLP")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-steps", type=positive_int, default=d.train_steps)
+    p.add_argument(
+        "--width", type=positive_int, default=d.width, help="hidden width of the score MLP"
+    )
+    p.add_argument(
+        "--depth", type=positive_int, default=d.depth, help="residual blocks of the score MLP"
+    )
+    p.add_argument("--seed", type=seed, default=d.seed, help="0 to 2**63 - 1")
     p.add_argument("--tiny", action="store_true", help="seconds-long sizes to try the pipeline")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=threads, default=None, help="torch threads, 1 to 4096 (default: torch's)"
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars for training and sampling (default: on a terminal)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> DigitsConfig:
@@ -814,7 +881,7 @@ def config_from_args(args: argparse.Namespace) -> DigitsConfig:
 def run_from_args(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    run(config_from_args(args), args.out, cache=args.cache_dir)
+    run(config_from_args(args), args.out, cache=args.cache_dir, progress=args.progress)
     return 0
 
 

@@ -6,7 +6,7 @@
 * :mod:`splitsde.interop.torchdiffeq` -- a torchdiffeq method as the solver of a deterministic
   sub-flow (:class:`ODESolver`).
 
-The peers themselves (``pip install splitsde[peers]``) are imported only when used.
+Both peers are core dependencies of splitsde (installed with it).
 """
 
 from splitsde.interop.torchdiffeq import ODE_METHODS, ODESolver

@@ -30,7 +30,8 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.langevin.potentials import _Q, Potential
+from splitsde.langevin.potentials import _Q, Potential, PotentialError
+from splitsde.langevin.units import Units
 from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow
@@ -54,12 +55,16 @@ class LangevinSystem(System):
         mass: Any,
         underdamped: bool,
         name: str,
+        units: Units | None = None,
     ) -> None:
         super().__init__(sde, params, fields, name)
         self.potentials = tuple(potentials)
         self.kT = float(kT)
         self.mass = mass
         self.underdamped = underdamped
+        #: The units the potential, masses and kT are given in (``None``: reduced units); they
+        #: label the columns of :class:`~splitsde.langevin.reporter.Reporter`.
+        self.units = units
 
     @property
     def potential(self) -> Potential:
@@ -95,6 +100,11 @@ class LangevinSystem(System):
             event = pot.event_shape or (1,)
         else:
             event = (dim,) if isinstance(dim, int) else tuple(dim)
+            if pot.event_shape is not None and event != tuple(pot.event_shape):
+                raise PotentialError(
+                    f"{pot!r} acts on configurations of shape {tuple(pot.event_shape)}, "
+                    f"not dim={dim}"
+                )
         shape = (walkers, *event)
         q = pot.initial(shape, dtype, device)
         if not self.underdamped:
@@ -144,12 +154,15 @@ def underdamped(
     kT: float = 1.0,
     mass: float | torch.Tensor = 1.0,
     force_groups: bool = False,
+    units: Units | None = None,
 ) -> LangevinSystem:
     """Underdamped Langevin dynamics split into A (positions), B (kicks), O (exact OU).
 
     ``potential`` may be a list: with ``force_groups=True`` each potential becomes its own
     force group and kick letter ``B0``, ``B1``, ...; otherwise their forces are summed.
     ``mass`` may be a tensor broadcasting against the positions (per-particle masses).
+    ``units`` names the units of the potential, masses and ``kT`` for reports (default:
+    reduced units; :data:`~splitsde.langevin.units.OPENMM_UNITS` for nm, ps, amu, kJ/mol).
     """
     pots = list(potential) if isinstance(potential, Sequence) else [potential]
     if not pots:
@@ -189,11 +202,16 @@ def underdamped(
         raise ValueError(f"mass must be positive, got {mass}")
     params = {"M": mass, "gamma": gamma, "kT": kT}
     name = "+".join(pt.name for pt in pots)
-    return LangevinSystem(sde, params, fields, pots, kT, mass, True, f"underdamped {name}")
+    return LangevinSystem(
+        sde, params, fields, pots, kT, mass, True, f"underdamped {name}", units=units
+    )
 
 
-def overdamped(potential: Potential, *, kT: float = 1.0) -> LangevinSystem:
-    """Overdamped Langevin dynamics split into B (drift, Euler) and O (exact noise shear)."""
+def overdamped(
+    potential: Potential, *, kT: float = 1.0, units: Units | None = None
+) -> LangevinSystem:
+    """Overdamped Langevin dynamics split into B (drift, Euler) and O (exact noise shear);
+    ``units`` as for :func:`underdamped`."""
     if not kT > 0:
         raise ValueError(f"kT must be positive, got {kT}")
     q = Block("q")
@@ -216,6 +234,7 @@ def overdamped(potential: Potential, *, kT: float = 1.0) -> LangevinSystem:
         1.0,
         False,
         f"overdamped {potential.name}",
+        units=units,
     )
 
 

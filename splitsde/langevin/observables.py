@@ -1,10 +1,20 @@
-r"""Observables of Langevin runs (per walker, as tensors of shape ``(walkers,)``).
+r"""Observables of Langevin runs on the torch backend, one function per quantity, in the units
+of the run (energies in the potential's unit, temperatures as :math:`k_BT` in that unit):
 
-* kinetic temperature :math:`T_{kin} = \langle p^\top M^{-1} p\rangle / N_{dof}` (minus
-  constrained degrees of freedom where the caller says so),
-* configurational temperature :math:`T_{conf} = \langle |\nabla U|^2\rangle / \langle \Delta U
-  \rangle` (Rugh 1997; Butler et al. 1998): an estimator of kT that needs no momenta,
-* potential energy :math:`U(q)`.
+* potential energy :math:`U(q)` per walker (:func:`potential_energy`),
+* kinetic energy :math:`K = \tfrac12 p^\top M^{-1} p` per walker (:func:`kinetic_energy`),
+* kinetic temperature :math:`k_BT_{kin} = 2K / N_{dof}` per walker (:func:`kinetic_temperature`),
+  with :math:`N_{dof}` the number of coordinates minus constrained degrees of freedom where the
+  caller says so,
+* configurational temperature :math:`k_BT_{conf} = \langle |\nabla U|^2\rangle / \langle \Delta
+  U \rangle` (Rugh, Phys. Rev. Lett. 78 (1997) 772; Butler et al., J. Chem. Phys. 109 (1998)
+  6519), an estimator of :math:`k_BT` that needs no momenta: its per-walker terms
+  (:func:`configurational_terms`), the estimate over the walkers of one state
+  (:func:`configurational_temperature`) and time averages after a burn-in
+  (:class:`ConfigurationalTemperature`).
+
+For temperatures in kelvin divide by :math:`k_B` in the energy unit per kelvin (see
+:class:`~splitsde.langevin.units.Units`; the reporter does it).
 """
 
 from __future__ import annotations
@@ -16,22 +26,57 @@ import torch
 
 from splitsde.observers import Observer
 
-__all__ = ["ConfigurationalTemperature", "kinetic_temperature", "potential_energy"]
+__all__ = [
+    "ConfigurationalTemperature",
+    "configurational_temperature",
+    "configurational_terms",
+    "kinetic_energy",
+    "kinetic_temperature",
+    "potential_energy",
+]
+
+
+def kinetic_energy(state: Mapping[str, torch.Tensor], mass: Any = 1.0) -> torch.Tensor:
+    r"""Per-walker kinetic energy :math:`\tfrac12 p^\top M^{-1} p` (``mass`` broadcasts
+    against the momenta, e.g. per-particle masses of shape ``(atoms, 1)``)."""
+    p = state["p"]
+    m = torch.as_tensor(mass, dtype=p.dtype, device=p.device)
+    return 0.5 * (p * p / m).reshape(p.shape[0], -1).sum(-1)
 
 
 def kinetic_temperature(
     state: Mapping[str, torch.Tensor], mass: Any = 1.0, removed_dof: int = 0
 ) -> torch.Tensor:
-    """Per-walker instantaneous kinetic temperature :math:`p^\\top M^{-1} p / N_{dof}`."""
-    p = state["p"]
-    m = torch.as_tensor(mass, dtype=p.dtype, device=p.device)
-    ke2 = (p * p / m).reshape(p.shape[0], -1).sum(-1)
-    ndof = p[0].numel() - removed_dof
-    return ke2 / ndof
+    r"""Per-walker instantaneous kinetic temperature :math:`k_BT = 2K / N_{dof}` in energy
+    units, :math:`N_{dof}` = coordinates per walker minus ``removed_dof``."""
+    ndof = state["p"][0].numel() - removed_dof
+    if ndof < 1:
+        raise ValueError(f"no kinetic degrees of freedom left ({ndof})")
+    return 2.0 * kinetic_energy(state, mass) / ndof
 
 
 def potential_energy(state: Mapping[str, torch.Tensor], system: Any) -> torch.Tensor:
+    """Per-walker potential energy :math:`U(q)` of ``system`` (its potentials summed)."""
     return system.energy(state["q"])
+
+
+def configurational_terms(
+    state: Mapping[str, torch.Tensor], system: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-walker :math:`|\nabla U|^2` and :math:`\Delta U` (float64), the numerator and
+    denominator of the configurational temperature."""
+    q = state["q"]
+    f = system.force(q)
+    grad2 = (f * f).reshape(q.shape[0], -1).sum(-1).to(torch.float64)
+    return grad2, system.laplacian(q).to(torch.float64)
+
+
+def configurational_temperature(state: Mapping[str, torch.Tensor], system: Any) -> torch.Tensor:
+    r"""The configurational temperature of one state estimated over its walkers,
+    :math:`\sum_w |\nabla U(q_w)|^2 / \sum_w \Delta U(q_w)` (a 0-d float64 tensor, energy
+    units)."""
+    grad2, lap = configurational_terms(state, system)
+    return grad2.sum() / lap.sum()
 
 
 class ConfigurationalTemperature(Observer):
@@ -50,10 +95,7 @@ class ConfigurationalTemperature(Observer):
     def on_step(self, step: int, t: float, state: Mapping[str, torch.Tensor]) -> None:
         if step + 1 <= self.burn_in or (step + 1 - self.burn_in) % self.every:
             return None
-        q = state["q"]
-        f = self.system.force(q)
-        g2 = (f * f).reshape(q.shape[0], -1).sum(-1).to(torch.float64)
-        lap = self.system.laplacian(q).to(torch.float64)
+        g2, lap = configurational_terms(state, self.system)
         if self.g2 is None:
             self.g2, self.lap = torch.zeros_like(g2), torch.zeros_like(lap)
         self.g2 += g2

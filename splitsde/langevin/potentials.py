@@ -19,16 +19,19 @@ from typing import Any
 
 import numpy as np
 import scipy.integrate
+import scipy.optimize
 import sympy
 import torch
 
-from splitsde.symbolic.parse import parse_expression
+from splitsde.errors import SplitsdeError
+from splitsde.symbolic.parse import as_expression, parse_expression
 
 __all__ = [
     "DoubleWell",
     "Harmonic",
     "MullerBrown",
     "Potential",
+    "PotentialError",
     "SympyPotential",
     "TorchPotential",
 ]
@@ -111,20 +114,63 @@ class _Separable1D(Potential):
 
 
 @cache
-def _partition(pot: _Separable1D, kT: float) -> float:
-    f = lambda x: math.exp(-(float(pot.u(np.array(x))) - pot._umin) / kT)  # noqa: E731
+def _window(pot: _Separable1D, kT: float) -> tuple[float, list[float]]:
+    """Half-width ``L`` of the quadrature range and the energy minima inside it.
+
+    The range grows from the potential's support until the energy at both ends is ``60 kT``
+    above the minimum (a hot system spreads beyond the support); the minima within ``60 kT``
+    of the lowest are given to ``quad`` as break points, since at small ``kT`` the weight is a
+    peak narrower than its first subdivision.
+    """
+    L = pot._support
+    for _ in range(64):
+        if np.all(pot.u(np.array([-L, L])) - pot._umin > 60 * kT):
+            break
+        L *= 2
+    xs = np.linspace(-L, L, 20001)
+    u = pot.u(xs)
+    mid = u[1:-1]
+    low = (mid <= u[:-2]) & (mid <= u[2:]) & (mid - u.min() < 60 * kT)
+    dx = xs[1] - xs[0]
+    points: list[float] = []
+    for x in xs[1:-1][low][:20]:
+        p = scipy.optimize.minimize_scalar(
+            lambda v: float(pot.u(np.array(v))),
+            bounds=(x - dx, x + dx),
+            method="bounded",
+            options={"xatol": 1e-12},
+        ).x
+        # break points at multiples of the peak's width sqrt(kT / U''(p)), so that quad
+        # resolves a peak much narrower than the range
+        d = 1e-4 * max(1.0, abs(p))
+        curv = float(pot.u(np.array(p + d)) + pot.u(np.array(p - d)) - 2 * pot.u(np.array(p)))
+        width = math.sqrt(kT * d * d / curv) if curv > 0 else dx
+        for k in (0.0, 1.0, -1.0, 4.0, -4.0, 12.0, -12.0):
+            if abs(p + k * width) < L:
+                points.append(float(p + k * width))
+    points = sorted(set(points))
+    return L, points
+
+
+def _boltzmann_quad(pot: _Separable1D, kT: float, g: Callable[[float], float]) -> float:
+    L, points = _window(pot, kT)
+    f = lambda x: g(x) * math.exp(-(float(pot.u(np.array(x))) - pot._umin) / kT)  # noqa: E731
+    # absolute tolerance on the scale of the range: the first moment of a symmetric well is 0
     return scipy.integrate.quad(
-        f, -pot._support, pot._support, limit=200, epsabs=1e-13, epsrel=1e-12
+        f, -L, L, points=points or None, limit=200, epsabs=1e-13 * L, epsrel=1e-12
     )[0]
+
+
+@cache
+def _partition(pot: _Separable1D, kT: float) -> float:
+    return _boltzmann_quad(pot, kT, lambda x: 1.0)
 
 
 @cache
 def _separable_moments(pot: _Separable1D, kT: float) -> tuple[float, float]:
     z = _partition(pot, kT)
-    w = lambda x: math.exp(-(float(pot.u(np.array(x))) - pot._umin) / kT) / z  # noqa: E731
-    opts = {"limit": 200, "epsabs": 1e-13, "epsrel": 1e-12}
-    m1 = scipy.integrate.quad(lambda x: x * w(x), -pot._support, pot._support, **opts)[0]
-    m2 = scipy.integrate.quad(lambda x: x * x * w(x), -pot._support, pot._support, **opts)[0]
+    m1 = _boltzmann_quad(pot, kT, lambda x: x) / z
+    m2 = _boltzmann_quad(pot, kT, lambda x: x * x) / z
     return m1, m2 - m1 * m1
 
 
@@ -272,8 +318,21 @@ def _mb_moments(scale: float, kT: float) -> dict[str, np.ndarray]:
     return {"mean": np.array([mx, my]), "var": np.array([vx, vy])}
 
 
+class PotentialError(SplitsdeError, ValueError):
+    """A potential that cannot be used as given (wrong event shape, wrong output shape)."""
+
+
 class TorchPotential(Potential):
-    """Any torch energy function ``energy(q) -> (walkers,)``; forces by autograd."""
+    r"""Any torch energy function ``energy(q) -> (walkers,)``; forces :math:`-\nabla U` and
+    the Laplacian :math:`\Delta U` by autograd.
+
+    ``event_shape`` is the shape of one configuration, e.g. ``(2,)`` for a potential on the
+    plane or ``(atoms, 3)``. Given, it is checked on every call (a state of another shape is
+    refused with a :class:`PotentialError` naming both shapes). Omitted, the energy must work
+    on configurations of any shape (like the built-in separable potentials): it is probed once
+    on two walkers of one coordinate, and a function that fails there or does not return one
+    value per walker is refused at construction, asking for ``event_shape``.
+    """
 
     def __init__(
         self,
@@ -281,11 +340,54 @@ class TorchPotential(Potential):
         name: str = "torch",
         event_shape: tuple[int, ...] | None = None,
     ) -> None:
+        if not callable(energy):
+            raise PotentialError(f"TorchPotential {name!r}: energy must be a function of q")
         self._energy = energy
         self.name = name
+        if event_shape is not None:
+            shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+            if not shape or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape
+            ):
+                raise PotentialError(
+                    f"TorchPotential {name!r}: event_shape must be a tuple of positive "
+                    f"integers, got {event_shape!r}"
+                )
+            event_shape = shape
         self.event_shape = event_shape
+        self._probe()
+
+    def _probe(self) -> None:
+        """One call on zeros of two walkers: the energy must run and return shape ``(2,)``."""
+        shape = (2, *(self.event_shape or (1,)))
+        q = torch.zeros(shape, dtype=torch.float64)
+        try:
+            e = self._energy(q)
+        except Exception as err:
+            if self.event_shape is not None:
+                raise PotentialError(
+                    f"TorchPotential {self.name!r}: the energy fails on configurations of "
+                    f"shape {self.event_shape} ({type(err).__name__}: {err})"
+                ) from err
+            raise PotentialError(
+                f"TorchPotential {self.name!r}: the energy fails on configurations of one "
+                f"coordinate ({type(err).__name__}: {err}); give the shape of one "
+                "configuration, e.g. TorchPotential(energy, event_shape=(2,))"
+            ) from err
+        if not isinstance(e, torch.Tensor) or tuple(e.shape) != (2,):
+            got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise PotentialError(
+                f"TorchPotential {self.name!r}: the energy must return one value per walker, "
+                f"a tensor of shape (walkers,); on {shape[0]} walkers of shape {shape[1:]} it "
+                f"returned {got}"
+            )
 
     def energy(self, q: torch.Tensor) -> torch.Tensor:
+        if self.event_shape is not None and tuple(q.shape[1:]) != self.event_shape:
+            raise PotentialError(
+                f"TorchPotential {self.name!r} acts on configurations of shape "
+                f"{self.event_shape}; got positions of shape {tuple(q.shape)} (walkers first)"
+            )
         return self._energy(q)
 
     def __repr__(self) -> str:
@@ -302,6 +404,7 @@ class SympyPotential(_Separable1D):
     def __init__(self, expr: sympy.Expr | str, name: str = "sympy", support: float = 10.0) -> None:
         if isinstance(expr, str):
             expr = parse_expression(expr, [_Q])
+        expr = as_expression(expr, "SympyPotential")
         free = expr.free_symbols - {_Q}
         if free:
             raise ValueError(f"potential uses unknown symbols {sorted(map(str, free))}; use q")

@@ -20,6 +20,7 @@ from typing import Any
 import sympy
 from sympy.core.function import AppliedUndef
 
+from splitsde.symbolic.parse import as_expression
 from splitsde.symbolic.symbols import Block, _check_name, t
 
 __all__ = ["Field", "field_applications", "field_of"]
@@ -45,7 +46,8 @@ class Field:
         otherwise the first dependency).
     definition:
         Optional symbolic definition, an expression (single output) or a mapping
-        ``output -> expression`` in the dependency blocks and ``t``.
+        ``output -> expression`` in the dependency blocks and ``t``. Text is parsed by
+        :func:`splitsde.parse_expression` with the dependencies (and ``t``) as its only names.
     """
 
     def __init__(
@@ -120,7 +122,7 @@ class Field:
         """Apply output ``output`` to ``args`` (default: the declared dependencies and time)."""
         if args is None:
             args = self.args
-        args = tuple(sympy.sympify(a) for a in args)
+        args = tuple(as_expression(a, f"argument of field {self.name!r}") for a in args)
         if len(args) != len(self.args):
             raise TypeError(
                 f"field {self.name!r} takes {len(self.args)} argument(s) "
@@ -142,7 +144,7 @@ class Field:
             key = str(key)
             if key not in self.outputs:
                 raise KeyError(f"field {self.name!r}: definition for unknown output {key!r}")
-            expr = sympy.sympify(expr)
+            expr = as_expression(expr, f"definition of field {self.name!r}", self.args)
             stray = {
                 s
                 for s in expr.free_symbols

@@ -18,6 +18,7 @@ import sympy
 from sympy.core.function import AppliedUndef
 
 from splitsde.symbolic.field import Field, field_applications, field_of
+from splitsde.symbolic.parse import refuse_text
 from splitsde.symbolic.symbols import Block, Parameter, t
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ def linear_drift(matrix: Any, blocks_: list[Block] | tuple[Block, ...]) -> dict[
     ``matrix`` is a small (block) matrix, e.g. the 2x2 PSLD drift coupling ``x`` and ``m``;
     each entry multiplies a whole block elementwise.
     """
+    refuse_text(matrix, "linear_drift")
     C = sympy.Matrix(matrix)
     if C.shape != (len(blocks_), len(blocks_)):
         raise ValueError(

@@ -44,6 +44,7 @@ from splitsde.symbolic.numeric import (
     psd_cholesky,
     van_loan,
 )
+from splitsde.symbolic.parse import as_expression
 from splitsde.symbolic.symbols import (
     Block,
     Coefficient,
@@ -816,7 +817,7 @@ class Custom:
         noise_syms: dict[NoiseSymbol, NoiseSpec] = {}
         by_name = {b.name: b for b in flow.reads + flow.changed}
         for b in targets:
-            e = sympy.sympify(self.updates[b])
+            e = as_expression(self.updates[b], f"custom update of {b}")
             for s in e.free_symbols:
                 if isinstance(s, NoiseSymbol):
                     like = by_name.get(s.name.removeprefix("xi_"))

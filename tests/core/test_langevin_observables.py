@@ -16,7 +16,7 @@ def test_configurational_and_kinetic_temperature():
     integ = system.integrator("BAOAB")
     y0 = system.initial_state(4000, dim=2, generator=torch.Generator().manual_seed(0))
     tconf = sd.langevin.ConfigurationalTemperature(system, burn_in=100)
-    tkin = sd.Running(lambda s: sd.langevin.kinetic_temperature(s), "T_kin", burn_in=100)
+    tkin = sd.Running(lambda t, s: sd.langevin.kinetic_temperature(s), "T_kin", burn_in=100)
     res = sd.integrate(integ, y0, h=0.2, steps=400, seed=2, observers=[tconf, tkin])
     fin = res.finals["T_conf"]
     # per-walker ratio estimates are independent; BAOAB samples q exactly, so T_conf = kT
@@ -55,7 +55,7 @@ def test_muller_brown_moments_by_independent_quadrature():
     mx = scipy.integrate.dblquad(lambda y, x: x * w(y, x), x0, x1, y0, y1, epsrel=1e-7)[0] / z
     assert np.isclose(mom["mean"][0], mx, rtol=1e-5)
     q = torch.tensor([[0.1, 0.2]], dtype=torch.float64)
-    auto = sd.potentials.TorchPotential(mb.energy)
+    auto = sd.potentials.TorchPotential(mb.energy, event_shape=(2,))
     torch.testing.assert_close(mb.force(q), auto.force(q))
 
 
@@ -87,7 +87,7 @@ def test_mean_potential_energy_under_baoab_is_equipartition():
     omega, kT, dim = 2.0, 0.7, 3
     system = sd.langevin.underdamped(sd.potentials.Harmonic(omega), gamma=1.0, kT=kT)
     y0 = system.initial_state(4000, dim=dim, generator=torch.Generator().manual_seed(0))
-    u = sd.Running(lambda s: sd.langevin.potential_energy(s, system), "U", burn_in=100)
+    u = sd.Running(lambda t, s: sd.langevin.potential_energy(s, system), "U", burn_in=100)
     res = sd.integrate(system.integrator("BAOAB"), y0, h=0.4, steps=400, seed=3, observers=[u])
     per_walker = res.finals["U"]["mean"].numpy()
     assert per_walker.shape == (4000,)

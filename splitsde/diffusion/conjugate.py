@@ -53,6 +53,11 @@ DDIM with :math:`\eta` the matching variance. This is the generalised DDIM of Zh
 the point-data part of the flow trivial and the step is exponential Euler in the transformed
 variables.
 
+**Noise regulation.** ``csps`` is the stochastic conjugate step with the noise regulation of
+SPS (Pandey, Rudolph & Mandt 2024): noise only in the momentum (:math:`\lambda_m = 1`) and a
+data-block noise scale :math:`\lambda_s` (recommended value:
+:mod:`splitsde.diffusion.defaults`); it is exact for data at a point like every conjugate step.
+
 **Multistep** (deterministic, :math:`\lambda = 0`): the transported past values
 :math:`E(a \leftarrow n{-}j)\,\varepsilon_{n-j}` are interpolated by the Lagrange polynomial in
 :math:`u = \log\rho` (:math:`\rho` the process's noise level, the variable of diffusers' DEIS) or
@@ -78,7 +83,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -598,15 +603,25 @@ def conjugate(
     order: int = 0,
     *,
     variable: str = "log-rho",
-    lam: float = 0.0,
+    lam: float | Mapping[str, float] = 0.0,
     name: str = "",
 ) -> ExponentialSampler:
     r"""A conjugate exponential-integrator sampler: the conjugate DDIM step (``order = 0``;
-    ``lam > 0`` stochastic) or the conjugate multistep DEIS of ``order`` 1--3."""
-    _check_options(order, variable, float(lam) != 0.0)
-    deterministic = float(lam) == 0.0
+    ``lam > 0`` stochastic, one number or per block name, e.g. ``{"x": 0, "m": 1}`` for noise
+    in the momentum only) or the conjugate multistep DEIS of ``order`` 1--3."""
+    if isinstance(lam, Mapping):
+        lam = {str(k): float(v) for k, v in lam.items()}
+        if all(v == 0.0 for v in lam.values()):  # blocks left out would have lambda = 1
+            raise ValueError("per-block lam needs a nonzero entry; give lam=0.0 for cddim")
+        deterministic = False
+        lam_txt = ", ".join(f"{k} = {v:g}" for k, v in sorted(lam.items()))
+    else:
+        lam = float(lam)
+        deterministic = lam == 0.0
+        lam_txt = f"{lam:g}"
+    _check_options(order, variable, not deterministic)
     if order == 0:
-        default = "cddim" if deterministic else f"cddim-sde{lam:g}"
+        default = "cddim" if deterministic else f"cddim-sde{lam_txt}"
     else:
         default = f"cdeis{order}" if variable == "log-rho" else f"cdeis-t{order}"
     what = (
@@ -617,12 +632,12 @@ def conjugate(
         "through past noise predictions transported by the point-data flow"
     )
     if not deterministic:
-        what += f"; stochastic, lambda = {lam:g}"
+        what += f"; stochastic, lambda = {lam_txt}"
     return ExponentialSampler(
         name or default,
         "epsilon",
         "R",
-        float(lam),
+        lam,
         make=lambda p, lam_: ConjugateDEIS(p, order, variable, lam_),
         scalar_only=False,
         order=_declared_order(order) if deterministic else 1,
@@ -637,6 +652,13 @@ CONJUGATE_SAMPLERS: dict[str, ExponentialSampler] = {
     for s in [
         conjugate(0),
         conjugate(0, lam=RECOMMENDED_LAM.get("cddim-sde", 1.0), name="cddim-sde"),
+        replace(
+            conjugate(0, lam=RECOMMENDED_LAM.get("csps", {"x": 0.0, "m": 1.0}), name="csps"),
+            needs_blocks=("x", "m"),
+            description="conjugate DDIM step with SPS's noise regulation: noise in the "
+            "momentum (lambda_m = 1), data-block noise lambda_s (default: the recommended "
+            "value, splitsde.diffusion.defaults)",
+        ),
         conjugate(1),
         conjugate(2),
         conjugate(3),

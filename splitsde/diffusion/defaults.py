@@ -50,12 +50,13 @@ CANDIDATE_GRIDS = ("uniform", "quadratic", "cubic", "logsnr", "edm")
 CANDIDATE_LAM: dict[str, tuple[Any, ...]] = {
     "sps": ({"x": 0.0}, {"x": 0.5}, {"x": 1.0}),
     "cddim-sde": (0.25, 0.5, 1.0),
+    "csps": ({"x": 0.0, "m": 1.0}, {"x": 0.5, "m": 1.0}),
 }
 
 #: The cases of the selection: processes (by family), Gaussian targets, NFE budgets.
 SELECTION: dict[str, Any] = {
     "processes": {"vp": ["vp"], "ve": ["ve"], "augmented": ["cld", "psld-cifar10"]},
-    "targets": ["gaussian-8", "gaussian-64"],
+    "targets": ["gaussian-64"],
     "nfes": [10, 20, 50],
     "diverged_kl": 1e8,
 }
@@ -122,7 +123,7 @@ def select(rows: Iterable[Mapping[str, Any]], diverged: float | None = None) -> 
         lams.sort(key=lambda lk: order.get(lk, len(order)) if lk is not None else -1)
         fams = list(dict.fromkeys(k[2] for k in scores if k[0] == name))
 
-        def best(lk: str | None, fam: str) -> tuple[float, str]:
+        def best(lk: str | None, fam: str, name: str = name) -> tuple[float, str]:
             cands = [(scores[(name, lk, fam, g)], i, g) for i, g in enumerate(CANDIDATE_GRIDS)
                      if (name, lk, fam, g) in scores]  # fmt: skip
             s, _, g = min(cands)

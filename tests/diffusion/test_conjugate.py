@@ -49,7 +49,7 @@ def test_vp_reduces_to_ddim_and_logrho_deis(conj, ref):
 @pytest.mark.parametrize("proc_name", ["psld-cifar10", "cld"])
 @pytest.mark.parametrize(
     "name, lam", [("cddim", None), ("cdeis2", None), ("cdeis3", None), ("cddim-sde", 1.0),
-                  ("cddim-sde", 0.5), ("cddim-sde", {"x": 0.0})],
+                  ("cddim-sde", 0.5), ("cddim-sde", {"x": 0.0}), ("csps", None)],
 )  # fmt: skip
 def test_exact_for_data_at_a_point(proc_name, name, lam):
     """From the exact law at T, five uniform steps end exactly in N(a_t x0, S_t)."""
@@ -104,7 +104,7 @@ def test_transport_matches_the_point_data_flow(lam):
             assert np.allclose(E[0] @ E[0].T, np.eye(2), atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["cddim", "cdeis1", "cdeis2", "cdeis3", "cddim-sde"])
+@pytest.mark.parametrize("name", ["cddim", "cdeis1", "cdeis2", "cdeis3", "cddim-sde", "csps"])
 def test_convergence_orders_on_gaussian_data(name):
     """Law error at t = 0.1 from the exact law at T, against the exact marginal: the fitted
     slope over 32, 64, 128 quadratic steps is the declared order (within 0.3)."""

@@ -94,3 +94,25 @@ def test_stationary_score_is_the_stationary_gaussian_score():
     v = proc.stationary_variance
     assert torch.allclose(sx, -x / v[0]) and torch.allclose(sm, -m / v[1])
     assert np.isclose(v[1], 0.25)
+
+
+@pytest.mark.parametrize("name", ["em", "sps", "reduced-obab"])
+def test_uniform_plans_warn_exactly_above_the_bound(name):
+    """The plan check measures what the bound measures: a uniform grid warns exactly when its
+    step exceeds h* (steps within 1% of h*, the bound's resolution, are not tested)."""
+    proc = dm.process("psld-cifar10")
+    b = dm.stability_bound(name, proc).bound
+    span = proc.T - proc.eps
+    score = dm.GaussianData.random(2, seed=0).score(proc)
+    tested = set()
+    for steps in range(1, 16):
+        h = span / steps
+        if abs(h / b - 1) < 0.01:
+            continue
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always", dm.StabilityWarning)
+            dm.plan(name, proc, score, steps=steps, grid="uniform", denoise=False)
+        got = any(isinstance(r.message, dm.StabilityWarning) for r in rec)
+        assert got == (h > b), (name, steps, h, b)
+        tested.add(got)
+    assert tested == {True, False}

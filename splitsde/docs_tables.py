@@ -10,6 +10,7 @@ import sympy
 
 __all__ = [
     "diffusers_peers_tables",
+    "diffusion_defaults_tables",
     "diffusion_quality_tables",
     "langevin_nfe_table",
     "method_table",
@@ -220,9 +221,7 @@ def diffusers_peers_tables() -> str:
                 else:
                     se = r.get(f"{m}_se")
                     star = "\\*" if r.get("nfe") not in (None, n) else ""
-                    cells.append(
-                        _fmt(r.get(m)) + (f" ± {se:.1g}" if se is not None else "") + star
-                    )
+                    cells.append(_fmt(r.get(m)) + (f" ± {se:.1g}" if se is not None else "") + star)
             shown = f"`{name}`" if lib == "splitsde" else name
             out.append(f"| {lib} | {shown} | " + " | ".join(cells) + " |")
         out.append("")
@@ -233,4 +232,96 @@ def diffusers_peers_tables() -> str:
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + "."
     )
+    return "\n".join(out)
+
+
+def diffusion_defaults_tables() -> str:
+    """The committed run of ``benchmarks/diffusion_defaults.py``
+    (``benchmarks/results/diffusion_defaults.json``): per process, every sampler's recommended
+    grid and its exact KL against the uniform grid at each NFE budget; the stability bounds
+    :math:`h^*`; the PSLD ring run against its finite-sample floor."""
+    import json
+    from pathlib import Path
+
+    from splitsde.diffusion.defaults import SELECTION, _lam_key
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/results/diffusion_defaults.json"
+    data = json.loads(path.read_text())
+    rows, selection = data["rows"], data["selection"]
+    out = []
+    for fam, pnames in SELECTION["processes"].items():
+        for pname in pnames:
+            sub = [r for r in rows if r["process"] == pname]
+            if not sub:
+                continue
+            tname = sub[0]["target"]
+            nfes = sorted({r["nfe_budget"] for r in sub})
+            out += [
+                f"**{pname}, {tname}: exact KL, recommended grid / uniform grid**",
+                "",
+                "| sampler | recommended grid | λ | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+                "|---|---|---|" + "---:|" * len(nfes),
+            ]
+            for name, sel in selection.items():
+                g = sel["grids"].get(fam)
+                if g is None:
+                    continue
+                lk = None if sel["lam"] is None else _lam_key(sel["lam"])
+                cell = {
+                    (r["grid"], r["nfe_budget"]): r.get("kl")
+                    for r in sub
+                    if r["sampler"] == name and (r["lam"] is None or _lam_key(r["lam"]) == lk)
+                }
+                cells = [
+                    f"{_fmt(cell.get((g, n)))} / {_fmt(cell.get(('uniform', n)))}" for n in nfes
+                ]
+                lam = "" if lk is None else lk
+                out.append(f"| {name} | {g} | {lam} | " + " | ".join(cells) + " |")
+            out.append("")
+    stab = data.get("stability", [])
+    if stab:
+        procs = list(dict.fromkeys(b["process"] for b in stab))
+        names = list(dict.fromkeys(b["sampler"] for b in stab))
+        cell = {(b["sampler"], b["process"]): b for b in stab}
+        out += [
+            "**Stability bound h\\* on the stationary linearisation** (— : stable on the whole "
+            "range; n/a: not computed)",
+            "",
+            "| sampler | " + " | ".join(procs) + " |",
+            "|---|" + "---:|" * len(procs),
+        ]
+        for name in names:
+            cells = []
+            for p in procs:
+                b = cell.get((name, p))
+                if b is None:
+                    cells.append("")
+                elif b["bound"] is not None:
+                    cells.append(f"{b['bound']:.3g}")
+                else:
+                    cells.append("n/a" if b["method"] == "not computed" else "—")
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    ring = data.get("ring", [])
+    if ring:
+        nfes = sorted({r["nfe_budget"] for r in ring})
+        floor = next((r["sliced_w2_floor"] for r in ring if "sliced_w2_floor" in r), None)
+        out += [
+            f"**psld-cifar10, ring-8: sliced W2 on the recommended grid** (floor, data vs data: "
+            f"{_fmt(floor)})",
+            "",
+            "| sampler | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+            "|---|---|" + "---:|" * len(nfes),
+        ]
+        cell = {(r["sampler"], r["nfe_budget"]): r for r in ring}
+        for name in dict.fromkeys(r["sampler"] for r in ring):
+            cells = []
+            for n in nfes:
+                r = cell.get((name, n), {})
+                if r.get("diverged") or r.get("error"):
+                    cells.append("diverged")
+                else:
+                    cells.append(f"{_fmt(r.get('sliced_w2'))} ± {r.get('sliced_w2_se', 0):.1g}")
+            grid = next(r["grid"] for r in ring if r["sampler"] == name)
+            out.append(f"| {name} | {grid} | " + " | ".join(cells) + " |")
     return "\n".join(out)

@@ -73,7 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="NFE budgets, e.g. 10,20,50",
     )
     p.add_argument("--n", type=positive_int, default=2000, help="samples per run (mixtures)")
-    p.add_argument("--grid", choices=GRIDS, default="uniform")
+    p.add_argument(
+        "--grid",
+        choices=GRIDS,
+        default=None,
+        help="time grid for every sampler (default: each sampler's recommended grid)",
+    )
     p.add_argument("--eps", type=positive_float, default=None, help="smallest diffusion time")
     p.add_argument(
         "--prior",
@@ -149,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(
             {
                 **comp.summary(),
-                "grid": args.grid,
+                "grid": args.grid or "recommended",
                 "prior": args.prior,
                 "seed": args.seed,
                 "rows": comp.rows,

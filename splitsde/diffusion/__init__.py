@@ -15,6 +15,12 @@ the generated samples.
 """
 
 from splitsde.diffusion.comparison import Comparison, compare, target
+from splitsde.diffusion.conjugate import (
+    CONJUGATE_SAMPLERS,
+    ConjugateDEIS,
+    PointFlowFrame,
+    conjugate,
+)
 from splitsde.diffusion.epsilon import DiffusionClock, EpsilonField, epsilon_sde
 from splitsde.diffusion.exponential import (
     EXPONENTIAL_SAMPLERS,
@@ -67,9 +73,11 @@ from splitsde.diffusion.scores import (
     score_from_data,
     score_from_eps,
 )
+from splitsde.diffusion.stability import StabilityBound, StabilityWarning, stability_bound
 from splitsde.diffusion.targets import ExactScore, GaussianData, GaussianMixture
 
 __all__ = [
+    "CONJUGATE_SAMPLERS",
     "EXPONENTIAL_SAMPLERS",
     "GRIDS",
     "PARAMETRISATIONS",
@@ -80,6 +88,7 @@ __all__ = [
     "SPLITS",
     "BudgetError",
     "Comparison",
+    "ConjugateDEIS",
     "DiffusionClock",
     "EpsilonField",
     "Estimate",
@@ -92,15 +101,19 @@ __all__ = [
     "KernelTerms",
     "PFODESampler",
     "Plan",
+    "PointFlowFrame",
     "ProbabilityFlow",
     "ReverseSDE",
     "SampleResult",
     "Sampler",
     "ScoreModel",
+    "StabilityBound",
+    "StabilityWarning",
     "StochasticDDIM",
     "check_grid",
     "cld",
     "compare",
+    "conjugate",
     "ddim",
     "deis",
     "energy_distance",
@@ -122,6 +135,7 @@ __all__ = [
     "score_from_data",
     "score_from_eps",
     "sliced_wasserstein",
+    "stability_bound",
     "target",
     "time_grid",
     "ve",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from splitsde.analysis.affine import NotAffineError
+from splitsde.diffusion.defaults import recommended_grid
 from splitsde.diffusion.metrics import (
     DIVERGENCE_FACTOR,
     METRICS,
@@ -39,6 +41,7 @@ from splitsde.diffusion.metrics import (
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.samplers import BudgetError, Sampler, plan, sampler
+from splitsde.diffusion.stability import StabilityWarning
 from splitsde.diffusion.targets import GaussianData, GaussianMixture
 from splitsde.progress import progress_bar
 from splitsde.symbolic.expint import GridTooShortError
@@ -164,6 +167,11 @@ class Comparison:
                 "* NFE differs from the budget (steps cost more than one evaluation; expected "
                 "count of a randomized sampler; measured count of an adaptive solve)"
             )
+        if any(r.get("unstable") for r in self.rows):
+            lines.append(
+                "! the plan's steps exceed the sampler's stability bound on the stationary "
+                "linearisation (splitsde.diffusion.stability)"
+            )
         return "\n".join(lines)
 
 
@@ -171,6 +179,7 @@ def _cell(r: dict[str, Any] | None, metric: str) -> str:
     if r is None:
         return "-"
     star = "*" if r.get("nfe") and r["nfe"] != r["nfe_budget"] else ""
+    star += "!" if r.get("unstable") else ""
     if r.get("error"):
         return r["error_short"]
     if r.get("diverged"):
@@ -179,6 +188,16 @@ def _cell(r: dict[str, Any] | None, metric: str) -> str:
     se = r.get(f"{metric}_se")
     txt = f"{v:.3g}" if se is None else f"{v:.3g}±{se:.1g}"
     return txt + star
+
+
+def _record_warnings(row: dict[str, Any], caught: list[warnings.WarningMessage]) -> None:
+    """A plan's :class:`StabilityWarning` goes into its row (``unstable``, ``stability_bound``;
+    the table marks the cell with ``!``); other warnings are passed on."""
+    for w in caught:
+        if isinstance(w.message, StabilityWarning):
+            row.update(unstable=True, stability_bound=w.message.bound)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _flag_divergence(row: dict[str, Any], metric: str, reference: float | None) -> None:
@@ -203,7 +222,7 @@ def compare(
     nfes: Sequence[int],
     *,
     n: int = 2000,
-    grid: str = "uniform",
+    grid: str | None = None,
     eps: float | None = None,
     seed: int = 0,
     prior: str = "stationary",
@@ -214,6 +233,7 @@ def compare(
 ) -> Comparison:
     """Run every sampler at every NFE budget and measure its quality.
 
+    ``grid=None`` runs every sampler on its recommended grid (:mod:`splitsde.diffusion.defaults`).
     ``exact`` (default: for Gaussian data when the exact analysis is available) uses the exact
     law instead of samples; ``prior`` is ``"stationary"`` (the process's prior, as in practice)
     or ``"exact"`` (the exact marginal at ``T``).
@@ -240,9 +260,16 @@ def compare(
         s = sampler(name)
         if bar is not None:
             bar.set_postfix_str(f"{s.name} NFE {budget}")
-        row: dict[str, Any] = {"sampler": s.name, "nfe_budget": int(budget)}
+        row: dict[str, Any] = {
+            "sampler": s.name,
+            "nfe_budget": int(budget),
+            "grid": grid or recommended_grid(s.name, proc),
+        }
         try:
-            p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", StabilityWarning)
+                p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
+            _record_warnings(row, caught)
             row.update(steps=p.steps, nfe=p.nfe, weak_order=p.weak_order)
             if exact:
                 row.update(_exact_row(p, proc, tgt, prior))

@@ -174,6 +174,7 @@ class ExponentialSampler(Sampler):
     order: int = 1
 
     def check_process(self, process: ForwardProcess) -> None:
+        super().check_process(process)
         if self.scalar_only and len(process.blocks) != 1:
             raise ValueError(
                 f"sampler {self.name} needs the exponential clock rho = sigma/alpha of a "

@@ -8,6 +8,8 @@ the sampler runs in reverse time :math:`\tau_i = T - t_i` (increasing from 0 to
 ``uniform``     :math:`t_i = T - \tfrac{i}{N}(T - \varepsilon)`
 ``quadratic``   :math:`t_i = \varepsilon + (T - \varepsilon)(1 - i/N)^2` (small steps near the
                 data; the PSLD/CLD reference code's "quadratic" stride)
+``cubic``       :math:`t_i = \varepsilon + (T - \varepsilon)(1 - i/N)^3` (the power-of-:math:`t`
+                grid with :math:`k = 3`; DEIS, Zhang & Chen 2023)
 ``edm``         :math:`\sigma_i = \big(\sigma_{\max}^{1/\rho} + \tfrac iN(\sigma_{\min}^{1/\rho}
                 - \sigma_{\max}^{1/\rho})\big)^\rho`, :math:`\rho = 7` (Karras et al., NeurIPS
                 2022), on the noise level :math:`\sigma(t)` of the process
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GRIDS", "GridError", "check_grid", "time_grid"]
 
-GRIDS = ("uniform", "quadratic", "edm", "logsnr")
+GRIDS = ("uniform", "quadratic", "cubic", "edm", "logsnr")
 
 
 class GridError(SplitsdeError, ValueError):
@@ -57,8 +59,8 @@ def time_grid(
     u = np.arange(steps + 1, dtype=np.float64) / steps
     if kind == "uniform":
         ts = T - u * (T - eps)
-    elif kind == "quadratic":
-        ts = eps + (T - eps) * (1.0 - u) ** 2
+    elif kind in ("quadratic", "cubic"):
+        ts = eps + (T - eps) * (1.0 - u) ** (2 if kind == "quadratic" else 3)
     else:
         smax, smin = float(process.noise_level(T)), float(process.noise_level(eps))
         if not smax > smin > 0:

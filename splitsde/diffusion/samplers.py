@@ -55,6 +55,7 @@ import torch
 from splitsde.compose.integrator import Integrator
 from splitsde.compose.reduce import Reduction
 from splitsde.compose.word import Word
+from splitsde.diffusion.defaults import RECOMMENDED_LAM, recommended_grid
 from splitsde.diffusion.grids import check_grid, time_grid
 from splitsde.diffusion.kernels import prepare_kernel_tables
 from splitsde.diffusion.processes import ForwardProcess
@@ -309,13 +310,14 @@ SAMPLERS: dict[str, Sampler] = {
             "sps",
             SPLITTING,
             "OBA",
-            {"x": 0.0},
+            RECOMMENDED_LAM.get("sps", {"x": 0.0}),
             _EULER_AO,
             reduction=REDUCED,
             reconstructed=True,
             needs_blocks=("x", "m"),
             reference=_PANDEY,
-            description="reduced OBA with data-block noise regulation lambda_s (default 0)",
+            description="reduced OBA with data-block noise regulation lambda_s (default: the "
+            "recommended value, splitsde.diffusion.defaults)",
         ),
     ]
 }
@@ -467,20 +469,27 @@ def plan(
     *,
     nfe: int | None = None,
     steps: int | None = None,
-    grid: str | Sequence[float] | np.ndarray = "uniform",
+    grid: str | Sequence[float] | np.ndarray | None = None,
     eps: float | None = None,
     denoise: bool = True,
+    check_stability: bool = True,
     **integrator_options: Any,
 ) -> Plan | PFODEPlan:
     """Compile a sampler for a process, a score callable and a grid.
 
     Give exactly one of ``nfe`` (a budget: the most steps that fit, counting the denoising
-    step) and ``steps``, unless ``grid`` is an explicit array of diffusion times. Samplers that
+    step) and ``steps``, unless ``grid`` is an explicit array of diffusion times. ``grid=None``
+    is the sampler's recommended grid for the process's family
+    (:mod:`splitsde.diffusion.defaults`). ``check_stability`` propagates the first steps on the
+    stationary linearisation and warns (:class:`~splitsde.diffusion.stability.StabilityWarning`)
+    when they amplify perturbations (:mod:`splitsde.diffusion.stability`). Samplers that
     solve the whole trajectory themselves (``pf-dopri5``, ``pf-rk4``) return their own plan
     (:class:`~splitsde.diffusion.pfode.PFODEPlan`), which runs the same way.
     """
     s = sampler(sampler_)
     proc = get_process(process)
+    if grid is None:
+        grid = recommended_grid(s.name, proc)
     own_plan = getattr(s, "plan", None)
     if own_plan is not None:  # a whole-trajectory solve (the torchdiffeq PF-ODE samplers)
         if integrator_options:
@@ -506,6 +515,10 @@ def plan(
     prepare_kernel_tables(integ, out.tau)
     if den is not None:
         prepare_kernel_tables(den, out.denoise_tau)
+    if check_stability:
+        from splitsde.diffusion.stability import check_plan
+
+        check_plan(out)
     return out
 
 
@@ -519,7 +532,7 @@ def sample(
     y0: Mapping[str, torch.Tensor] | None = None,
     nfe: int | None = None,
     steps: int | None = None,
-    grid: str | Sequence[float] | np.ndarray = "uniform",
+    grid: str | Sequence[float] | np.ndarray | None = None,
     eps: float | None = None,
     denoise: bool = True,
     seed: int = 0,
@@ -527,8 +540,9 @@ def sample(
     device: Any = "cpu",
     progress: bool | None = None,
 ) -> SampleResult:
-    """Draw ``n`` samples: prior at ``T`` (or ``y0``), the sampler over the grid, then the
-    denoising step. ``shape`` is the shape of one data sample (``(d,)`` or ``(C, H, W)``)."""
+    """Draw ``n`` samples: prior at ``T`` (or ``y0``), the sampler over the grid (default: its
+    recommended grid), then the denoising step. ``shape`` is the shape of one data sample
+    (``(d,)`` or ``(C, H, W)``)."""
     p = plan(sampler_, process, score, nfe=nfe, steps=steps, grid=grid, eps=eps, denoise=denoise)
     if y0 is None:
         if n is None or shape is None:

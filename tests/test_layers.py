@@ -212,9 +212,8 @@ def test_no_import_goes_up_a_layer():
     for mod, deps in sorted(graph.items()):
         for dep in sorted(deps):
             if dep == "splitsde" or layer_of(dep) > layer_of(mod):
-                bad.append(
-                    f"{mod} ({NAMES[layer_of(mod)]}) imports {dep} ({NAMES[layer_of(dep)]})"
-                )
+                lm, ld = NAMES[layer_of(mod)], NAMES[layer_of(dep)]
+                bad.append(f"{mod} ({lm}) imports {dep} ({ld})")
     assert not bad, "imports against the layers:\n" + "\n".join(bad)
 
 

@@ -254,18 +254,14 @@ class _Prober:
             tensors, np.asarray(times, np.float64), FixedNoise(self.noise, self.uniforms)
         )
         outs = []
-        saved = list(integ.nfe_counts)
-        try:
-            with torch.no_grad():
-                for k in range(len(times) - 1):
-                    inp = tuple(x.clone() for x in tensors)
-                    out, _ = run.call(k, inp, None, checked=True)
-                    flat = np.concatenate(
-                        [o.detach().cpu().numpy().reshape(self.B, -1) for o in out], axis=1
-                    )
-                    outs.append(flat.astype(np.float64))
-        finally:
-            integ.nfe_counts[:] = saved  # probing is analysis, not sampling: leave counts alone
+        with torch.no_grad():
+            for k in range(len(times) - 1):
+                inp = tuple(x.clone() for x in tensors)
+                out, _ = run.call(k, inp, None, checked=True)
+                flat = np.concatenate(
+                    [o.detach().cpu().numpy().reshape(self.B, -1) for o in out], axis=1
+                )
+                outs.append(flat.astype(np.float64))
         return outs
 
     def affine(self, out: np.ndarray, t0: float, h: float) -> AffineMap:
@@ -523,42 +519,36 @@ def _propagate_carried(
     cov = np.zeros((D + Dc, D + Dc))
     cov[:D, :D] = S
     means, covs = [m], [S]
-    saved = list(integrator.nfe_counts)
-    try:
-        with torch.no_grad():
-            for k in range(len(times) - 1):
-                inp = tuple(x.clone() for x in tensors)
-                cin = None if k == 0 else pack([c.clone() for c in carry_in])
-                out_state, out_carry = run.call(k, inp, cin, checked=True)
-                y = np.concatenate(
-                    [o.detach().cpu().numpy().reshape(B, -1) for o in out_state], axis=1
+    with torch.no_grad():
+        for k in range(len(times) - 1):
+            inp = tuple(x.clone() for x in tensors)
+            cin = None if k == 0 else pack([c.clone() for c in carry_in])
+            out_state, out_carry = run.call(k, inp, cin, checked=True)
+            y = np.concatenate([o.detach().cpu().numpy().reshape(B, -1) for o in out_state], axis=1)
+            out = np.concatenate([y, unpack(out_carry)], axis=1)
+            if not np.all(np.isfinite(out)):
+                raise NotAffineError(f"step {k} produced non-finite values on probe states")
+            c0 = out[0]
+            M = (out[1 : 1 + D + Dc] - c0).T
+            if k == 0:
+                M[:, D:] = 0.0  # no history before the first step
+            N = (out[1 + D + Dc : 1 + D + Dc + K] - c0).T
+            zin = np.concatenate([Y[B - nc :], C[B - nc :] * (k > 0)], axis=1)
+            pred = c0 + zin @ M.T + X[B - nc :] @ N.T
+            scale = np.abs(out).max(initial=0.0) + np.abs(c0).max(initial=0.0)
+            err = float(np.abs(out[B - nc :] - pred).max(initial=0.0)) / max(scale, 1e-300)
+            if err > 1e3 * AFFINE_RTOL:
+                raise NotAffineError(
+                    f"the step is not affine in the state and the carried field values "
+                    f"(step {k}: relative deviation {err:.2e}); the exact analysis applies "
+                    "to linear problems"
                 )
-                out = np.concatenate([y, unpack(out_carry)], axis=1)
-                if not np.all(np.isfinite(out)):
-                    raise NotAffineError(f"step {k} produced non-finite values on probe states")
-                c0 = out[0]
-                M = (out[1 : 1 + D + Dc] - c0).T
-                if k == 0:
-                    M[:, D:] = 0.0  # no history before the first step
-                N = (out[1 + D + Dc : 1 + D + Dc + K] - c0).T
-                zin = np.concatenate([Y[B - nc :], C[B - nc :] * (k > 0)], axis=1)
-                pred = c0 + zin @ M.T + X[B - nc :] @ N.T
-                scale = np.abs(out).max(initial=0.0) + np.abs(c0).max(initial=0.0)
-                err = float(np.abs(out[B - nc :] - pred).max(initial=0.0)) / max(scale, 1e-300)
-                if err > 1e3 * AFFINE_RTOL:
-                    raise NotAffineError(
-                        f"the step is not affine in the state and the carried field values "
-                        f"(step {k}: relative deviation {err:.2e}); the exact analysis applies "
-                        "to linear problems"
-                    )
-                mean = M @ mean + c0
-                cov = M @ cov @ M.T + N @ N.T
-                cov = 0.5 * (cov + cov.T)
-                if history:
-                    means.append(mean[:D].copy())
-                    covs.append(cov[:D, :D].copy())
-    finally:
-        integrator.nfe_counts[:] = saved
+            mean = M @ mean + c0
+            cov = M @ cov @ M.T + N @ N.T
+            cov = 0.5 * (cov + cov.T)
+            if history:
+                means.append(mean[:D].copy())
+                covs.append(cov[:D, :D].copy())
     if history:
         return np.stack(means), np.stack(covs)
     return mean[:D], cov[:D, :D]

@@ -75,15 +75,10 @@ def test_seeded_run_with_observers_is_pinned():
         check_every=7,
     )
     assert _digest(res.final) == PINNED["baoab"]
-    assert (
-        _digest(res.observables, res.observable_times, res.finals["work"])
-        == PINNED["observers"]
-    )
+    assert _digest(res.observables, res.observable_times, res.finals["work"]) == PINNED["observers"]
 
 
 def test_seeded_ghmc_run_and_acceptance_are_pinned():
-    res = sd.integrate(
-        _system().integrator("GHMC"), _y0(), h=0.9, steps=40, seed=99, save_every=8
-    )
+    res = sd.integrate(_system().integrator("GHMC"), _y0(), h=0.9, steps=40, seed=99, save_every=8)
     accepted = [a.accepted for a in res.acceptance]
     assert _digest(res.final, res.states, accepted, res.nfe, res.nfe_first_step) == PINNED["ghmc"]

@@ -8,10 +8,10 @@ snapshot to name the first step at fault.
 
 For a linear problem the cause is decided exactly. One step of the compiled integrator is the
 affine map :math:`y \mapsto \Phi(h)\,y + c + N\xi` (probed by
-:func:`~splitsde.analysis.affine.affine_step`), and the scheme is stable at step :math:`h` iff
+:func:`~splitsde.probe.affine_step`), and the scheme is stable at step :math:`h` iff
 the spectral radius :math:`\rho(\Phi(h)) < 1`. :func:`linear_stability` returns
 :math:`\rho(\Phi(h))` and, when the scheme is unstable at :math:`h`, the stability bound -- the
-smallest step with :math:`\rho \ge 1`, from :func:`~splitsde.analysis.certify.stability_bound`
+smallest step with :math:`\rho \ge 1`, from :func:`~splitsde.probe.stability_bound`
 -- so an error can say "h = 2.5 exceeds the stability bound h < 2" instead of "may exceed".
 For BAOAB on the harmonic oscillator :math:`\ddot q = -\omega^2 q` the bound is
 :math:`h\omega < 2` (Leimkuhler & Matthews, *Molecular Dynamics*, Springer 2015, sec. 7.4).
@@ -77,8 +77,7 @@ def linear_stability(
 ) -> Stability | None:
     """The exact stability of ``integrator`` at step ``h`` when its step is affine and
     autonomous (``None`` otherwise); ``shapes`` gives the per-walker shape of each block."""
-    from splitsde.analysis.affine import affine_step, is_autonomous
-    from splitsde.analysis.certify import stability_bound
+    from splitsde.probe import affine_step, is_autonomous, stability_bound
 
     if not (h > 0 and math.isfinite(h)):
         return None

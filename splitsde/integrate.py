@@ -19,6 +19,15 @@ steps at a time (:mod:`splitsde.timegrid`, :mod:`splitsde.compose.schedule`).
 Long runs write checkpoints (``checkpoint=``, ``checkpoint_every=``; see
 :mod:`splitsde.checkpoint`) and resume from them bit for bit (``resume=True``); saved states can
 stream to disk in chunks (``trajectory=``; see :mod:`splitsde.trajectory`).
+
+The loop itself only steps; each other job is one object with one concern, called at the steps
+that need it: :class:`~splitsde.observers.ObserverSet` (observers and their records),
+:class:`~splitsde.trajectory.Saver` (saved states), :class:`~splitsde.checkpoint.Checkpointer`
+(fingerprint, rotation, resume), :class:`~splitsde.divergence.FinitenessCheck` (checks,
+replay, explanation) and :class:`~splitsde.progress.Progress`. Between those events the steps
+run back to back. Everything a run changes -- field-evaluation counters, Metropolis acceptance
+counts -- lives on its :class:`~splitsde.compose.integrator.PreparedRun` and is returned in the
+:class:`Result`; the integrator is never modified, so one integrator serves any number of runs.
 """
 
 from __future__ import annotations

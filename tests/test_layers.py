@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "splitsde.optional": 0,
     "splitsde.stats": 0,
     "splitsde.methods": 0,
+    "splitsde._version": 0,
     # 1 symbolic
     "splitsde.symbolic": 1,
     "splitsde.solvers": 1,
@@ -48,6 +49,7 @@ LAYERS: dict[str, int] = {
     "splitsde.fingerprint": 3,
     "splitsde.divergence": 3,
     "splitsde.probe": 3,
+    "splitsde.method_rows": 3,
     "splitsde.observers": 3,
     "splitsde.system": 3,
     "splitsde.work": 3,
@@ -135,7 +137,9 @@ def _graph() -> dict[str, set[str]]:
 
 
 def layer_of(mod: str) -> int:
-    best = max((p for p in LAYERS if mod == p or mod.startswith(p + ".")), key=len, default=None)
+    # the root entry is the facade module itself, not a prefix of every module
+    prefixes = (p for p in LAYERS if mod == p or (p != "splitsde" and mod.startswith(p + ".")))
+    best = max(prefixes, key=len, default=None)
     if best is None:
         raise AssertionError(f"module {mod} has no layer: add its prefix to LAYERS")
     return LAYERS[best]

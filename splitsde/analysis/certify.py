@@ -37,6 +37,7 @@ from splitsde.analysis.symbolic import (
     symbolic_step,
 )
 from splitsde.compose.reduce import Reduction
+from splitsde.probe import stability_bound
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
 from splitsde.symbolic.symbols import h as H
 
@@ -173,33 +174,6 @@ def _pretty(key: str) -> str:
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
-
-
-def stability_bound(
-    phi_of_h: Callable[[float], np.ndarray], h_min: float, h_max: float, points: int = 240
-) -> float | None:
-    r"""The smallest :math:`h \in [h_{min}, h_{max}]` with :math:`\rho(\Phi(h)) \ge 1`, scanned
-    on a log grid and bisected; ``None`` if the scheme is stable on the whole range."""
-
-    def unstable(x: float) -> bool:
-        rho = float(np.max(np.abs(np.linalg.eigvals(phi_of_h(x)))))
-        return not rho < 1.0 - 1e-12
-
-    grid = np.geomspace(h_min, h_max, points)
-    prev = None
-    for x in grid:
-        if unstable(x):
-            if prev is None:
-                return float(x)
-            lo, hi = prev, float(x)
-            for _ in range(60):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (lo, mid) if unstable(mid) else (mid, hi)
-                if hi - lo <= 1e-12 * hi:
-                    break
-            return hi
-        prev = float(x)
-    return None
 
 
 def _measured_nfe(integ: Any, walkers: int = 2) -> float:

@@ -30,7 +30,7 @@ import io
 import os
 import socket
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 from splitsde.errors import SplitsdeError
-from splitsde.fingerprint import check_fingerprint, run_fingerprint
+from splitsde.fingerprint import UNIDENTIFIED, run_fingerprint
 
 __all__ = [
     "CheckpointError",
     "CheckpointWarning",
+    "Checkpointer",
     "check_fingerprint",
     "discard_checkpoint",
     "load_latest",
@@ -349,3 +350,120 @@ def load_latest(
             stacklevel=4,
         )
     return payload
+
+
+def check_fingerprint(
+    path: str | os.PathLike,
+    stored: Mapping[str, str],
+    current: Mapping[str, str],
+    *,
+    trust: bool = False,
+) -> list[str]:
+    """Refuse a checkpoint whose fingerprint differs, naming every differing component.
+
+    Components that cannot be identified are refused too (they might differ) unless ``trust``;
+    the list of components accepted on trust is returned.
+    """
+    diffs = [
+        f"{key}: checkpoint has {stored.get(key, '(missing)')}, this run has {value}"
+        for key, value in current.items()
+        if stored.get(key) != value
+    ]
+    diffs += [f"{key}: in the checkpoint, not in this run" for key in stored if key not in current]
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different run; refusing to resume:\n  "
+            + "\n  ".join(diffs)
+        )
+    unknown = [v[len(UNIDENTIFIED) :] for v in current.values() if v.startswith(UNIDENTIFIED)]
+    if unknown and not trust:
+        raise CheckpointError(
+            f"cannot check that checkpoint {path} was written by this run: "
+            + "; ".join(unknown)
+            + '. Pass resume="trust" to resume anyway if you are sure it computes the same '
+            "thing as when the checkpoint was written"
+        )
+    return unknown
+
+
+class Checkpointer:
+    """The checkpoints of one run: opens the file before step 1 (:func:`open_checkpoint`),
+    ties it to the run by its fingerprint, and writes one every ``every`` steps and at the end.
+
+    :attr:`stored` is the payload to resume from (``None`` for a new run).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        every: int | None,
+        *,
+        resume: bool | str,
+        overwrite: bool,
+        device: torch.device | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.every = every or 0
+        self.trust = resume == "trust"
+        self.overwrite = overwrite
+        self.stored = open_checkpoint(
+            self.path, resume=bool(resume), overwrite=overwrite, device=device
+        )
+        self.fingerprint: dict[str, str] | None = None
+
+    def stored_seed(self, seed: int | None) -> int | None:
+        """The seed of the run being resumed (``None`` for a new run or a run without one);
+        refuses a different ``seed``."""
+        if self.stored is None:
+            return None
+        if seed is not None and self.stored["seed"] != seed:
+            raise CheckpointError(
+                f"checkpoint {self.path} was written with seed {self.stored['seed']}, "
+                f"this run has seed {seed}"
+            )
+        return self.stored["seed"]
+
+    def identify(self, fingerprint: dict[str, str]) -> None:
+        """Tie the checkpoint to the run: a resumed checkpoint must match ``fingerprint``
+        (:func:`check_fingerprint`); a new run warns when it could only be resumed on trust."""
+        self.fingerprint = fingerprint
+        if self.stored is not None:
+            check_fingerprint(self.path, self.stored["fingerprint"], fingerprint, trust=self.trust)
+            return
+        unknown = [
+            v[len(UNIDENTIFIED) :] for v in fingerprint.values() if v.startswith(UNIDENTIFIED)
+        ]
+        if unknown:
+            warnings.warn(
+                "; ".join(unknown)
+                + ': resuming this run from its checkpoint will need resume="trust"',
+                CheckpointWarning,
+                stacklevel=3,
+            )
+
+    def begin(self) -> None:
+        """The run is ready to start: a new run over an existing checkpoint deletes it now."""
+        if self.stored is None and self.overwrite:
+            discard_checkpoint(self.path)
+
+    def next_write(self, k: int) -> int | None:
+        """The step index of the next periodic write after ``k`` (``None``: only at the end)."""
+        return (k // self.every + 1) * self.every if self.every else None
+
+    def due(self, k: int) -> bool:
+        """Whether a periodic write falls after step ``k``."""
+        return bool(self.every) and k % self.every == 0
+
+    def write(self, k: int, payload: Mapping[str, Any], partial: Callable[[], Any]) -> None:
+        """Write the checkpoint after ``k`` steps; if that fails, the run stops with
+        :class:`CheckpointError` carrying ``partial()``, the result so far."""
+        try:
+            write_checkpoint(self.path, {"fingerprint": self.fingerprint, "step": k, **payload})
+        except (OSError, CheckpointError) as exc:
+            what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CheckpointError(
+                f"writing checkpoint {self.path} after step {k} failed ({what}); the run "
+                f"stopped there: the result of its {k} steps is attached as err.result, and "
+                "the checkpoints already on disk are unchanged",
+                result=partial(),
+            ) from exc

@@ -4,9 +4,9 @@ r"""Fingerprints: what a run computes, as stable digests, so a checkpoint resume
 the word and reduction, the compiled step program, the parameter values, the symbolic
 definition *and* the bound callable of every field, the initial state, the grid, the dtype and
 device, the noise source, observers and saving -- each as a short string.
-:func:`check_fingerprint` compares two fingerprints component by component and refuses with an
-error that names every difference (``field F: checkpoint has callable 1f3a..., this run has
-callable 9c0b...``).
+:func:`splitsde.checkpoint.check_fingerprint` compares two fingerprints component by component
+and refuses with an error that names every difference (``field F: checkpoint has callable
+1f3a..., this run has callable 9c0b...``).
 
 A bound callable is identified by :func:`callable_digest`, a SHA-256 over what determines its
 behaviour, never over its name or its source file's location:
@@ -40,12 +40,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
 import re
 import sys
 import types
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -60,7 +59,6 @@ __all__ = [
     "UNIDENTIFIED",
     "Unidentifiable",
     "callable_digest",
-    "check_fingerprint",
     "run_fingerprint",
 ]
 
@@ -487,42 +485,3 @@ def run_fingerprint(
     )
     return out
 
-
-def check_fingerprint(
-    path: str | os.PathLike,
-    stored: Mapping[str, str],
-    current: Mapping[str, str],
-    *,
-    trust: bool = False,
-) -> list[str]:
-    """Refuse a checkpoint whose fingerprint differs, naming every differing component.
-
-    Components that cannot be identified are refused too (they might differ) unless ``trust``;
-    the list of components accepted on trust is returned.
-    """
-    from splitsde.checkpoint import CheckpointError
-
-    diffs = [
-        f"{key}: checkpoint has {stored.get(key, '(missing)')}, this run has {value}"
-        for key, value in current.items()
-        if stored.get(key) != value
-    ]
-    diffs += [f"{key}: in the checkpoint, not in this run" for key in stored if key not in current]
-    if diffs:
-        raise CheckpointError(
-            f"checkpoint {path} was written by a different run; refusing to resume:\n  "
-            + "\n  ".join(diffs)
-        )
-    unknown = [value[len(UNIDENTIFIED) :] for value in current.values() if _unidentified(value)]
-    if unknown and not trust:
-        raise CheckpointError(
-            f"cannot check that checkpoint {path} was written by this run: "
-            + "; ".join(unknown)
-            + '. Pass resume="trust" to resume anyway if you are sure it computes the same '
-            "thing as when the checkpoint was written"
-        )
-    return unknown
-
-
-def _unidentified(value: str) -> bool:
-    return value.startswith(UNIDENTIFIED)

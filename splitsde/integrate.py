@@ -19,6 +19,15 @@ steps at a time (:mod:`splitsde.timegrid`, :mod:`splitsde.compose.schedule`).
 Long runs write checkpoints (``checkpoint=``, ``checkpoint_every=``; see
 :mod:`splitsde.checkpoint`) and resume from them bit for bit (``resume=True``); saved states can
 stream to disk in chunks (``trajectory=``; see :mod:`splitsde.trajectory`).
+
+The loop itself only steps; each other job is one object with one concern, called at the steps
+that need it: :class:`~splitsde.observers.ObserverSet` (observers and their records),
+:class:`~splitsde.trajectory.Saver` (saved states), :class:`~splitsde.checkpoint.Checkpointer`
+(fingerprint, rotation, resume), :class:`~splitsde.divergence.FinitenessCheck` (checks,
+replay, explanation) and :class:`~splitsde.progress.Progress`. Between those events the steps
+run back to back. Everything a run changes -- field-evaluation counters, Metropolis acceptance
+counts -- lives on its :class:`~splitsde.compose.integrator.PreparedRun` and is returned in the
+:class:`Result`; the integrator is never modified, so one integrator serves any number of runs.
 """
 
 from __future__ import annotations
@@ -28,31 +37,23 @@ import operator
 import os
 import secrets
 import time as _time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from splitsde.checkpoint import (
-    CheckpointError,
-    CheckpointWarning,
-    discard_checkpoint,
-    open_checkpoint,
-    write_checkpoint,
-)
-from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError, StateError
-from splitsde.divergence import DivergenceError, stability_hint
+from splitsde.checkpoint import Checkpointer
+from splitsde.compose.integrator import Integrator, PreparedRun, StateError
+from splitsde.divergence import FinitenessCheck
 from splitsde.errors import SplitsdeError
-from splitsde.fingerprint import UNIDENTIFIED, check_fingerprint, run_fingerprint
+from splitsde.fingerprint import run_fingerprint
 from splitsde.noise import GaussianNoise, NoiseSource
-from splitsde.observers import Observer
-from splitsde.progress import progress_bar
+from splitsde.observers import Observer, ObserverSet
+from splitsde.progress import Progress
 from splitsde.timegrid import TimeGrid, time_grid
-from splitsde.trajectory import Trajectory, TrajectoryWriter
+from splitsde.trajectory import Saver, Trajectory
 
 __all__ = ["Acceptance", "IntegratorTypeError", "Result", "integrate", "make_grid"]
 
@@ -166,33 +167,6 @@ def make_grid(
     return time_grid(t0, h=h, steps=steps, t1=t1, grid=grid).array()
 
 
-@dataclass
-class _Snapshot:
-    step: int
-    state: tuple[torch.Tensor, ...]
-    carry: Any
-    noise: dict[str, Any]
-    nfe: list[int]
-
-
-def _clone(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.clone()
-    if isinstance(x, tuple):
-        return tuple(_clone(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _clone(v) for k, v in x.items()}
-    return x
-
-
-def _tensors(x: Any) -> list[torch.Tensor]:
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, tuple | list):
-        return [t for v in x for t in _tensors(v)]
-    return []
-
-
 def _check_integrator(integrator: Any) -> None:
     """Refuse what is not a splitsde integrator, saying what to do instead."""
     if isinstance(integrator, Integrator):
@@ -301,7 +275,73 @@ def integrate(
             raise StateError(f"the initial state has non-finite values in block {name}")
     state = tuple(x.detach().clone() for x in initial)
     tgrid = time_grid(t0, h=h, steps=steps, t1=t1, grid=grid)
-    n_steps = tgrid.steps
+    check_every = _check_options(
+        integrator,
+        initial,
+        check_every,
+        checkpoint,
+        checkpoint_every,
+        resume,
+        overwrite,
+        trajectory,
+        save_every,
+        max_abs,
+        noise,
+        seed,
+        generator,
+    )
+    names = integrator.blocks
+    save_names = tuple(save) if save is not None else names
+    bad = set(save_names) - set(names)
+    if bad:
+        raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
+    program = integrator.program
+    watchers = ObserverSet(observers, names, [*program.substeps, *program.groups])
+    ckpt = (
+        Checkpointer(
+            checkpoint, checkpoint_every, resume=resume, overwrite=overwrite, device=state[0].device
+        )
+        if checkpoint is not None
+        else None
+    )
+    noise, used_seed = _noise_source(noise, seed, generator, ckpt, state[0].device)
+    if ckpt is not None:  # the fingerprint digests program and fields: only when checkpointing
+        ckpt.identify(
+            run_fingerprint(
+                integrator,
+                initial,
+                tgrid,
+                noise=noise,
+                observers=watchers.observers,
+                save_every=save_every,
+                save=save_names,
+                chunk=chunk if trajectory is not None else None,
+            )
+        )
+    on_substep = watchers.on_substep if watchers.wants_substeps else None
+    run = integrator.prepare(state, tgrid, noise, on_substep=on_substep)
+    saver = Saver(save_every, save_names, [names.index(s) for s in save_names], trajectory, chunk)
+    loop = _TimeLoop(run, noise, tgrid, watchers, saver, ckpt, used_seed)
+    return loop.run_from(state, check_every=check_every, max_abs=max_abs, progress=progress)
+
+
+def _check_options(
+    integrator: Integrator,
+    initial: Sequence[torch.Tensor],
+    check_every: Any,
+    checkpoint: Any,
+    checkpoint_every: int | None,
+    resume: Any,
+    overwrite: bool,
+    trajectory: Any,
+    save_every: int | None,
+    max_abs: Any,
+    noise: Any,
+    seed: int | None,
+    generator: Any,
+) -> int:
+    """Refuse inconsistent options of :func:`integrate` (in a fixed order); returns
+    ``check_every`` as an int."""
     try:
         check_every = operator.index(check_every)
     except TypeError:
@@ -328,394 +368,223 @@ def integrate(
         raise ValueError("give noise= or seed=/generator=, not both")
     if generator is not None and seed is not None:
         raise ValueError("give seed= or generator=, not both")
-    names = integrator.blocks
-    save_names = tuple(save) if save is not None else names
-    bad = set(save_names) - set(names)
-    if bad:
-        raise ValueError(f"cannot save unknown block(s) {sorted(bad)}")
-    observers = list(observers)
-    if len({o.name for o in observers}) != len(observers):
-        raise ValueError("observer names must be distinct")
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    stored = (
-        open_checkpoint(ckpt, resume=bool(resume), overwrite=overwrite, device=state[0].device)
-        if ckpt is not None
-        else None
-    )
+    return check_every
+
+
+def _noise_source(
+    noise: NoiseSource | None,
+    seed: int | None,
+    generator: torch.Generator | None,
+    ckpt: Checkpointer | None,
+    device: torch.device,
+) -> tuple[NoiseSource, int | None]:
+    """The run's noise source and the seed to record: a given source or generator as it is;
+    otherwise Gaussian noise from the resumed run's seed, ``seed``, or a fresh random seed."""
+    if noise is not None:
+        return noise, None
     used_seed = None
-    if noise is None:
-        if generator is None:
-            if stored is not None and seed is not None and stored["seed"] != seed:
-                raise CheckpointError(
-                    f"checkpoint {ckpt} was written with seed {stored['seed']}, "
-                    f"this run has seed {seed}"
-                )
-            if stored is not None and stored["seed"] is not None:
-                used_seed = stored["seed"]
-            else:
-                used_seed = secrets.randbits(62) if seed is None else int(seed)
-            generator = torch.Generator(device=state[0].device)
-            generator.manual_seed(used_seed)
-        noise = GaussianNoise(generator)
-
-    save_idx = [names.index(s) for s in save_names]
-    # the fingerprint digests the program and the fields: only pay for it when checkpointing
-    fingerprint = (
-        run_fingerprint(
-            integrator,
-            initial,
-            tgrid,
-            noise=noise,
-            observers=observers,
-            save_every=save_every,
-            save=save_names,
-            chunk=chunk if trajectory is not None else None,
-        )
-        if ckpt is not None
-        else None
-    )
-    if stored is not None:
-        check_fingerprint(ckpt, stored["fingerprint"], fingerprint, trust=resume == "trust")
-    elif fingerprint is not None:
-        unknown = [
-            v[len(UNIDENTIFIED) :] for v in fingerprint.values() if v.startswith(UNIDENTIFIED)
-        ]
-        if unknown:
-            warnings.warn(
-                "; ".join(unknown)
-                + ': resuming this run from its checkpoint will need resume="trust"',
-                CheckpointWarning,
-                stacklevel=2,
-            )
-
-    counts = integrator.nfe_counts
-    counts[:] = [0] * len(counts)
-    run = integrator.prepare(state, tgrid, noise)
-    sub_obs = [o for o in observers if o.substeps]
-    records: dict[str, list[Any]] = {o.name: [] for o in observers}
-    record_t: dict[str, list[float]] = {o.name: [] for o in observers}
-    saved: list[tuple[torch.Tensor, ...]] = []
-    saved_t: list[float] = []
-    writer = TrajectoryWriter(trajectory, save_names, chunk) if trajectory is not None else None
-
-    def as_map(s: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        return dict(zip(names, s))
-
-    def keep(t: float, s: tuple[torch.Tensor, ...]) -> None:
-        frame = tuple(s[i].clone() for i in save_idx)
-        if writer is not None:
-            writer.append(t, frame)
-        else:
-            saved.append(frame)
-            saved_t.append(t)
-
-    step_ctx = {"k": 0}
-    if sub_obs:
-        points = [*integrator.program.substeps, *integrator.program.groups]
-
-        def on_sub(i: int, s: tuple[torch.Tensor, ...]) -> None:
-            m = as_map(s)
-            for o in sub_obs:
-                o.on_substep(step_ctx["k"], points[i], m)
-
-        run.hook.callback = on_sub
-
-    first = 0
-    carry = None
-    nfe_first = 0
-    elapsed = 0.0
-    started = _time.perf_counter()
-    bar = None
-
-    def result(k_done: int, finals: dict[str, Any]) -> Result:
-        observables = {name: _stack(v) for name, v in records.items() if v}
-        obs_times = {name: np.asarray(v) for name, v in record_t.items() if v}
-        states = (
-            {n: torch.stack([s[j] for s in saved]) for j, n in enumerate(save_names)}
-            if saved
-            else {}
-        )
-        acceptance = [
-            Acceptance(g.letter, acc.clone(), k_done)
-            for g, acc in zip(integrator.program.groups, run.accepted)
-        ]
-        return Result(
-            final=as_map(state),
-            times=np.asarray(saved_t),
-            states=states,
-            observables=observables,
-            observable_times=obs_times,
-            finals={k: v for k, v in finals.items() if v is not None},
-            nfe=sum(counts),
-            nfe_by_field={bf.field.name: c for bf, c in zip(integrator.fields, counts)},
-            nfe_first_step=nfe_first,
-            steps=k_done,
-            seed=used_seed,
-            wall_time=elapsed + _time.perf_counter() - started,
-            time_grid=tgrid,
-            acceptance=acceptance,
-            trajectory=Trajectory(trajectory) if trajectory is not None else None,
-        )
-
-    def partial(k_done: int) -> Result:
-        """The result of the steps run so far (observers that cannot finish are left out)."""
-        finals = {}
-        for o in observers:
-            try:
-                finals[o.name] = o.finish()
-            except Exception:  # an accumulator without samples yet: nothing to report
-                finals[o.name] = None
-        if writer is not None:
-            try:
-                writer.flush()
-            except OSError:
-                pass
-        return result(k_done, finals)
-
-    def write(k_done: int) -> None:
-        try:
-            write_checkpoint(
-                ckpt,
-                {
-                    "fingerprint": fingerprint,
-                    "step": k_done,
-                    "seed": used_seed,
-                    "state": state,
-                    "carry": carry,
-                    "noise": noise.state_dict(),
-                    "nfe": list(counts),
-                    "nfe_first": nfe_first,
-                    "accepted": list(run.accepted),
-                    "observers": {o.name: o.state_dict() for o in observers},
-                    "records": records,
-                    "record_t": record_t,
-                    "saved": saved,
-                    "saved_t": saved_t,
-                    "trajectory": writer.state_dict() if writer is not None else None,
-                    "wall_time": elapsed + _time.perf_counter() - started,
-                },
-            )
-        except (OSError, CheckpointError) as exc:
-            if bar is not None:
-                bar.close()
-            what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise CheckpointError(
-                f"writing checkpoint {ckpt} after step {k_done} failed ({what}); the run stopped "
-                f"there: the result of its {k_done} steps is attached as err.result, and the "
-                "checkpoints already on disk are unchanged",
-                result=partial(k_done),
-            ) from exc
-
-    if ckpt is not None and stored is None and overwrite:
-        discard_checkpoint(ckpt)  # everything is ready: start the new run over the old one
-    with torch.no_grad():
-        for o in observers:
-            if hasattr(o, "watch_acceptance"):  # live Metropolis counters, for reporters
-                o.watch_acceptance(run.accepted)
-            o.start(tgrid[0], as_map(state), integrator)
+    if generator is None:
+        stored = ckpt.stored_seed(seed) if ckpt is not None else None
         if stored is not None:
-            first = int(stored["step"])
-            state = tuple(x.to(state[0].device) for x in stored["state"])
-            carry = stored["carry"]
-            noise.load_state_dict(stored["noise"])
-            counts[:] = list(stored["nfe"])
-            nfe_first = int(stored["nfe_first"])
-            for acc, a in zip(run.accepted, stored["accepted"]):
-                acc.copy_(a)
-            for o in observers:
-                o.load_state_dict(stored["observers"][o.name])
-            records = {k: list(v) for k, v in stored["records"].items()}
-            record_t = {k: list(v) for k, v in stored["record_t"].items()}
-            saved, saved_t = [tuple(f) for f in stored["saved"]], list(stored["saved_t"])
-            if writer is not None:
-                writer.load_state_dict(stored["trajectory"])
-            elapsed = float(stored["wall_time"])
+            used_seed = stored
         else:
-            if writer is not None:
-                writer.create()
-            if save_every:
-                keep(tgrid[0], state)
+            used_seed = secrets.randbits(62) if seed is None else int(seed)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(used_seed)
+    return GaussianNoise(generator), used_seed
 
-        bar = progress_bar(n_steps, f"{integrator.word}", progress)
-        if bar is not None and first:
-            bar.update(first)
-        stride = max(1, n_steps // 200)
-        snapshot = _Snapshot(
-            first, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts)
-        )
-        hooked = bool(sub_obs)
-        step_fn = run.lowered.hooked if hooked else run.lowered.fast
-        limit = math.inf if max_abs is None else float(max_abs)
 
-        def healthy() -> bool:
-            """All values of the state and the carried field values finite (and within
-            ``max_abs``): one reduction per tensor."""
-            if max_abs is None:
-                return all(bool(torch.isfinite(x).all()) for x in (*state, *_tensors(carry)))
-            # NaN compares false: one test covers non-finite and too large values
-            return all(bool(x.abs().max() <= limit) for x in state) and all(
-                bool(torch.isfinite(x).all()) for x in _tensors(carry)
-            )
+class _TimeLoop:
+    """The loop of one run over the steps of its grid, calling the objects that do the rest:
+    the observers (:class:`~splitsde.observers.ObserverSet`), the saver
+    (:class:`~splitsde.trajectory.Saver`), the checkpointer
+    (:class:`~splitsde.checkpoint.Checkpointer`), the finiteness checker
+    (:class:`~splitsde.divergence.FinitenessCheck`) and the progress bar.
 
-        def replay(upto: int) -> None:
-            _replay(run, integrator, snapshot, noise, upto, max_abs)
+    Between events (a save, a check, a checkpoint, an observer call, a bar update) the steps
+    run back to back with nothing but the step in the loop. The state, the carried field
+    values and the first step's evaluation count are the loop's own; counters live on the
+    prepared run.
+    """
 
-        def next_event(k: int) -> int:
-            """Index after the next step that needs attention (saving, checks, ...)."""
-            if observers or k == 0:
-                return k + 1
-            e = min(n_steps, (k // check_every + 1) * check_every)
-            if save_every:
-                e = min(e, (k // save_every + 1) * save_every)
-            if ckpt is not None and checkpoint_every:
-                e = min(e, (k // checkpoint_every + 1) * checkpoint_every)
-            if bar is not None:
-                e = min(e, (k // stride + 1) * stride)
-            return max(e, k + 1)
+    def __init__(
+        self,
+        run: PreparedRun,
+        noise: NoiseSource,
+        grid: TimeGrid,
+        observers: ObserverSet,
+        saver: Saver,
+        checkpointer: Checkpointer | None,
+        seed: int | None,
+    ) -> None:
+        self.run = run
+        self.integrator = run.integrator
+        self.noise = noise
+        self.grid = grid
+        self.observers = observers
+        self.saver = saver
+        self.checkpointer = checkpointer
+        self.seed = seed
+        self.nfe_first = 0
+        self.elapsed = 0.0  # wall time of the runs before a resume
+        self.started = _time.perf_counter()
 
-        k = first
-        while k < n_steps:
-            win = run.window(k)
-            stop = min(next_event(k), win.stop)
-            base, tl, hl = win.start, win.times, win.h
-            j = k
-            try:
-                if k == 0:
-                    step_ctx["k"] = 0
-                    state, carry = run.call(0, state, carry, checked=True)
-                    nfe_first = sum(counts)
-                else:
-                    const, rows = win.constant, win.rows
-                    for j in range(k, stop):  # the hot loop: nothing but the step
-                        if hooked:
-                            step_ctx["k"] = j
-                        c = const if const is not None else rows[j - base]
-                        state, carry = step_fn(state, c, carry, tl[j - base], hl[j - base])
-            except NonFiniteError as err:
-                raise _explained(err, j, integrator, snapshot.state, run) from None
-            except FieldError as err:
-                raise _at_step(err, j, run) from None
-            except Exception as exc:
-                name = run.field_at(exc.__traceback__)
-                if name is not None:
-                    raise FieldError(
-                        f"step {j} (t = {tl[j - base]:.6g}): field {name} raised "
-                        f"{type(exc).__name__}: {exc}",
-                        field=name,
-                        step=j,
-                    ) from exc
-                try:  # a checked replay may explain it (a field output of the wrong shape)
-                    replay(j + 1)
-                except SplitsdeError as err:
-                    raise err from exc
-                except Exception:
-                    pass
-                raise
-            k = stop
-            t_k = tl[k - base]
-            last = k - 1  # the step just completed
-            if observers:
-                m = as_map(state)
-                for o in observers:
-                    v = o.on_step(last, t_k, m)
-                    if v is not None and k % o.every == 0:
-                        records[o.name].append(
-                            v.detach().clone() if isinstance(v, torch.Tensor) else v
-                        )
-                        record_t[o.name].append(t_k)
-            if save_every and (k % save_every == 0 or k == n_steps):
-                keep(t_k, state)
-            due = bool(ckpt is not None and checkpoint_every and k % checkpoint_every == 0)
-            if k % check_every == 0 or k == n_steps or due:
-                # checked before every checkpoint: a bad state is never written
-                if not healthy():
-                    replay(k)
-                    raise NonFiniteError(
-                        f"non-finite (or too large) values appeared between steps "
-                        f"{snapshot.step} and {k}, and a replay did not reproduce them"
-                    )
-                snapshot = _Snapshot(
-                    k, _clone(state), _clone(carry), _clone(noise.state_dict()), list(counts)
-                )
-            if due and k < n_steps:
-                write(k)
-            if bar is not None and (k % stride == 0 or k == n_steps):
-                bar.update(k - bar.n)
-        if writer is not None:
-            writer.flush()
+    def as_map(self, state: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        return dict(zip(self.integrator.blocks, state))
+
+    def run_from(
+        self,
+        state: tuple[torch.Tensor, ...],
+        *,
+        check_every: int,
+        max_abs: float | None,
+        progress: bool | None,
+    ) -> Result:
+        run, ckpt, saver, watchers = self.run, self.checkpointer, self.saver, self.observers
+        n_steps = self.grid.steps
         if ckpt is not None:
-            write(n_steps)
-        finals = {o.name: o.finish() for o in observers}
-    if bar is not None:
-        bar.close()
-    return result(n_steps, finals)
+            ckpt.begin()
+        with torch.no_grad():
+            watchers.start(self.grid[0], self.as_map(state), self.integrator, run.accepted)
+            first, state, carry = self.restore(state)
+            check = FinitenessCheck(run, self.noise, check_every, max_abs, first, state, carry)
+            bar = Progress(n_steps, f"{self.integrator.word}", progress, done=first)
+            try:
+                k = first
+                while k < n_steps:
+                    win = run.window(k)
+                    stop = min(self.next_event(k, check, bar), win.stop)
+                    state, carry = self.steps(k, stop, state, carry, check)
+                    k = stop
+                    t_k = float(win.times[k - win.start])
+                    if watchers:
+                        watchers.after_step(k, t_k, self.as_map(state))
+                    saver.after_step(k, t_k, state, n_steps)
+                    due = ckpt is not None and ckpt.due(k)
+                    # checked before every checkpoint: a bad state is never written
+                    if k % check_every == 0 or k == n_steps or due:
+                        check.check(k, state, carry)
+                    if due and k < n_steps:
+                        self.write(k, state, carry)
+                    bar.update(k)
+                saver.flush()
+                if ckpt is not None:
+                    self.write(n_steps, state, carry)
+                finals = watchers.finish()
+            finally:
+                bar.close()
+        return self.result(n_steps, state, finals)
 
+    def restore(self, state: tuple[torch.Tensor, ...]) -> tuple[int, tuple[torch.Tensor, ...], Any]:
+        """Start a new run (step 0), or continue the one in the checkpoint."""
+        stored = self.checkpointer.stored if self.checkpointer is not None else None
+        if stored is None:
+            self.saver.start(self.grid[0], state)
+            return 0, state, None
+        run = self.run
+        state = tuple(x.to(state[0].device) for x in stored["state"])
+        self.noise.load_state_dict(stored["noise"])
+        run.nfe[:] = list(stored["nfe"])
+        self.nfe_first = int(stored["nfe_first"])
+        for acc, a in zip(run.accepted, stored["accepted"]):
+            acc.copy_(a)
+        self.observers.load_state_dict(stored)
+        self.saver.load_state_dict(stored)
+        self.elapsed = float(stored["wall_time"])
+        return int(stored["step"]), state, stored["carry"]
 
-def _stack(values: list[Any]) -> Any:
-    if all(isinstance(v, torch.Tensor) for v in values):
-        return torch.stack(values)
-    return np.asarray(values)
+    def next_event(self, k: int, check: FinitenessCheck, bar: Progress) -> int:
+        """Index after the next step that needs attention (saving, checks, ...)."""
+        if self.observers or k == 0:
+            return k + 1
+        events = [
+            self.grid.steps,
+            check.next_check(k),
+            self.saver.next_save(k),
+            self.checkpointer.next_write(k) if self.checkpointer is not None else None,
+            bar.next_update(k),
+        ]
+        return max(min(e for e in events if e is not None), k + 1)
 
-
-def _at_step(err: FieldError, k: int, run: Any) -> FieldError:
-    return FieldError(f"step {k} (t = {run.grid[k]:.6g}): {err}", field=err.field, step=k)
-
-
-def _explained(
-    err: NonFiniteError, k: int, integ: Integrator, state: Sequence[torch.Tensor], run: Any
-) -> NonFiniteError:
-    """``err`` at step ``k`` with a sentence on the step size: exact for linear problems."""
-    t, h = run.grid[k], run.grid[k + 1] - run.grid[k]
-    hint, stable = stability_hint(integ, state, h)
-    if err.field is not None:  # the field returned non-finite values at a finite input
-        if stable:
-            hint = (
-                f"{hint}, so the field itself is not finite there: check its callable at that input"
-            )
-        elif stable is None:
-            hint = f"the field may be undefined at that input, or {hint}"
-    message = f"step {k} (t = {t:.6g}, h = {h:.6g}): {err}; {hint}"
-    kind = DivergenceError if isinstance(err, DivergenceError) else NonFiniteError
-    return kind(message, step=k, substep=err.substep, block=err.block, field=err.field)
-
-
-def _replay(
-    run: Any,
-    integ: Integrator,
-    snap: _Snapshot,
-    noise: NoiseSource,
-    upto: int,
-    max_abs: float | None = None,
-) -> None:
-    """Re-run from the last good snapshot with per-sub-step checks to name the culprit
-    (returns normally if nothing goes wrong up to step ``upto``)."""
-    state = _clone(snap.state)
-    carry = _clone(snap.carry)
-    noise.load_state_dict(_clone(snap.noise))
-    for k in range(snap.step, upto):
-        before = state  # (shapes only, for the stability hint)
+    def steps(
+        self,
+        k: int,
+        stop: int,
+        state: tuple[torch.Tensor, ...],
+        carry: Any,
+        check: FinitenessCheck,
+    ) -> tuple[tuple[torch.Tensor, ...], Any]:
+        """Steps ``k, ..., stop - 1`` (all in one window of the coefficient schedule); the
+        first step of a run is checked (its field outputs are validated once)."""
+        run = self.run
+        j = k
         try:
-            state, carry = run.call(k, state, carry, checked=True)
-        except NonFiniteError as err:
-            raise _explained(err, k, integ, before, run) from None
-        except FieldError as err:
-            raise _at_step(err, k, run) from None
+            if k == 0:
+                self.observers.step = 0
+                state, carry = run.call(0, state, carry, checked=True)
+                self.nfe_first = run.nfe_total
+                return state, carry
+            win = run.window(k)
+            const, rows, base, tl, hl = win.constant, win.rows, win.start, win.times, win.h
+            hooked = self.observers.wants_substeps
+            step_fn = run.lowered.hooked if hooked else run.lowered.fast
+            watchers = self.observers
+            for j in range(k, stop):  # the hot loop: nothing but the step
+                if hooked:
+                    watchers.step = j
+                c = const if const is not None else rows[j - base]
+                state, carry = step_fn(state, c, carry, tl[j - base], hl[j - base])
         except Exception as exc:
-            name = run.field_at(exc.__traceback__)
-            if name is None:
-                raise
-            raise FieldError(
-                f"step {k} (t = {run.grid[k]:.6g}): field {name} raised "
-                f"{type(exc).__name__}: {exc}",
-                field=name,
-                step=k,
-            ) from exc
-        if max_abs is not None:
-            for name, x in zip(integ.blocks, state):
-                m = float(x.abs().max())
-                if m > max_abs:
-                    err = DivergenceError(
-                        f"block {name} reached |{name}| = {m:.3g} > max_abs = {max_abs:g}",
-                        block=name,
-                    )
-                    raise _explained(err, k, integ, before, run) from None
+            check.step_failed(exc, j)
+            raise
+        return state, carry
+
+    def wall_time(self) -> float:
+        return self.elapsed + _time.perf_counter() - self.started
+
+    def write(self, k: int, state: tuple[torch.Tensor, ...], carry: Any) -> None:
+        """A checkpoint after step ``k``: everything needed to continue bit for bit."""
+        assert self.checkpointer is not None
+        run = self.run
+        payload = {
+            "seed": self.seed,
+            "state": state,
+            "carry": carry,
+            "noise": self.noise.state_dict(),
+            "nfe": list(run.nfe),
+            "nfe_first": self.nfe_first,
+            "accepted": list(run.accepted),
+            **self.observers.state_dict(),
+            **self.saver.state_dict(),
+            "wall_time": self.wall_time(),
+        }
+        self.checkpointer.write(k, payload, lambda: self.partial(k, state))
+
+    def partial(self, k: int, state: tuple[torch.Tensor, ...]) -> Result:
+        """The result of the steps run so far (observers that cannot finish are left out)."""
+        finals = self.observers.finish_partial()
+        self.saver.flush(quiet=True)
+        return self.result(k, state, finals)
+
+    def result(self, k_done: int, state: tuple[torch.Tensor, ...], finals: dict) -> Result:
+        run = self.run
+        return Result(
+            final=self.as_map(state),
+            times=np.asarray(self.saver.times),
+            states=self.saver.states(),
+            observables=self.observers.observables(),
+            observable_times=self.observers.observable_times(),
+            finals={k: v for k, v in finals.items() if v is not None},
+            nfe=run.nfe_total,
+            nfe_by_field=run.nfe_by_field(),
+            nfe_first_step=self.nfe_first,
+            steps=k_done,
+            seed=self.seed,
+            wall_time=self.wall_time(),
+            time_grid=self.grid,
+            acceptance=[
+                Acceptance(g.letter, acc.clone(), k_done)
+                for g, acc in zip(self.integrator.program.groups, run.accepted)
+            ],
+            trajectory=self.saver.trajectory(),
+        )

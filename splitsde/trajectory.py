@@ -26,7 +26,7 @@ import torch
 
 from splitsde.checkpoint import remove_stale_temporaries, tmp_path
 
-__all__ = ["Trajectory", "TrajectoryWriter"]
+__all__ = ["Saver", "Trajectory", "TrajectoryWriter"]
 
 _META = "trajectory.json"
 
@@ -112,6 +112,85 @@ class TrajectoryWriter:
             if int(p.stem.split("_")[1]) >= self.written:
                 p.unlink()
         remove_stale_temporaries(self.directory, "chunk_*.pt")
+
+
+class Saver:
+    """Saves the state of a run every ``every`` steps (and at the start and the end): the
+    blocks at positions ``index`` of the state, in memory or, with ``directory``, streamed to
+    disk in chunks of ``chunk`` frames (:class:`TrajectoryWriter`)."""
+
+    def __init__(
+        self,
+        every: int | None,
+        names: Sequence[str],
+        index: Sequence[int],
+        directory: str | os.PathLike | None = None,
+        chunk: int = 100,
+    ) -> None:
+        self.every = every or 0
+        self.names = tuple(names)
+        self.index = tuple(index)
+        self.directory = directory
+        self.writer = TrajectoryWriter(directory, names, chunk) if directory is not None else None
+        self.frames: list[tuple[torch.Tensor, ...]] = []
+        self.times: list[float] = []
+
+    def start(self, t: float, state: Sequence[torch.Tensor]) -> None:
+        """A new run: create the trajectory directory, save the initial state."""
+        if self.writer is not None:
+            self.writer.create()
+        if self.every:
+            self._keep(t, state)
+
+    def next_save(self, k: int) -> int | None:
+        """The step index of the next save after ``k`` (``None``: no saving)."""
+        return (k // self.every + 1) * self.every if self.every else None
+
+    def after_step(self, k: int, t: float, state: Sequence[torch.Tensor], last: int) -> None:
+        """``k`` steps are done, ``last`` is the run's final step index."""
+        if self.every and (k % self.every == 0 or k == last):
+            self._keep(t, state)
+
+    def _keep(self, t: float, state: Sequence[torch.Tensor]) -> None:
+        frame = tuple(state[i].clone() for i in self.index)
+        if self.writer is not None:
+            self.writer.append(t, frame)
+        else:
+            self.frames.append(frame)
+            self.times.append(t)
+
+    def flush(self, *, quiet: bool = False) -> None:
+        """Write buffered frames (``quiet``: ignore a failing disk, for partial results)."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.flush()
+        except OSError:
+            if not quiet:
+                raise
+
+    def states(self) -> dict[str, torch.Tensor]:
+        """The frames kept in memory, block name -> ``(n_saved, *block_shape)``."""
+        if not self.frames:
+            return {}
+        return {n: torch.stack([f[j] for f in self.frames]) for j, n in enumerate(self.names)}
+
+    def trajectory(self) -> Trajectory | None:
+        return Trajectory(self.directory) if self.directory is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint entries of the saved states (``saved``, ``saved_t``, ``trajectory``)."""
+        return {
+            "saved": self.frames,
+            "saved_t": self.times,
+            "trajectory": self.writer.state_dict() if self.writer is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.frames = [tuple(f) for f in state["saved"]]
+        self.times = list(state["saved_t"])
+        if self.writer is not None:
+            self.writer.load_state_dict(state["trajectory"])
 
 
 class Trajectory:

@@ -116,8 +116,11 @@ def _check_stable(integ: Any, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import splitsde as sd
     from splitsde.compose.integrator import NonFiniteError
+    from splitsde.compose.presets import word as parse_word
+    from splitsde.integrate import integrate
+    from splitsde.langevin import Reporter, underdamped
+    from splitsde.observers import Running
     from splitsde.stats import walker_batch_means, z_score
 
     if args.walkers < 2:
@@ -134,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
         "use fewer --walkers or a smaller --dim",
     )
     pot = _potential(args)
-    system = sd.langevin.underdamped(pot, gamma=args.gamma, kT=args.kT, mass=args.mass)
-    integ = system.integrator(sd.word(args.word))
+    system = underdamped(pot, gamma=args.gamma, kT=args.kT, mass=args.mass)
+    integ = system.integrator(parse_word(args.word))
     if args.system == "harmonic":
         _check_stable(integ, args)
     dtype = DTYPES[args.dtype]
@@ -156,16 +159,16 @@ def run(args: argparse.Namespace) -> int:
         *(float(x.abs().max()) for x in y0.values()),
     )
     obs = [
-        sd.Running(lambda t, s: s["q"], "q", burn_in=burn),
-        sd.Running(lambda t, s: s["p"], "p", burn_in=burn),
+        Running(lambda t, s: s["q"], "q", burn_in=burn),
+        Running(lambda t, s: s["p"], "p", burn_in=burn),
     ]
     if args.log_every is not None and args.log is None:
         raise CLIError("--log-every needs --log FILE")
     if args.log is not None:
         every = args.log_every or max(1, (burn + args.steps) // 100)
-        obs.append(sd.langevin.Reporter(args.log, system, every=every))
+        obs.append(Reporter(args.log, system, every=every))
     try:
-        res = sd.integrate(
+        res = integrate(
             integ,
             y0,
             h=args.h,

@@ -215,7 +215,6 @@ class Integrator:
         self.inplace = inplace
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else None
-        self.nfe_counts = [0] * len(self.program.fields)
 
     # -- binding --------------------------------------------------------------------------------
     def _bind_params(self, params: Mapping[str | Parameter, Any]) -> dict[Parameter, Any]:
@@ -382,14 +381,12 @@ class Integrator:
     def _hoisted(self):
         return hoist_program(self.program)
 
-    @cached_property
-    def _flow_maps(self) -> list[Callable[..., Any]]:
-        """The program's flow maps, bound to counted callables of the real fields they use."""
+    def _flow_maps(self, counts: list[int]) -> list[Callable[..., Any]]:
+        """The program's flow maps, bound to callables of the real fields they use that count
+        their calls in ``counts`` (the counters of one run)."""
         from splitsde.compose.expressions import lower_expressions
 
         index = {bf.field: i for i, bf in enumerate(self.fields)}
-        counts = self.nfe_counts
-
         out = []
         for fm in self.program.flow_maps:
             fns = {f: _counted(counts, self.fields[index[f]].fn, index[f]) for f in fm.inner_fields}
@@ -506,11 +503,19 @@ class Integrator:
         state: Sequence[torch.Tensor],
         times: Any,
         noise: NoiseSource,
+        *,
+        on_substep: Callable[[int, tuple[torch.Tensor, ...]], None] | None = None,
     ) -> PreparedRun:
         """The generated step bound to ``noise``, with coefficients for the grid ``times``
         (a :class:`~splitsde.timegrid.TimeGrid` or an array of times), computed chunk by chunk
         (:class:`~splitsde.compose.schedule.CoefficientSchedule`): memory does not grow with
-        the number of steps."""
+        the number of steps.
+
+        Everything a run changes lives on the returned :class:`PreparedRun` (field-evaluation
+        counters, Metropolis acceptance counts); the integrator itself is not modified, so
+        one integrator can drive any number of runs, interleaved or not. ``on_substep(i,
+        state)`` is called by the hooked step variant after sub-step ``i`` (and after each
+        Metropolis test, numbered after the sub-steps)."""
         grid = times if isinstance(times, TimeGrid) else time_grid(grid=times)
         like = state[0]
         short = (
@@ -529,7 +534,8 @@ class Integrator:
         for d in self.program.draws:
             shapes.append(state[block_index[d.like]].shape)
         draws = noise.bind(shapes, like)
-        namespace: dict[str, Any] = {"_nfe": self.nfe_counts}
+        nfe = [0] * len(self.program.fields)
+        namespace: dict[str, Any] = {"_nfe": nfe}
         tests = self.program.uniforms
         accepted = [
             torch.zeros(like.shape[0], dtype=torch.int64, device=like.device) for _ in tests
@@ -556,15 +562,14 @@ class Integrator:
         )
         for i, bf in enumerate(self.fields):
             namespace[f"_f{i}"] = bf.fn
-        for i, fm in enumerate(self._flow_maps):
+        for i, fm in enumerate(self._flow_maps(nfe) if self.program.flow_maps else ()):
             namespace[f"_map{i}"] = fm
         for i, d in enumerate(draws):
             namespace[f"_draw{i}"] = d
         checks = _Checks(self, state)
         namespace["_check_field"] = checks.check_field
         namespace["_check_state"] = checks.check_state
-        hook = _Hook()
-        namespace["_hook"] = hook
+        namespace["_hook"] = on_substep if on_substep is not None else _no_substep_callback
         lowered = lower(
             self._hoisted,
             tensor_syms,
@@ -572,9 +577,7 @@ class Integrator:
             draws_take_times=noise.takes_times,
             namespace=namespace,
         )
-        run = PreparedRun(self, lowered, schedule, hook)
-        run.accepted = accepted
-        return run
+        return PreparedRun(self, lowered, schedule, nfe, accepted)
 
     # -- convenience ----------------------------------------------------------------------------
     def step(
@@ -729,15 +732,8 @@ def _counted(counts: list[int], fn: Callable[..., Any], i: int) -> Callable[...,
 _COUNTED_CALL = _counted([0], print, 0).__code__
 
 
-class _Hook:
-    """Per-sub-step callback target for the hooked step variant."""
-
-    def __init__(self) -> None:
-        self.callback: Callable[[int, tuple[torch.Tensor, ...]], None] | None = None
-
-    def __call__(self, substep: int, state: tuple[torch.Tensor, ...]) -> None:
-        if self.callback is not None:
-            self.callback(substep, state)
+def _no_substep_callback(substep: int, state: tuple[torch.Tensor, ...]) -> None:
+    """The hooked step variant of a run prepared without ``on_substep``."""
 
 
 class _Checks:
@@ -812,22 +808,38 @@ class _Checks:
 
 
 class PreparedRun:
-    """A lowered step with its coefficient schedule; what :func:`integrate` drives."""
+    """A lowered step with its coefficient schedule and the state of one run: what
+    :func:`~splitsde.integrate.integrate` drives.
+
+    The counters belong to the run, not to the :class:`Integrator`: two runs prepared from
+    one integrator count separately.
+    """
 
     def __init__(
         self,
         integ: Integrator,
         lowered: LoweredStep,
         schedule: CoefficientSchedule,
-        hook: _Hook,
+        nfe: list[int],
+        accepted: list[torch.Tensor],
     ) -> None:
         self.integrator = integ
         self.lowered = lowered
         self.schedule = schedule
         self.grid = schedule.grid
-        self.hook = hook
+        #: Field evaluations of this run, one counter per field of the program (in the order
+        #: of :attr:`Integrator.fields`), incremented by the generated step.
+        self.nfe = nfe
         #: Accepted Metropolis proposals per walker, one int64 tensor per ``{ }`` group.
-        self.accepted: list[torch.Tensor] = []
+        self.accepted = accepted
+
+    @property
+    def nfe_total(self) -> int:
+        """All field evaluations of this run so far."""
+        return sum(self.nfe)
+
+    def nfe_by_field(self) -> dict[str, int]:
+        return {bf.field.name: c for bf, c in zip(self.integrator.fields, self.nfe)}
 
     @property
     def source(self) -> str:

@@ -52,6 +52,7 @@ from fractions import Fraction
 
 from splitsde.caret import caret
 from splitsde.errors import SplitsdeError
+from splitsde.symbolic.symbols import LETTER
 
 __all__ = [
     "LETTER",
@@ -63,8 +64,6 @@ __all__ = [
     "WordError",
 ]
 
-#: A single letter of the grammar: upper-case ASCII letter followed by optional digits.
-LETTER = re.compile(r"[A-Z][0-9]*\Z")
 #: Most letter occurrences in one word (compiling costs about a millisecond per occurrence).
 MAX_OCCURRENCES = 1000
 #: Longest accepted text of a word, in characters.

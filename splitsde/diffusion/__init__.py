@@ -38,6 +38,7 @@ from splitsde.diffusion.metrics import (
 )
 from splitsde.diffusion.midpoint import POISSON_SAMPLERS, poisson_midpoint
 from splitsde.diffusion.pfode import PFODEPlan, PFODESampler, ProbabilityFlow
+from splitsde.diffusion.planning import plan, sample
 from splitsde.diffusion.processes import (
     PROCESSES,
     ForwardProcess,
@@ -56,7 +57,7 @@ from splitsde.diffusion.protocols import (
     SampleResult,
     SamplerProtocol,
 )
-from splitsde.diffusion.registry import SAMPLERS, plan, sample, sampler
+from splitsde.diffusion.registry import SAMPLERS, sampler
 from splitsde.diffusion.reverse import PARTS, SPLITS, ReverseSDE
 from splitsde.diffusion.samplers import Plan, Sampler
 from splitsde.diffusion.scores import (

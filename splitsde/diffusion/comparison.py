@@ -35,10 +35,11 @@ from splitsde.diffusion.metrics import (
     gaussian_w2,
     mixture_metrics,
 )
+from splitsde.diffusion.planning import plan
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.protocols import BudgetError, PlanProtocol, SamplerProtocol
-from splitsde.diffusion.registry import plan, sampler
+from splitsde.diffusion.registry import sampler
 from splitsde.diffusion.targets import GaussianData, GaussianMixture
 from splitsde.progress import progress_bar
 from splitsde.symbolic.expint import GridTooShortError

@@ -43,8 +43,8 @@ import numpy as np
 import sympy
 import torch
 
+from splitsde.diffusion.planning import plan as make_plan
 from splitsde.diffusion.processes import ForwardProcess
-from splitsde.diffusion.registry import plan as make_plan
 from splitsde.diffusion.registry import sampler as get_sampler
 from splitsde.integrate import integrate
 from splitsde.noise import GaussianNoise, NoiseSource

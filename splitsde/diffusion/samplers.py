@@ -227,7 +227,7 @@ class Sampler:
         **integrator_options: Any,
     ) -> Plan:
         """Compile for a process, a score callable and a grid (see
-        :func:`splitsde.diffusion.registry.plan`); ``integrator_options`` go to both
+        :func:`splitsde.diffusion.planning.plan`); ``integrator_options`` go to both
         :class:`~splitsde.compose.integrator.Integrator` objects."""
         proc = get_process(process)
         score = bind_kernels(score)  # kernel terms of score conversions: one table per plan

@@ -33,10 +33,10 @@ from splitsde.diffusion.pfode import PFODE_SAMPLERS
 from splitsde.diffusion.protocols import SamplerProtocol
 from splitsde.diffusion.samplers import SPLITTING_SAMPLERS
 
-__all__ = ["FAMILIES", "SAMPLERS", "sampler"]
+__all__ = ["SAMPLERS", "SAMPLER_FAMILIES", "sampler"]
 
 #: The sampler families, by name, in the order of :data:`SAMPLERS`.
-FAMILIES: Mapping[str, Mapping[str, SamplerProtocol]] = MappingProxyType(
+SAMPLER_FAMILIES: Mapping[str, Mapping[str, SamplerProtocol]] = MappingProxyType(
     {
         "splitting": MappingProxyType(SPLITTING_SAMPLERS),
         "exponential": MappingProxyType(EXPONENTIAL_SAMPLERS),
@@ -59,7 +59,7 @@ def _collect(families: Mapping[str, Mapping[str, SamplerProtocol]]) -> dict[str,
 
 
 #: Every registered sampler by name (read-only).
-SAMPLERS: Mapping[str, SamplerProtocol] = MappingProxyType(_collect(FAMILIES))
+SAMPLERS: Mapping[str, SamplerProtocol] = MappingProxyType(_collect(SAMPLER_FAMILIES))
 
 
 def sampler(name: str | SamplerProtocol, **options: Any) -> SamplerProtocol:

@@ -110,14 +110,14 @@ def test_stepwise_samplers_expose_their_step_integrator(data):
 # the registry: explicit, read-only, one name once
 # ---------------------------------------------------------------------------------------------
 def test_the_registry_lists_every_family_in_order_and_is_read_only():
-    expected = [n for fam in registry.FAMILIES.values() for n in fam]
+    expected = [n for fam in registry.SAMPLER_FAMILIES.values() for n in fam]
     assert list(dm.SAMPLERS) == expected
     assert len(expected) == len(set(expected))
     assert {"em", "sps", "ddim", "deis-tab3", "pmm1-k20", "pf-dopri5"} <= set(dm.SAMPLERS)
     with pytest.raises(TypeError):
         dm.SAMPLERS["mine"] = dm.SAMPLERS["em"]  # type: ignore[index]
     with pytest.raises(TypeError):
-        registry.FAMILIES["splitting"]["mine"] = dm.SAMPLERS["em"]  # type: ignore[index]
+        registry.SAMPLER_FAMILIES["splitting"]["mine"] = dm.SAMPLERS["em"]  # type: ignore[index]
     assert not hasattr(dm.SAMPLERS, "update")
 
 
@@ -190,7 +190,7 @@ def test_no_module_writes_to_a_sampler_registry():
         "EXPONENTIAL_SAMPLERS.setdefault('x', s)",
         "del SAMPLERS['em']",
         "SAMPLERS |= {}",
-        "registry.FAMILIES['a'] = {}",
+        "registry.SAMPLER_FAMILIES['a'] = {}",
     ],
 )
 def test_the_structural_check_finds_writes(source):

@@ -16,7 +16,7 @@ import torch
 
 import splitsde.diffusion as dm
 from splitsde.diffusion import registry
-from splitsde.diffusion.protocols import Law, PlanProtocol, SamplerProtocol
+from splitsde.diffusion.protocols import Law, PlanProtocol, ProcessLike, SamplerProtocol
 
 PACKAGE = Path(dm.__file__).resolve().parents[1]
 
@@ -85,6 +85,13 @@ def test_every_sampler_and_its_plan_satisfy_the_protocols(name, data):
     else:
         assert p.nfe == calls == res.nfe_steps + res.nfe_denoise
     assert bool(torch.isfinite(res.x).all())
+
+
+@pytest.mark.parametrize("name", list(dm.PROCESSES))
+def test_every_forward_process_is_process_like(name):
+    """The kernels and the reverse family type their process as ProcessLike (so that they
+    need not import the processes module); every registered process satisfies it."""
+    assert isinstance(dm.process(name), ProcessLike)
 
 
 def test_stepwise_samplers_expose_their_step_integrator(data):

@@ -97,7 +97,7 @@ def stability_hint(integrator: Any, state: Sequence[Any], h: float) -> tuple[str
     Exact (with the bound) for linear problems of at most :data:`MAX_PROBE_SIZE` values per
     walker; otherwise the generic "may exceed".
     """
-    shapes = {b: tuple(x.shape[1:]) for b, x in zip(integrator.blocks, state)}
+    shapes = {b: tuple(x.shape[1:]) for b, x in zip(integrator.block_names, state)}
     size = sum(math.prod(s) for s in shapes.values())
     stab = linear_stability(integrator, h, shapes) if size <= MAX_PROBE_SIZE else None
     if stab is None:

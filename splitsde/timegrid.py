@@ -8,6 +8,13 @@ with the same float64 operations as the full array would be, so a value read fro
 bit for bit the corresponding element of :meth:`TimeGrid.array`. Step lengths are differences
 of neighbouring times, :math:`h_k = t_{k+1} - t_k`.
 
+**Direction.** A ``grid`` is always listed in the order a run visits it. The integrator's own
+clock increases, so a grid given to :func:`splitsde.integrate` (``grid=``) is strictly
+increasing. Diffusion samplers take ``grid=`` in *diffusion* time :math:`t`, which a sampling
+run traverses backwards (:math:`T \to \varepsilon`, strictly decreasing, see
+:mod:`splitsde.diffusion.grids`); they convert it to reverse time :math:`\tau = T - t`, which
+increases, before the one time loop runs it.
+
 :func:`splitsde.integrate` reads the grid in chunks of steps (:meth:`TimeGrid.chunk`); a
 2e9-step run needs no more memory before its first step than a 2-step run.
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,19 @@ class Trajectory:
         if not meta_path.exists():
             raise FileNotFoundError(f"{self.directory} is not a splitsde trajectory (no {_META})")
         meta = json.loads(meta_path.read_text())
-        self.blocks: tuple[str, ...] = tuple(meta["blocks"])
+        #: Names of the blocks written (``.blocks`` is reserved for Block symbols).
+        self.block_names: tuple[str, ...] = tuple(meta["blocks"])
         self.chunk = int(meta["chunk"])
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """Deprecated alias of :attr:`block_names`."""
+        warnings.warn(
+            "Trajectory.blocks is deprecated; use Trajectory.block_names",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.block_names
 
     @property
     def chunks(self) -> list[Path]:
@@ -138,11 +150,11 @@ class Trajectory:
         self, blocks: Sequence[str] | None = None
     ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
         """All frames written so far: times and block name -> tensor ``(frames, *shape)``."""
-        names = tuple(blocks) if blocks is not None else self.blocks
-        unknown = set(names) - set(self.blocks)
+        names = tuple(blocks) if blocks is not None else self.block_names
+        unknown = set(names) - set(self.block_names)
         if unknown:
             raise ValueError(
-                f"the trajectory has no block(s) {sorted(unknown)}; it has {self.blocks}"
+                f"the trajectory has no block(s) {sorted(unknown)}; it has {self.block_names}"
             )
         times, parts = [], {n: [] for n in names}
         for p in self.chunks:

@@ -301,7 +301,15 @@ class Integrator:
     # -- properties -----------------------------------------------------------------------------
     @property
     def blocks(self) -> tuple[str, ...]:
-        return tuple(b.name for b in self.sde.blocks)
+        """Block names, in the SDE's order. Transitional: ``.blocks`` is the
+        :class:`~splitsde.symbolic.symbols.Block` symbols everywhere else and names are
+        ``.block_names``; use :attr:`block_names` for names."""
+        return self.block_names
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        """Block names, in the SDE's order (the keys of a state mapping)."""
+        return self.sde.block_names
 
     @property
     def substeps(self) -> list[SubstepInfo]:

@@ -8,7 +8,7 @@ Underdamped (letters as in openmmtools: A = "R", B = "V", O = "O")
 
 with :math:`F = -\nabla U`. Each flow is solved exactly by the derived solvers (two shears and
 an Ornstein--Uhlenbeck flow). With ``force_groups`` the kick splits into ``B0``, ``B1``, ...,
-one per force group, for multiple time-stepping words such as ``"B0 B1 A A O A A B1 B0"``.
+one per force group, for multiple time-stepping words such as ``"B0 B1 A B1 O B1 A B1 B0"``.
 
 Overdamped
 

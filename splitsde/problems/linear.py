@@ -61,8 +61,14 @@ class LinearProblem:
         return self.system.sde
 
     @property
-    def blocks(self) -> tuple[str, ...]:
-        return tuple(b.name for b in self.sde.blocks)
+    def blocks(self) -> tuple[Block, ...]:
+        """The SDE's block symbols, in order."""
+        return self.sde.blocks
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        """The blocks' names, in order (the keys of a state mapping)."""
+        return self.sde.block_names
 
     @property
     def dim(self) -> int:
@@ -109,7 +115,7 @@ class LinearProblem:
         L = V * np.sqrt(np.clip(w, 0.0, None))
         z = torch.randn(walkers, D, generator=generator, dtype=torch.float64)
         y = torch.from_numpy(m.copy()) + z @ torch.from_numpy(L.T.copy())
-        return {b: y[:, i].clone() for i, b in enumerate(self.blocks)}
+        return {b: y[:, i].clone() for i, b in enumerate(self.block_names)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, dim={self.dim})"

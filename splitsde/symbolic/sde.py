@@ -57,6 +57,8 @@ class SDE:
         from splitsde.compose.word import LETTER
 
         self.blocks: tuple[Block, ...] = tuple(blocks)
+        #: The blocks' names, in order (the keys of a state mapping).
+        self.block_names: tuple[str, ...] = tuple(b.name for b in self.blocks)
         if not self.blocks:
             raise ValueError("an SDE needs at least one block")
         for b in self.blocks:

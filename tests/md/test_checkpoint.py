@@ -39,7 +39,7 @@ RUN = textwrap.dedent(
         observers = [
             killer,
             sd.WorkAndHeat(),
-            sd.Running(lambda s: s["q"], "q", burn_in=5),
+            sd.Running(lambda t, s: s["q"], "q", burn_in=5),
             sd.observe(lambda t, s: s["q"].mean().item(), "qbar", every=7),
         ]
         return sd.integrate(

@@ -38,6 +38,7 @@ import sympy
 import torch
 
 from splitsde.diffusion import denoise as _denoise
+from splitsde.diffusion.defaults import recommended_grid
 from splitsde.diffusion.grids import check_grid, time_grid
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
@@ -334,13 +335,14 @@ class PFODESampler:
         *,
         nfe: int | None = None,
         steps: int | None = None,
-        grid: str | Sequence[float] | np.ndarray = "uniform",
+        grid: str | Sequence[float] | np.ndarray | None = None,
         eps: float | None = None,
         denoise: bool = True,
         **options: Any,
     ) -> PFODEPlan:
         """Compile for a process, a score and a grid; adaptive methods take an NFE budget
-        ``nfe`` (or none: tolerance ``rtol``), fixed-grid ones ``nfe`` or ``steps``."""
+        ``nfe`` (or none: tolerance ``rtol``), fixed-grid ones ``nfe`` or ``steps`` on ``grid``
+        (``None``: the recommended grid)."""
         if options:
             raise TypeError(
                 f"{self.name} is not a splitting integrator; it takes no integrator options "
@@ -353,6 +355,8 @@ class PFODESampler:
                 raise ValueError(f"{self.name} is adaptive: give nfe= (a budget) or neither")
             ts = check_grid(proc, [proc.T, proc.eps if eps is None else eps], eps)
             return PFODEPlan(self, proc, score, ts, nfe, denoise)
+        if grid is None:
+            grid = recommended_grid(self.name, proc)
         if isinstance(grid, str):
             if (nfe is None) == (steps is None):
                 raise ValueError("give exactly one of nfe= and steps=")

@@ -18,6 +18,7 @@ from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.protocols import PlanProtocol, SampleResult, SamplerProtocol
 from splitsde.diffusion.registry import sampler
+from splitsde.diffusion.stability import check_plan
 
 __all__ = ["plan", "sample"]
 
@@ -29,21 +30,26 @@ def plan(
     *,
     nfe: int | None = None,
     steps: int | None = None,
-    grid: str | Sequence[float] | np.ndarray = "uniform",
+    grid: str | Sequence[float] | np.ndarray | None = None,
     eps: float | None = None,
     denoise: bool = True,
+    check_stability: bool = True,
     **integrator_options: Any,
 ) -> PlanProtocol:
     """Compile a sampler for a process, a score callable and a grid.
 
     Give exactly one of ``nfe`` (a budget: the most steps that fit, counting the denoising
-    step) and ``steps``, unless ``grid`` is an explicit array of diffusion times. Adaptive
-    solves (``pf-dopri5``) take only a budget. Every plan runs the same way
+    step) and ``steps``, unless ``grid`` is an explicit array of diffusion times. ``grid=None``
+    is the sampler's recommended grid for the process's family
+    (:mod:`splitsde.diffusion.defaults`). ``check_stability`` propagates the first steps on the
+    stationary linearisation and warns (:class:`~splitsde.diffusion.stability.StabilityWarning`)
+    when they amplify perturbations (:mod:`splitsde.diffusion.stability`; stepwise samplers
+    only). Adaptive solves (``pf-dopri5``) take only a budget. Every plan runs the same way
     (:class:`~splitsde.diffusion.protocols.PlanProtocol`); ``integrator_options`` go to the
     step integrators of stepwise samplers.
     """
     s = sampler(sampler_)
-    return s.plan(
+    out = s.plan(
         get_process(process),
         score,
         nfe=nfe,
@@ -53,6 +59,9 @@ def plan(
         denoise=denoise,
         **integrator_options,
     )
+    if check_stability:
+        check_plan(out)
+    return out
 
 
 def sample(
@@ -65,7 +74,7 @@ def sample(
     y0: Mapping[str, torch.Tensor] | None = None,
     nfe: int | None = None,
     steps: int | None = None,
-    grid: str | Sequence[float] | np.ndarray = "uniform",
+    grid: str | Sequence[float] | np.ndarray | None = None,
     eps: float | None = None,
     denoise: bool = True,
     seed: int = 0,
@@ -73,8 +82,9 @@ def sample(
     device: Any = "cpu",
     progress: bool | None = None,
 ) -> SampleResult:
-    """Draw ``n`` samples: prior at ``T`` (or ``y0``), the sampler over the grid, then the
-    denoising step. ``shape`` is the shape of one data sample (``(d,)`` or ``(C, H, W)``)."""
+    """Draw ``n`` samples: prior at ``T`` (or ``y0``), the sampler over the grid (default: its
+    recommended grid), then the denoising step. ``shape`` is the shape of one data sample
+    (``(d,)`` or ``(C, H, W)``)."""
     proc = get_process(process)
     p = plan(sampler_, proc, score, nfe=nfe, steps=steps, grid=grid, eps=eps, denoise=denoise)
     if y0 is None:

@@ -206,11 +206,12 @@ class SamplerProtocol(Protocol):
         *,
         nfe: int | None = None,
         steps: int | None = None,
-        grid: str | Sequence[float] | np.ndarray = "uniform",
+        grid: str | Sequence[float] | np.ndarray | None = None,
         eps: float | None = None,
         denoise: bool = True,
         **options: Any,
     ) -> PlanProtocol:
         """Compile for a process, a score callable and a grid (an NFE budget ``nfe``, a number
-        of ``steps`` of a named grid, or an explicit array of diffusion times)."""
+        of ``steps`` of a named grid -- ``None``: the sampler's recommended grid,
+        :mod:`splitsde.diffusion.defaults` -- or an explicit array of diffusion times)."""
         ...

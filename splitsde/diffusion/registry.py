@@ -12,6 +12,8 @@ splitting, reduced,     :mod:`splitsde.diffusion.samplers` (``em``, ``sscs``, ``
 naive                   ``reduced-oba``, ``sps``, ...)
 exponential             :mod:`splitsde.diffusion.exponential` (``ddim``, ``deis-*``,
 integrators             ``rhork-*``, ``ipndm``, ``ei-sde``, ``ddpm``)
+conjugate exponential   :mod:`splitsde.diffusion.conjugate` (``cddim``, ``cddim-sde``,
+integrators             ``cdeis1..3``)
 Poisson midpoint        :mod:`splitsde.diffusion.midpoint` (``pmm1-k20``, ...)
 probability-flow ODE    :mod:`splitsde.diffusion.pfode` (``pf-dopri5``, ``pf-rk4``)
 ======================  =================================================================
@@ -27,6 +29,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from splitsde.diffusion.conjugate import CONJUGATE_SAMPLERS
 from splitsde.diffusion.exponential import EXPONENTIAL_SAMPLERS
 from splitsde.diffusion.midpoint import POISSON_SAMPLERS
 from splitsde.diffusion.pfode import PFODE_SAMPLERS
@@ -40,6 +43,7 @@ SAMPLER_FAMILIES: Mapping[str, Mapping[str, SamplerProtocol]] = MappingProxyType
     {
         "splitting": MappingProxyType(SPLITTING_SAMPLERS),
         "exponential": MappingProxyType(EXPONENTIAL_SAMPLERS),
+        "conjugate": MappingProxyType(CONJUGATE_SAMPLERS),
         "poisson-midpoint": MappingProxyType(POISSON_SAMPLERS),
         "pf-ode": MappingProxyType(PFODE_SAMPLERS),
     }

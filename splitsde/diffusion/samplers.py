@@ -222,15 +222,18 @@ class Sampler:
         *,
         nfe: int | None = None,
         steps: int | None = None,
-        grid: str | Sequence[float] | np.ndarray = "uniform",
+        grid: str | Sequence[float] | np.ndarray | None = None,
         eps: float | None = None,
         denoise: bool = True,
         **integrator_options: Any,
     ) -> Plan:
         """Compile for a process, a score callable and a grid (see
-        :func:`splitsde.diffusion.planning.plan`); ``integrator_options`` go to both
-        :class:`~splitsde.compose.integrator.Integrator` objects."""
+        :func:`splitsde.diffusion.planning.plan`; ``grid=None`` is the recommended grid);
+        ``integrator_options`` go to both :class:`~splitsde.compose.integrator.Integrator`
+        objects."""
         proc = get_process(process)
+        if grid is None:
+            grid = recommended_grid(self.name, proc)
         score = bind_kernels(score)  # kernel terms of score conversions: one table per plan
         integ = self.integrator(proc, score, **integrator_options)
         den = self.denoiser(proc, score, **integrator_options) if denoise else None

@@ -4,9 +4,9 @@ Declare an SDE as a sum of sub-flows, get a derived solver for each, compose any
 run it with :func:`integrate`, and verify it exactly where the theory allows.
 """
 
-__version__ = "0.1.0"
-
 from splitsde import diffusion, langevin, solvers
+from splitsde import method_rows as _method_rows  # noqa: F401  (method-table rows register)
+from splitsde._version import __version__
 from splitsde.checkpoint import CheckpointError
 from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError, StateError
 from splitsde.compose.presets import PRESETS, Preset, preset, word

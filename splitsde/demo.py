@@ -23,27 +23,29 @@ def double_well(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    import splitsde as sd
+    from splitsde.integrate import integrate
+    from splitsde.langevin import potentials, underdamped
+    from splitsde.observers import Observer, Running
     from splitsde.stats import walker_batch_means
 
-    pot = sd.potentials.DoubleWell()
+    pot = potentials.DoubleWell()
     kT, gamma, h = 1.0, 1.0, 0.1
     walkers, steps, burn = (200, 400, 100) if quick else (4000, 4000, 500)
-    system = sd.langevin.underdamped(pot, gamma=gamma, kT=kT)
+    system = underdamped(pot, gamma=gamma, kT=kT)
     integ = system.integrator("BAOAB")
     y0 = system.initial_state(walkers, generator=torch.Generator().manual_seed(seed + 1))
     hist_edges = np.linspace(-2.5, 2.5, 101)
     counts = np.zeros(len(hist_edges) - 1)
 
-    class Histogram(sd.Observer):
+    class Histogram(Observer):
         name = "histogram"
 
         def on_step(self, step: int, t: float, state: dict) -> None:
             if step + 1 > burn and (step + 1) % 5 == 0:
                 counts[:] += np.histogram(state["q"].cpu().numpy().ravel(), bins=hist_edges)[0]
 
-    obs = [sd.Running(lambda t, s: s["q"], "q", burn_in=burn), Histogram()]
-    res = sd.integrate(integ, y0, h=h, steps=burn + steps, seed=seed, observers=obs)
+    obs = [Running(lambda t, s: s["q"], "q", burn_in=burn), Histogram()]
+    res = integrate(integ, y0, h=h, steps=burn + steps, seed=seed, observers=obs)
     st = walker_batch_means(res.finals["q"]["mean"], res.finals["q"]["mean_sq"])
     exact = pot.moments(kT)
     mean, mse = float(st["mean"].ravel()[0]), float(st["mean_se"].ravel()[0])

@@ -34,32 +34,34 @@ def presets_table() -> str:
 
 
 def _gallery_flows() -> list[tuple[str, object]]:
-    import splitsde as sd
+    from splitsde.symbolic.field import Field
+    from splitsde.symbolic.flow import Flow, linear_drift
+    from splitsde.symbolic.symbols import blocks, parameters, t
 
-    q, p, x, m = sd.blocks("q p x m")
-    g, kT, M = sd.parameters("gamma kT M", positive=True)
-    b0, b1, G, nu, Mi = sd.parameters("beta0 beta1 Gamma nu Minv", positive=True)
-    beta = b0 + (b1 - b0) * sd.t
-    F = sd.Field("F", [q])
-    S = sd.Field("s", [x], time=True)
+    q, p, x, m = blocks("q p x m")
+    g, kT, M = parameters("gamma kT M", positive=True)
+    b0, b1, G, nu, Mi = parameters("beta0 beta1 Gamma nu Minv", positive=True)
+    beta = b0 + (b1 - b0) * t
+    F = Field("F", [q])
+    S = Field("s", [x], time=True)
     return [
-        ("Kick (shear)", sd.Flow({p: F()})),
-        ("Drift (shear)", sd.Flow({q: p / M})),
-        ("Ornstein-Uhlenbeck", sd.Flow({p: -g * p}, {p: sympy.sqrt(2 * g * kT * M)})),
-        ("VP forward process, linear beta(t)", sd.Flow({x: -beta * x / 2}, {x: sympy.sqrt(beta)})),
+        ("Kick (shear)", Flow({p: F()})),
+        ("Drift (shear)", Flow({q: p / M})),
+        ("Ornstein-Uhlenbeck", Flow({p: -g * p}, {p: sympy.sqrt(2 * g * kT * M)})),
+        ("VP forward process, linear beta(t)", Flow({x: -beta * x / 2}, {x: sympy.sqrt(beta)})),
         (
             "PSLD forward process (coupled, common clock)",
-            sd.Flow(
-                sd.linear_drift(
+            Flow(
+                linear_drift(
                     [[-beta * G / 2, beta * Mi / 2], [-beta / 2, -beta * nu / 2]], [x, m]
                 ),
                 {x: sympy.sqrt(G * beta), m: sympy.sqrt(nu * beta / Mi)},
             ),
         ),
-        ("Noise without a closed-form variance", sd.Flow({x: -x}, {x: sympy.exp(-(sd.t**2))})),
-        ("Overdamped drift (nonlinear)", sd.Flow({q: F()}, {q: sympy.sqrt(2 * kT)})),
-        ("Friction plus a field (linear part)", sd.Flow({p: -g * p + F()})),
-        ("Time-dependent score in a shear", sd.Flow({m: S()})),
+        ("Noise without a closed-form variance", Flow({x: -x}, {x: sympy.exp(-(t**2))})),
+        ("Overdamped drift (nonlinear)", Flow({q: F()}, {q: sympy.sqrt(2 * kT)})),
+        ("Friction plus a field (linear part)", Flow({p: -g * p + F()})),
+        ("Time-dependent score in a shear", Flow({m: S()})),
     ]
 
 
@@ -73,9 +75,9 @@ def solver_gallery() -> str:
 
 
 def langevin_nfe_table() -> str:
-    import splitsde as sd
+    from splitsde.langevin import potentials, underdamped
 
-    system = sd.langevin.underdamped(sd.potentials.Harmonic(1.0))
+    system = underdamped(potentials.Harmonic(1.0))
     rows = ["| word | symmetric | weak order | field evaluations per step |", "|---|---|---|---|"]
     for w in ("BAOAB", "ABOBA", "OBABO", "OABAO", "BAOA", "OBA", "BAO", "ABO"):
         integ = system.integrator(w)
@@ -92,11 +94,16 @@ def method_table() -> str:
     the compiled program, or measured when adaptive), exact sub-flows and reference."""
     import importlib
 
-    import splitsde  # noqa: F401  (presets and solver strategies register on import)
     from splitsde.methods import registered_methods
 
-    for module in ("splitsde.interop.torchdiffeq", "splitsde.diffusion"):
-        importlib.import_module(module)  # their methods register on import
+    # describers register on import: presets (on Langevin), solver strategies, ODE solvers
+    for module in (
+        "splitsde.langevin.dynamics",
+        "splitsde.method_rows",
+        "splitsde.interop.torchdiffeq",
+        "splitsde.diffusion",
+    ):
+        importlib.import_module(module)
     rows = [
         "| method | kind | weak order | invariant measure | field evaluations per step "
         "(per slice for a solver) | exact sub-flows | reference |",

@@ -22,11 +22,12 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from splitsde.errors import SplitsdeError
 
-__all__ = ["Observer", "ObserverError", "Running", "observe"]
+__all__ = ["Observer", "ObserverError", "ObserverSet", "Running", "observe"]
 
 #: What :func:`observe` and :class:`Running` call: ``fn(t, state)``.
 ObservableFn = Callable[[float, Mapping[str, torch.Tensor]], Any]
@@ -205,3 +206,101 @@ class Running(Observer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sum, self.sumsq, self.count = state["sum"], state["sumsq"], state["count"]
+
+
+class ObserverSet:
+    """The observers of one run: calls them in order, records what they return and keeps the
+    records, and dispatches sub-step callbacks of the hooked step variant.
+
+    ``points`` are the sub-steps and Metropolis groups of the program, in the numbering of the
+    step's ``on_substep`` callback; ``blocks`` names the state's blocks. :attr:`step` is the
+    index of the step being run, set by the time loop before each hooked step.
+    """
+
+    def __init__(
+        self, observers: Sequence[Observer], blocks: Sequence[str], points: Sequence[Any]
+    ) -> None:
+        self.observers = list(observers)
+        if len({o.name for o in self.observers}) != len(self.observers):
+            raise ValueError("observer names must be distinct")
+        self.blocks = tuple(blocks)
+        self.points = list(points)
+        self.substep_observers = [o for o in self.observers if o.substeps]
+        self.records: dict[str, list[Any]] = {o.name: [] for o in self.observers}
+        self.record_t: dict[str, list[float]] = {o.name: [] for o in self.observers}
+        self.step = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.observers)
+
+    @property
+    def wants_substeps(self) -> bool:
+        return bool(self.substep_observers)
+
+    def on_substep(self, i: int, state: tuple[torch.Tensor, ...]) -> None:
+        """The step's callback after sub-step (or Metropolis test) ``i``."""
+        m = dict(zip(self.blocks, state))
+        for o in self.substep_observers:
+            o.on_substep(self.step, self.points[i], m)
+
+    def start(
+        self,
+        t: float,
+        state: Mapping[str, torch.Tensor],
+        integrator: Any,
+        accepted: Sequence[torch.Tensor],
+    ) -> None:
+        for o in self.observers:
+            o.watch_acceptance(accepted)
+            o.start(t, state, integrator)
+
+    def after_step(self, k: int, t: float, state: Mapping[str, torch.Tensor]) -> None:
+        """``k`` steps are done; the time is ``t``."""
+        for o in self.observers:
+            v = o.on_step(k - 1, t, state)
+            if v is not None and k % o.every == 0:
+                self.records[o.name].append(
+                    v.detach().clone() if isinstance(v, torch.Tensor) else v
+                )
+                self.record_t[o.name].append(t)
+
+    def finish(self) -> dict[str, Any]:
+        return {o.name: o.finish() for o in self.observers}
+
+    def finish_partial(self) -> dict[str, Any]:
+        """:meth:`finish` for a run stopped early: an observer that cannot finish yet (an
+        accumulator without samples) reports ``None``."""
+        finals: dict[str, Any] = {}
+        for o in self.observers:
+            try:
+                finals[o.name] = o.finish()
+            except Exception:  # nothing to report yet
+                finals[o.name] = None
+        return finals
+
+    def observables(self) -> dict[str, Any]:
+        """Recorded values, name -> stacked tensor (or array)."""
+        return {name: _stack(v) for name, v in self.records.items() if v}
+
+    def observable_times(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(v) for name, v in self.record_t.items() if v}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint entries of the observers (``observers``, ``records``, ``record_t``)."""
+        return {
+            "observers": {o.name: o.state_dict() for o in self.observers},
+            "records": self.records,
+            "record_t": self.record_t,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for o in self.observers:
+            o.load_state_dict(state["observers"][o.name])
+        self.records = {k: list(v) for k, v in state["records"].items()}
+        self.record_t = {k: list(v) for k, v in state["record_t"].items()}
+
+
+def _stack(values: list[Any]) -> Any:
+    if all(isinstance(v, torch.Tensor) for v in values):
+        return torch.stack(values)
+    return np.asarray(values)

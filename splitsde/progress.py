@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["progress_bar"]
+__all__ = ["Progress", "progress_bar"]
 
 
 def progress_bar(total: int | None, desc: str, enabled: bool | None = None, **kwargs: Any) -> Any:
@@ -28,3 +28,32 @@ def progress_bar(total: int | None, desc: str, enabled: bool | None = None, **kw
 
     options = {"leave": False, "mininterval": 0.25, **kwargs}
     return tqdm(total=total, desc=desc, **options)
+
+
+class Progress:
+    """The progress bar of a loop over ``total`` steps, updated about 200 times in all.
+
+    :meth:`next_update` tells the loop the next step after which the bar wants an update, so
+    a loop without a bar (or between updates) runs its steps without looking at it.
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool | None = None, done: int = 0) -> None:
+        self.total = total
+        self.stride = max(1, total // 200)
+        self.bar = progress_bar(total, desc, enabled)
+        if self.bar is not None and done:
+            self.bar.update(done)
+
+    def next_update(self, k: int) -> int | None:
+        """The step index at which the bar next wants an update (``None``: never)."""
+        return None if self.bar is None else (k // self.stride + 1) * self.stride
+
+    def update(self, k: int) -> None:
+        """``k`` steps are done."""
+        if self.bar is not None and (k % self.stride == 0 or k == self.total):
+            self.bar.update(k - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -5,6 +5,10 @@ one independent estimate. Walkers are grouped into at most ``batches`` groups; t
 the group estimates gives the standard error of the mean and of the variance. This is the
 batch-means method with batches made of whole independent chains, which needs no estimate of
 the autocorrelation time.
+
+:func:`z_score` compares an estimate with a reference in units of its standard error, and
+refuses (returns ``None``) when that unit is zero or not finite: a bias over a zero or infinite
+error bar means nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["walker_batch_means"]
+__all__ = ["walker_batch_means", "z_score"]
 
 
 def walker_batch_means(
@@ -52,3 +56,13 @@ def walker_batch_means(
         "var_se": se(gv),
         "batches": nb,
     }
+
+
+def z_score(value: float, reference: float, se: float) -> float | None:
+    r"""The bias in standard errors, :math:`(\hat x - x)/\mathrm{se}`, or ``None`` when it is
+    meaningless: a standard error that is zero, negative or not finite, or a non-finite value
+    or reference."""
+    value, reference, se = float(value), float(reference), float(se)
+    if not (math.isfinite(value) and math.isfinite(reference) and math.isfinite(se) and se > 0):
+        return None
+    return (value - reference) / se

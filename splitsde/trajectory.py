@@ -4,7 +4,8 @@
 ``chunk`` frames, each chunk a separate file written atomically (temporary file, then rename).
 A crash loses at most the frames of the chunk being filled; with checkpoints, resuming restores
 that partial chunk from the checkpoint and removes any chunk written after it, so the files
-after a resumed run equal those of an uninterrupted one.
+after a resumed run equal those of an uninterrupted one. Temporary files of writers that were
+killed are removed when a trajectory is created or resumed.
 
 :class:`Trajectory` reads the chunks back (all frames, or only some blocks) and, with the
 optional ``mdtraj`` extra, exports one walker's positions to DCD, XTC or any format mdtraj
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Trajectory", "TrajectoryWriter"]
+from splitsde.checkpoint import remove_stale_temporaries, tmp_path
+
+__all__ = ["Saver", "Trajectory", "TrajectoryWriter"]
 
 _META = "trajectory.json"
 
@@ -52,6 +56,7 @@ class TrajectoryWriter:
                 "another directory, or resume from the checkpoint written with it"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.directory, "chunk_*.pt")
         meta = {
             "format": "splitsde-trajectory",
             "version": 1,
@@ -74,12 +79,16 @@ class TrajectoryWriter:
         for j, n in enumerate(self.names):
             data[n] = torch.stack([f[j] for f in self.frames])
         path = self.directory / _chunk_name(self.written)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        tmp = tmp_path(path)
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self.written += 1
         self.times, self.frames = [], []
 
@@ -102,6 +111,86 @@ class TrajectoryWriter:
         for p in self.directory.glob("chunk_*.pt"):
             if int(p.stem.split("_")[1]) >= self.written:
                 p.unlink()
+        remove_stale_temporaries(self.directory, "chunk_*.pt")
+
+
+class Saver:
+    """Saves the state of a run every ``every`` steps (and at the start and the end): the
+    blocks at positions ``index`` of the state, in memory or, with ``directory``, streamed to
+    disk in chunks of ``chunk`` frames (:class:`TrajectoryWriter`)."""
+
+    def __init__(
+        self,
+        every: int | None,
+        names: Sequence[str],
+        index: Sequence[int],
+        directory: str | os.PathLike | None = None,
+        chunk: int = 100,
+    ) -> None:
+        self.every = every or 0
+        self.names = tuple(names)
+        self.index = tuple(index)
+        self.directory = directory
+        self.writer = TrajectoryWriter(directory, names, chunk) if directory is not None else None
+        self.frames: list[tuple[torch.Tensor, ...]] = []
+        self.times: list[float] = []
+
+    def start(self, t: float, state: Sequence[torch.Tensor]) -> None:
+        """A new run: create the trajectory directory, save the initial state."""
+        if self.writer is not None:
+            self.writer.create()
+        if self.every:
+            self._keep(t, state)
+
+    def next_save(self, k: int) -> int | None:
+        """The step index of the next save after ``k`` (``None``: no saving)."""
+        return (k // self.every + 1) * self.every if self.every else None
+
+    def after_step(self, k: int, t: float, state: Sequence[torch.Tensor], last: int) -> None:
+        """``k`` steps are done, ``last`` is the run's final step index."""
+        if self.every and (k % self.every == 0 or k == last):
+            self._keep(t, state)
+
+    def _keep(self, t: float, state: Sequence[torch.Tensor]) -> None:
+        frame = tuple(state[i].clone() for i in self.index)
+        if self.writer is not None:
+            self.writer.append(t, frame)
+        else:
+            self.frames.append(frame)
+            self.times.append(t)
+
+    def flush(self, *, quiet: bool = False) -> None:
+        """Write buffered frames (``quiet``: ignore a failing disk, for partial results)."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.flush()
+        except OSError:
+            if not quiet:
+                raise
+
+    def states(self) -> dict[str, torch.Tensor]:
+        """The frames kept in memory, block name -> ``(n_saved, *block_shape)``."""
+        if not self.frames:
+            return {}
+        return {n: torch.stack([f[j] for f in self.frames]) for j, n in enumerate(self.names)}
+
+    def trajectory(self) -> Trajectory | None:
+        return Trajectory(self.directory) if self.directory is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint entries of the saved states (``saved``, ``saved_t``, ``trajectory``)."""
+        return {
+            "saved": self.frames,
+            "saved_t": self.times,
+            "trajectory": self.writer.state_dict() if self.writer is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.frames = [tuple(f) for f in state["saved"]]
+        self.times = list(state["saved_t"])
+        if self.writer is not None:
+            self.writer.load_state_dict(state["trajectory"])
 
 
 class Trajectory:
@@ -118,8 +207,19 @@ class Trajectory:
         if not meta_path.exists():
             raise FileNotFoundError(f"{self.directory} is not a splitsde trajectory (no {_META})")
         meta = json.loads(meta_path.read_text())
-        self.blocks: tuple[str, ...] = tuple(meta["blocks"])
+        #: Names of the blocks written (``.blocks`` is reserved for Block symbols).
+        self.block_names: tuple[str, ...] = tuple(meta["blocks"])
         self.chunk = int(meta["chunk"])
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """Deprecated alias of :attr:`block_names`."""
+        warnings.warn(
+            "Trajectory.blocks is deprecated; use Trajectory.block_names",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.block_names
 
     @property
     def chunks(self) -> list[Path]:
@@ -129,11 +229,11 @@ class Trajectory:
         self, blocks: Sequence[str] | None = None
     ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
         """All frames written so far: times and block name -> tensor ``(frames, *shape)``."""
-        names = tuple(blocks) if blocks is not None else self.blocks
-        unknown = set(names) - set(self.blocks)
+        names = tuple(blocks) if blocks is not None else self.block_names
+        unknown = set(names) - set(self.block_names)
         if unknown:
             raise ValueError(
-                f"the trajectory has no block(s) {sorted(unknown)}; it has {self.blocks}"
+                f"the trajectory has no block(s) {sorted(unknown)}; it has {self.block_names}"
             )
         times, parts = [], {n: [] for n in names}
         for p in self.chunks:

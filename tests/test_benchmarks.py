@@ -50,14 +50,28 @@ def test_md_peers_benchmark(tmp_path):
     out = tmp_path / "md_peers.json"
     run(
         "md_peers.py", "--particles", "50", "--steps", "20", "--alanine-steps", "20",
+        "--water-edge", "1.6", "--water-steps", "5", "--rounds", "1", "--water-rounds", "1",
         "--out", str(out),
     )  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
     methods = {(r["benchmark"], r["method"]) for r in rows}
     assert any(b == "harmonic" and "splitsde" in m for b, m in methods)
     assert any("openmmtools" in m for _, m in methods)
+    water = [r for r in rows if r["benchmark"].startswith("water box")]
+    assert {r["dt_fs"] for r in water} == {2.0, 4.0} and len(water) == 8
     assert all(r["seconds"] > 0 for r in rows)
 
+
+def test_ghmc_constraints_benchmark(tmp_path):
+    pytest.importorskip("openmmtools")
+    out = tmp_path / "ghmc_constraints.json"
+    run("ghmc_constraints.py", "--steps", "400", "--reference-steps", "400", "--burn", "100",
+        "--out", str(out))  # fmt: skip
+    res = json.loads(out.read_text())
+    ghmc = [r for r in res["rows"] if "GHMC" in r["method"]]
+    assert len(ghmc) == 8 and {r["step_fs"] for r in ghmc} == {1.0, 2.0, 3.0, 4.0}
+    assert all(math.isfinite(r["mean"]) and 0 < r["acceptance"] <= 1 for r in ghmc)
+    assert set(res["slopes"]) == {"splitsde GHMC (O{BAB}O)", "openmmtools GHMCIntegrator"}
 
 @pytest.mark.slow
 def test_diffusion_quality_benchmark_quick(tmp_path):
@@ -74,3 +88,21 @@ def test_diffusion_quality_benchmark_quick(tmp_path):
     verdict = {c["target"]: c for c in exp["claims"]}["gaussian-8"]
     assert verdict["(c) target: tAB3@10 better than DDIM@20"] == "holds"
     assert len(list(tmp_path.glob("diffusion_*.png"))) == 6
+
+
+def test_verify_montecarlo_benchmark(tmp_path):
+    out = tmp_path / "verify_montecarlo.json"
+    run("verify_montecarlo.py", "--quick", "--walkers", "2000", "--out", str(out))
+    res = json.loads(out.read_text())
+    methods = [r["method"] for r in res["rows"]]
+    assert "estimator, common noise, 2 processes" in methods
+    assert all(r["walker_steps_per_second"] > 0 for r in res["rows"])
+    assert res["variance_reduction"] > 1
+
+
+def test_verify_bias_tables_benchmark(tmp_path):
+    out = tmp_path / "verify_bias_tables.json"
+    run("verify_bias_tables.py", "--quick", "--walkers", "500", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["problem"] for r in rows} == {"quartic", "double well", "Müller-Brown"}
+    assert all(len(r["points"]) == 4 for r in rows)

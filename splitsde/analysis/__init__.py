@@ -7,7 +7,14 @@
 * :mod:`~splitsde.analysis.continuous` -- the exact law of the linear SDE itself, exact weak
   errors over step ladders and their log--log slopes;
 * :mod:`~splitsde.analysis.montecarlo` -- Monte Carlo averages with batch-means errors and
-  fitted weak orders with confidence intervals, for nonlinear problems;
+  weak orders estimated over step ladders, for nonlinear problems;
+* :mod:`~splitsde.analysis.fit` -- the weak-order fit with goodness of fit, selection of the
+  asymptotic subset and a verdict (certified or not, and why);
+* :mod:`~splitsde.analysis.common_noise` -- common random numbers across step sizes (one
+  Brownian path, coarsened);
+* :mod:`~splitsde.analysis.distributed` -- Monte Carlo sharded over ``torch.distributed``;
+* :mod:`~splitsde.analysis.stability` -- linear stability bounds in the step;
+* :mod:`~splitsde.analysis.plot` -- figures of weak-order fits;
 * :mod:`~splitsde.analysis.certify` -- the certificate behind ``splitsde verify``;
 * :mod:`~splitsde.analysis.randomized` -- exact mean and covariance of randomized affine schemes
   (per-walker random selections, the Poisson midpoint method).
@@ -19,12 +26,14 @@ from splitsde.analysis.affine import (
     NotAffineError,
     UnstableError,
     affine_step,
+    affine_steps,
     is_autonomous,
     layout_of,
     propagate,
     stationary,
 )
-from splitsde.analysis.certify import Certificate, certificate, stability_bound
+from splitsde.analysis.certify import Certificate, CertificateError, certificate
+from splitsde.analysis.common_noise import CommonNoise
 from splitsde.analysis.continuous import (
     LadderResult,
     LinearSDE,
@@ -34,16 +43,21 @@ from splitsde.analysis.continuous import (
     stationary_bias,
     weak_error_ladder,
 )
+from splitsde.analysis.distributed import World, init_world, rank_seed
+from splitsde.analysis.fit import ALPHA, Estimate, FitAttempt, OrderFit, Verdict, fit_order
 from splitsde.analysis.montecarlo import (
-    Estimate,
-    OrderFit,
+    LadderPoint,
+    MonteCarloOptions,
     WeakOrderResult,
+    estimate_weak_order,
     final_average,
-    fit_order,
+    ladder_cost,
     stationary_average,
     weak_order,
 )
+from splitsde.analysis.plot import plot_certificate, plot_fit
 from splitsde.analysis.randomized import propagate_moments, selection_cells
+from splitsde.analysis.stability import integrator_stability_bound, stability_bound
 from splitsde.analysis.symbolic import (
     FiniteTimeOrder,
     LeadingTerm,
@@ -60,35 +74,51 @@ from splitsde.analysis.symbolic import (
 )
 
 __all__ = [
+    "ALPHA",
     "AffineMap",
     "BlockLayout",
     "Certificate",
+    "CertificateError",
+    "CommonNoise",
     "Estimate",
     "FiniteTimeOrder",
+    "FitAttempt",
+    "LadderPoint",
     "LadderResult",
     "LeadingTerm",
     "LinearSDE",
+    "MonteCarloOptions",
     "NotAffineError",
     "OrderFit",
     "SymbolicError",
     "SymbolicStep",
     "UnstableError",
+    "Verdict",
     "WeakOrderResult",
+    "World",
     "affine_step",
+    "affine_steps",
     "certificate",
     "continuous_generator",
+    "estimate_weak_order",
     "final_average",
     "finite_time_order",
     "fit_order",
+    "init_world",
+    "integrator_stability_bound",
     "is_autonomous",
+    "ladder_cost",
     "layout_of",
     "leading_term",
     "linear_sde",
     "loglog_slopes",
     "moment_generator",
     "moment_map",
+    "plot_certificate",
+    "plot_fit",
     "propagate",
     "propagate_moments",
+    "rank_seed",
     "second_moments",
     "selection_cells",
     "stability_bound",

@@ -1,26 +1,36 @@
-r"""A certificate for a splitting word on a built-in linear system.
+r"""A certificate for a splitting word: on a built-in system or on any user SDE.
 
-:func:`certificate` gathers, for one word on the harmonic oscillator (underdamped or
-overdamped) or a random stable linear SDE:
+:func:`certificate` takes a word on a built-in system (``certificate("BAOAB", "harmonic")``),
+or any integrator (``certificate(integrator)``), or a tuple ``(sde, word)``,
+``(sde, word, params)``, ``(sde, word, params, fields)`` or ``(system, word)`` -- any user SDE
+with bound fields, force-group words (``B0``, ``B1``) and user letters. It gathers:
 
-* the **finite-time weak order** for quadratic observables, exact: from the symbolic series of
-  the modified generator (:func:`~splitsde.analysis.symbolic.finite_time_order`) for the
-  harmonic systems, from exact weak errors over a step ladder (log--log slopes, no Monte
-  Carlo) for the linear systems -- next to the order the integrator declares;
+* the **finite-time weak order** for quadratic observables, next to the order the
+  integrator declares. Linear problems: exact, from the symbolic series of the modified
+  generator (:func:`~splitsde.analysis.symbolic.finite_time_order`; the harmonic systems, and
+  user SDEs of at most :data:`SYMBOLIC_MAX_BLOCKS` blocks whose fields carry definitions)
+  or from exact weak errors over a step ladder (log--log slopes, no Monte Carlo). Nonlinear
+  problems: Monte Carlo (:func:`~splitsde.analysis.montecarlo.estimate_weak_order`, with its
+  goodness-of-fit verdict) against a fine-step or quadrature reference;
 * the scheme's **stationary second moments** at the given step, exact (discrete Lyapunov
   equation), as formulas in :math:`h` for the harmonic systems, with the SDE's exact values,
   the relative bias and its leading term in :math:`h`;
 * the **number of field evaluations per step**, measured by a short run of
   :func:`splitsde.integrate`;
 * the **stability bound**: the smallest step at which the spectral radius of the one-step
-  map reaches one (scanned and bisected at the given parameters).
+  map reaches one (:mod:`~splitsde.analysis.stability`).
+
+The cost is stated before the expensive part (``say``): for a linear system the number of
+lowerings of the step program and the size of the probe batch, with a time estimate after the
+first one; a progress bar follows them (``progress``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,24 +38,60 @@ import numpy as np
 import sympy
 import torch
 
-from splitsde.analysis.affine import UnstableError, affine_step, stationary
-from splitsde.analysis.continuous import second_moments, weak_error_ladder
+from splitsde.analysis.affine import NotAffineError, UnstableError, affine_step, stationary
+from splitsde.analysis.continuous import (
+    LinearSDE,
+    linear_sde,
+    second_moments,
+    weak_error_ladder,
+)
+from splitsde.analysis.fit import Verdict
+from splitsde.analysis.montecarlo import MonteCarloOptions, WeakOrderResult
+from splitsde.analysis.stability import (
+    bisection_rounds,
+    integrator_stability_bound,
+    stability_bound,
+)
 from splitsde.analysis.symbolic import (
+    SymbolicError,
     finite_time_order,
     leading_term,
     stationary_moments,
     symbolic_step,
 )
 from splitsde.compose.reduce import Reduction
+from splitsde.errors import SplitsdeError
+from splitsde.progress import progress_bar
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
 from splitsde.symbolic.symbols import h as H
 
-__all__ = ["SYSTEMS", "Certificate", "certificate", "stability_bound"]
+__all__ = [
+    "LINEAR_SYSTEMS",
+    "NONLINEAR_SYSTEMS",
+    "SYMBOLIC_MAX_BLOCKS",
+    "SYSTEMS",
+    "Certificate",
+    "CertificateError",
+    "certificate",
+    "plot_certificate",
+    "stability_bound",
+]
 
+#: Built-in linear systems (exact analysis).
+LINEAR_SYSTEMS = ("harmonic", "overdamped-harmonic", "linear")
+#: Built-in nonlinear systems (Monte Carlo against fine-step and quadrature references).
+NONLINEAR_SYSTEMS = ("quartic", "double-well", "muller-brown")
 #: Built-in systems of :func:`certificate` and ``splitsde verify``.
-SYSTEMS = ("harmonic", "overdamped-harmonic", "linear")
+SYSTEMS = LINEAR_SYSTEMS + NONLINEAR_SYSTEMS
+#: Largest number of scalar blocks for which a user SDE gets the exact series in h by default
+#: (its moment system has :math:`1 + D + D(D+1)/2` unknowns).
+SYMBOLIC_MAX_BLOCKS = 3
 
 _MOMENT_NAMES = {"q2": (0, 0), "p2": (1, 1), "qp": (0, 1)}
+
+
+class CertificateError(SplitsdeError, ValueError):
+    """What :func:`certificate` was given cannot be certified."""
 
 
 @dataclass
@@ -75,6 +121,14 @@ class Certificate:
     stationary_ladder: dict[str, list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    linear: bool = True
+    verdict: Verdict | None = None
+    monte_carlo: WeakOrderResult | None = None
+    cost: list[str] = field(default_factory=list)
+
+    @property
+    def certified(self) -> bool:
+        return self.verdict is not None and self.verdict.certified
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dictionary (numbers, strings, lists; ``null`` for "not available")."""
@@ -84,10 +138,13 @@ class Certificate:
             "params": self.params,
             "h": self.h,
             "substeps": self.substeps,
+            "linear": self.linear,
             "weak_order": self.weak_order,
             "weak_order_exact": self.weak_order_exact,
             "weak_order_method": self.weak_order_method,
             "declared_weak_order": self.declared_weak_order,
+            "certified": self.certified,
+            "verdict": None if self.verdict is None else str(self.verdict),
             "nfe_per_step": self.nfe_per_step,
             "stationary": self.stationary,
             "stationary_exact": self.stationary_exact,
@@ -100,6 +157,8 @@ class Certificate:
             "stability_note": self.stability_note,
             "ladder": self.ladder,
             "stationary_ladder": self.stationary_ladder,
+            "monte_carlo": None if self.monte_carlo is None else self.monte_carlo.to_json(),
+            "cost": self.cost,
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
@@ -107,14 +166,25 @@ class Certificate:
     def format(self) -> str:
         """The certificate as readable text."""
         ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
-        lines = [f"certificate: {self.word} on the {self.system} ({ps}), h = {self.h:g}"]
+        lines = [
+            f"certificate: {self.word} on the {self.system}"
+            + (f" ({ps})" if ps else "")
+            + (f", h = {self.h:g}" if self.linear else "")
+        ]
         lines.append("  sub-steps: " + "; ".join(self.substeps))
         lines.append(f"  field evaluations per step (measured): {self.nfe_per_step:g}")
-        order = "exact (the split reproduces the SDE)" if self.weak_order_exact else self.weak_order
+        order: Any = self.weak_order
+        if self.weak_order_exact:
+            order = "exact (the split reproduces the SDE)"
+        elif order is None:
+            order = "not certified"
         declared = "exact" if self.declared_weak_order is None else self.declared_weak_order
         lines.append(
             f"  finite-time weak order (quadratic observables): {order}  [{self.weak_order_method};"
             f" declared: {declared}]"
+            if self.linear
+            else f"  finite-time weak order: {order}  [{self.weak_order_method}; declared: "
+            f"{declared}]"
         )
         if self.ladder:
             slopes = ", ".join(f"{s:.3f}" for s in self.ladder["slopes"])
@@ -122,7 +192,11 @@ class Certificate:
                 f"    exact weak-error slopes over h = {self.ladder['hs'][0]:g} .. "
                 f"{self.ladder['hs'][-1]:g} (T = {self.ladder['T']:g}): {slopes}"
             )
-        if self.stationary is None:
+        if not self.linear:
+            if self.stationary_exact:
+                refs = ", ".join(f"<{k}> = {v:.8g}" for k, v in self.stationary_exact.items())
+                lines.append(f"  Boltzmann averages (quadrature): {refs}")
+        elif self.stationary is None:
             lines.append(f"  stationary law: none at this h ({self.stability_note})")
         else:
             lines.append("  stationary second moments (exact law of the scheme at this h):")
@@ -148,22 +222,30 @@ class Certificate:
                 cov = np.asarray(self.stationary["cov"])
                 ex = np.asarray(self.stationary_exact["cov"])
                 rb = np.asarray(self.relative_bias["cov"])
+                pairs = [f"{a:.5g}/{b:.5g}" for a, b in zip(np.diag(cov), np.diag(ex))]
+                diag = ", ".join(pairs[:6]) + (
+                    f", ... ({len(pairs)} in all)" if len(pairs) > 6 else ""
+                )
                 lines.append(
                     f"    covariance ({cov.shape[0]}x{cov.shape[0]}): max |relative bias| = "
-                    f"{np.abs(rb).max():.3e}; diagonal scheme/exact: "
-                    + ", ".join(f"{a:.5g}/{b:.5g}" for a, b in zip(np.diag(cov), np.diag(ex)))
+                    f"{np.abs(rb).max():.3e}; diagonal scheme/exact: " + diag
                 )
-        if self.stability_bound is not None:
-            lines.append(
-                f"  stability: stable for h < {self.stability_bound:.6g} (spectral radius "
-                f"{self.spectral_radius:.6g} at h = {self.h:g})"
-            )
-        else:
-            lines.append(
-                f"  stability: {self.stability_note} (spectral radius "
-                f"{self.spectral_radius:.6g} at h = {self.h:g})"
-            )
+        if self.linear:
+            if self.stability_bound is not None:
+                lines.append(
+                    f"  stability: stable for h < {self.stability_bound:.6g} (spectral radius "
+                    f"{self.spectral_radius:.6g} at h = {self.h:g})"
+                )
+            else:
+                lines.append(
+                    f"  stability: {self.stability_note} (spectral radius "
+                    f"{self.spectral_radius:.6g} at h = {self.h:g})"
+                )
+        if self.monte_carlo is not None:
+            lines.extend("  " + ln for ln in self.monte_carlo.format(verdict=False).splitlines())
         lines.extend(f"  note: {n}" for n in self.notes)
+        if self.verdict is not None:
+            lines.append(f"verdict: {self.verdict}")
         return "\n".join(lines)
 
 
@@ -175,37 +257,18 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def stability_bound(
-    phi_of_h: Callable[[float], np.ndarray], h_min: float, h_max: float, points: int = 240
-) -> float | None:
-    r"""The smallest :math:`h \in [h_{min}, h_{max}]` with :math:`\rho(\Phi(h)) \ge 1`, scanned
-    on a log grid and bisected; ``None`` if the scheme is stable on the whole range."""
-
-    def unstable(x: float) -> bool:
-        rho = float(np.max(np.abs(np.linalg.eigvals(phi_of_h(x)))))
-        return not rho < 1.0 - 1e-12
-
-    grid = np.geomspace(h_min, h_max, points)
-    prev = None
-    for x in grid:
-        if unstable(x):
-            if prev is None:
-                return float(x)
-            lo, hi = prev, float(x)
-            for _ in range(60):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (lo, mid) if unstable(mid) else (mid, hi)
-                if hi - lo <= 1e-12 * hi:
-                    break
-            return hi
-        prev = float(x)
-    return None
-
-
-def _measured_nfe(integ: Any, walkers: int = 2) -> float:
-    state = {b: torch.zeros(walkers, dtype=torch.float64) for b in integ.blocks}
+def _measured_nfe(integ: Any, like: Mapping[str, torch.Tensor] | None = None) -> float:
+    """Field evaluations per step, measured by a 4-step run of two walkers (shaped like the
+    state ``like`` when given, else scalar blocks at zero)."""
+    from splitsde.analysis.affine import layout_of
     from splitsde.integrate import integrate
 
+    if like is not None:
+        state = {k: v[:2].detach().clone() for k, v in like.items()}
+    else:
+        state = {
+            lay.block: torch.zeros(2, *lay.shape, dtype=torch.float64) for lay in layout_of(integ)
+        }
     res = integrate(integ, state, h=1e-3, steps=4, seed=0, progress=False)
     return float(res.nfe_per_step)
 
@@ -217,8 +280,123 @@ def _lambdified_phi(step: Any, values: dict[str, float]) -> Callable[[float], np
     return lambda x: np.asarray(fn(x), dtype=np.float64)
 
 
+def _substeps(integ: Any) -> list[str]:
+    return [
+        f"{s.occurrence.letter}[{s.occurrence.weight}] {s.solver.method}"
+        + ("" if s.solver.exact else f" (weak order {s.solver.weak_order})")
+        for s in integ.program.substeps
+    ]
+
+
+def _as_integrator(target: Any, reuse: str) -> tuple[Any, str]:
+    """An integrator and a name for what :func:`certificate` was given."""
+    from splitsde.compose.integrator import Integrator
+    from splitsde.symbolic.sde import SDE
+    from splitsde.system import System
+
+    reduction = Reduction(reuse)
+    if isinstance(target, Integrator):
+        return target, _sde_name(target.sde)
+    if isinstance(target, tuple | list) and 2 <= len(target) <= 4:
+        head, word, *rest = target
+        if isinstance(head, System):
+            if rest:
+                raise CertificateError(
+                    "give (system, word): a System already carries its parameters and fields"
+                )
+            return head.integrator(word, reduction=reduction), head.name or _sde_name(head.sde)
+        if isinstance(head, SDE):
+            params = rest[0] if rest else None
+            fields = rest[1] if len(rest) > 1 else None
+            integ = System(head, params, fields).integrator(word, reduction=reduction)
+            return integ, _sde_name(head)
+    raise CertificateError(
+        "certificate() takes a word (on a built-in system), an Integrator, or a tuple "
+        "(sde, word[, params[, fields]]) or (system, word); got "
+        f"{type(target).__name__}"
+    )
+
+
+def _sde_name(sde: Any) -> str:
+    blocks = ", ".join(b.name for b in sde.blocks)
+    letters = " ".join(sde.flows)
+    base = sde.name or "user SDE"
+    return f"{base} (blocks {blocks}; letters {letters})"
+
+
+#: Seconds of one core to build ``random_linear(dim)`` and compile a word for it, per dim^2
+#: (the symbolic work grows like dim^2; measured 22 s at dim 200 on an idle CI machine, up to
+#: four times more under load).
+COMPILE_SECONDS_PER_DIM2 = 6e-4
+
+
+class _TimedBar:
+    """A progress bar over an estimated duration, for work without natural steps (symbolic
+    compilation): a timer thread advances it with the elapsed time, held below its end until
+    the work is done, so the user sees that the work goes on and about how long it takes."""
+
+    def __init__(self, seconds: float, desc: str, progress: bool | None):
+        self.total = max(1, round(seconds))
+        self.bar = progress_bar(
+            self.total,
+            desc,
+            progress,
+            unit="s",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of about {total_fmt} s",
+        )
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _tick(self) -> None:
+        started = time.perf_counter()
+        while not self.done.wait(0.5):
+            self.bar.n = min(time.perf_counter() - started, 0.99 * self.total)
+            self.bar.refresh()
+
+    def __enter__(self) -> _TimedBar:
+        if self.bar is not None:
+            self.thread = threading.Thread(target=self._tick, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Cost:
+    """States the cost of the exact analysis up front and drives its progress bar."""
+
+    def __init__(self, total: int, desc: str, progress: bool | None, say: Callable[[str], None]):
+        self.total, self.done = total, 0
+        self.say = say
+        self.bar = progress_bar(total, desc, progress, unit="lowering")
+        self.first: float | None = None
+        self.started = time.perf_counter()
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        if self.first is None:
+            self.first = (time.perf_counter() - self.started) / n
+            left = self.total - self.done
+            if left > 0 and self.first * left > 5.0:
+                self.say(
+                    f"  about {self.first:.2g} s per lowering of the step program: "
+                    f"~{self.first * left:.0f} s more"
+                )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def certificate(
-    word: str,
+    target: Any,
     system: str = "harmonic",
     *,
     h: float = 0.1,
@@ -230,164 +408,237 @@ def certificate(
     seed: int = 0,
     reuse: str = "exact",
     ladder_steps: int = 5,
+    monte_carlo: MonteCarloOptions | None = None,
+    symbolic: bool | None = None,
+    progress: bool | None = False,
+    say: Callable[[str], None] | None = None,
 ) -> Certificate:
-    """Certify ``word`` on a built-in system (see the module docstring)."""
+    """Certify a word on a built-in system, or any integrator / user SDE.
+
+    Parameters
+    ----------
+    target:
+        A word (with ``system``: one of :data:`SYSTEMS`), an
+        :class:`~splitsde.compose.integrator.Integrator`, or a tuple
+        ``(sde, word[, params[, fields]])`` or ``(system, word)``.
+    system, omega, gamma, kT, mass, dim, seed:
+        The built-in system and its parameters (``dim``/``seed``: the random linear SDE).
+    h:
+        The step at which stationary moments and the spectral radius are reported.
+    reuse:
+        Field-evaluation reuse rule of the compiled word (words given as text).
+    ladder_steps:
+        Steps of the exact weak-error ladder.
+    monte_carlo:
+        :class:`~splitsde.analysis.montecarlo.MonteCarloOptions` of a Monte Carlo weak-order
+        estimate: required for a nonlinear user SDE, optional for linear ones (where it runs
+        next to the exact analysis); built-in nonlinear systems have defaults.
+    symbolic:
+        Use the exact series in :math:`h` for a linear user SDE (``None``: when it has at
+        most :data:`SYMBOLIC_MAX_BLOCKS` blocks and its fields carry definitions).
+    progress, say:
+        A progress bar (``None``: on a terminal) and a function receiving the statements of
+        cost (default: silent).
+    """
     from splitsde import problems
 
     started = time.perf_counter()
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+    say = say or (lambda _msg: None)
     if not (h > 0 and math.isfinite(h)):
-        raise ValueError(f"h must be positive and finite, got {h}")
+        raise CertificateError(f"h must be positive and finite, got {h}")
+    if isinstance(target, str):
+        if system not in SYSTEMS:
+            raise CertificateError(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+        if system in ("harmonic", "overdamped-harmonic"):
+            cert, integ = _harmonic_certificate(
+                target, system, h, omega, gamma, kT, mass, reuse, ladder_steps
+            )
+        elif system == "linear":
+            estimate = COMPILE_SECONDS_PER_DIM2 * dim**2
+            if estimate > 5.0:
+                say(
+                    f"cost: building the random stable linear SDE (dim {dim}) and compiling "
+                    f"{target} is symbolic work that grows like dim^2 (roughly {estimate:.0f} s "
+                    "of one core before the analysis starts)"
+                )
+            with _TimedBar(estimate, f"compiling {target}", progress if estimate > 5.0 else False):
+                prob = problems.random_linear(dim, seed)
+                integ = prob.integrator(target, reduction=Reduction(reuse))
+            cert = _linear_certificate(
+                integ,
+                prob.linear_sde,
+                "random stable linear SDE",
+                {"dim": dim, "seed": seed},
+                h,
+                ladder_steps,
+                symbolic=bool(symbolic),
+                progress=progress,
+                say=say,
+            )
+        else:
+            prob, name, params = _nonlinear_problem(system, gamma, kT, mass)
+            integ = prob.integrator(target, reduction=Reduction(reuse))
+            options = monte_carlo or default_monte_carlo(prob, system)
+            cert = _nonlinear_certificate(integ, name, params, options, progress, say)
+            cert.stationary_exact = {
+                k: v for k, v in prob.stationary_moments_exact().items() if k != "p2"
+            }
+        if monte_carlo is not None and cert.linear:
+            _attach_monte_carlo(cert, integ, monte_carlo, progress=progress)
+    else:
+        integ, name = _as_integrator(target, reuse)
+        try:
+            ref = linear_sde(integ)
+            ref.coefficients(0.0)  # probes the drift: raises for a nonlinear SDE
+        except NotAffineError as err:
+            if monte_carlo is None:
+                raise CertificateError(
+                    f"{name} is not linear ({err}); its weak order needs a Monte Carlo estimate: "
+                    "pass monte_carlo=MonteCarloOptions(...) (splitsde verify: --monte-carlo)"
+                ) from None
+            cert = _nonlinear_certificate(integ, name, {}, monte_carlo, progress, say)
+        else:
+            cert = _linear_certificate(
+                integ, ref, name, {}, h, ladder_steps, symbolic, progress, say
+            )
+            if monte_carlo is not None:
+                _attach_monte_carlo(cert, integ, monte_carlo, progress=progress)
+    cert.seconds = time.perf_counter() - started
+    return cert
+
+
+def _attach_monte_carlo(
+    cert: Certificate, integ: Any, options: MonteCarloOptions, progress: bool | None = False
+) -> None:
+    """Run a Monte Carlo estimate next to the exact analysis (a cross-check)."""
+    res = options.run(integ, progress=progress)
+    cert.monte_carlo = res
+    cert.notes.append(
+        "Monte Carlo next to the exact analysis: "
+        + (
+            f"certified {res.verdict.order}"
+            if res.verdict.certified
+            else "not certified (" + res.verdict.reason + ")"
+        )
+    )
+
+
+def _exact_verdict(order: int | None, exact_split: bool, method: str) -> Verdict:
+    if exact_split:
+        return Verdict(True, None, "exact: the split reproduces the SDE's moments at every h")
+    if order is None:
+        return Verdict(
+            False,
+            None,
+            "the exact weak-error slopes have not settled to an integer",
+            ("more ladder steps (smaller h): ladder_steps=",),
+        )
+    return Verdict(True, order, method)
+
+
+# ---------------------------------------------------------------------------------------------
+# The harmonic systems: exact formulas in h
+# ---------------------------------------------------------------------------------------------
+def _harmonic_certificate(
+    word: str,
+    system: str,
+    h: float,
+    omega: float,
+    gamma: float,
+    kT: float,
+    mass: float,
+    reuse: str,
+    ladder_steps: int,
+) -> tuple[Certificate, Any]:
+    from splitsde import problems
+
     if system == "harmonic":
         prob = problems.harmonic(omega, gamma, kT, mass)
         params = {"omega": omega, "gamma": gamma, "kT": kT, "M": mass}
         name = "underdamped harmonic oscillator"
-    elif system == "overdamped-harmonic":
+    else:
         prob = problems.overdamped_harmonic(omega, kT)
         params = {"omega": omega, "kT": kT}
         name = "overdamped harmonic oscillator"
-    else:
-        prob = problems.random_linear(dim, seed)
-        params = {"dim": dim, "seed": seed}
-        name = f"random stable linear SDE (dim {dim}, seed {seed})"
     integ = prob.integrator(word, reduction=Reduction(reuse))
-    substeps = [
-        f"{s.occurrence.letter}[{s.occurrence.weight}] {s.solver.method}"
-        + ("" if s.solver.exact else f" (weak order {s.solver.weak_order})")
-        for s in integ.program.substeps
-    ]
-    # time scale of the problem: ladder, scan range
-    rate = float(np.max(np.abs(np.linalg.eigvals(prob.A))))
-    scale = 1.0 / rate
-    T = 2.0 * scale
-    hs = [T / 2**k for k in range(3, 3 + ladder_steps)]
-    D = prob.dim
-    ladder_res = weak_error_ladder(integ, T, hs, np.ones(D), 0.5 * np.eye(D), sde=prob.linear_sde)
-    ladder = {
-        "T": T,
-        "hs": ladder_res.hs.tolist(),
-        "errors": ladder_res.errors.tolist(),
-        "slopes": ladder_res.slopes.tolist(),
-    }
+    scale = 1.0 / float(np.max(np.abs(np.linalg.eigvals(prob.A))))
+    ladder, _ = _ladder(integ, prob.linear_sde, prob.dim, scale, ladder_steps)
     notes: list[str] = []
     amap = affine_step(integ, 0.0, h)
     rho = amap.spectral_radius
+    sym = symbolic_step(integ)
+    fto = finite_time_order(sym, prob.sde, values=prob.params)
+    method = "exact series of the modified generator at these parameters"
+    order = fto.order
+    exact_split = fto.order is None
+    if not fto.consistent:
+        notes.append(
+            "the word is inconsistent with the SDE (modified generator at h = 0 differs from "
+            "the SDE's)"
+        )
+    _, cov_f = stationary_moments(sym)
+    ex_f = prob.stationary_formulas()
+    keys = [k for k in _MOMENT_NAMES if k in ex_f]
+    values = {**prob.params, "h": h}
+    rep = {s: sympy.Float(values[s.name], 17) for s in cov_f.free_symbols | {H} if s.name in values}
+    formulas, leads, orders = {}, {}, {}
+    exact_values = {}
+    for k in keys:
+        i, j = _MOMENT_NAMES[k]
+        formulas[k] = sympy.sstr(cov_f[i, j])
+        lt = leading_term(cov_f[i, j] - ex_f[k])
+        leads[k] = str(lt)
+        orders[k] = lt.order
+        exact_values[k] = float(ex_f[k].xreplace(rep))
 
-    if system == "linear":
-        method = "exact weak errors over a step ladder (log-log slope, no Monte Carlo)"
-        order = ladder_res.order
-        exact_split = bool(np.max(ladder_res.errors) < 1e-12)
-        if order is None and not exact_split:
-            notes.append("the ladder slopes are not close to an integer: order not certified")
-        formulas: dict[str, str] = {}
-        leads: dict[str, str] = {}
-        orders: dict[str, int | None] = {}
-        phi_of_h = lambda x: affine_step(integ, 0.0, x).Phi  # noqa: E731
-        points = 80
-        exact_values: dict[str, Any] = {}
-        try:
-            _, cov_ex = prob.stationary_exact()
-            exact_values = {"mean": np.zeros(D).tolist(), "cov": cov_ex.tolist()}
-            m, S = stationary(amap)
-            sec, sec_ex = second_moments(m, S), cov_ex
-            scale_m = np.sqrt(np.outer(np.diag(sec_ex), np.diag(sec_ex)))
-            stat: dict[str, Any] | None = {"mean": m.tolist(), "cov": S.tolist()}
-            rel: dict[str, Any] | None = {
-                "cov": ((sec - sec_ex) / scale_m).tolist(),
-                "max": float(np.abs((sec - sec_ex) / scale_m).max()),
-            }
-        except UnstableError as err:
-            stat, rel = None, None
-            notes.append(str(err))
-        stat_ladder: dict[str, list[float]] = {}
-    else:
-        sym = symbolic_step(integ)
-        fto = finite_time_order(sym, prob.sde, values=prob.params)
-        method = "exact series of the modified generator at these parameters"
-        order = fto.order
-        exact_split = fto.order is None
-        if not fto.consistent:
-            notes.append(
-                "the word is inconsistent with the SDE (modified generator at h = 0 "
-                "differs from the SDE's)"
-            )
-        _, cov_f = stationary_moments(sym)
-        ex_f = prob.stationary_formulas()
-        keys = [k for k in _MOMENT_NAMES if k in ex_f]
-        values = {**prob.params, "h": h}
-        rep = {
-            s: sympy.Float(values[s.name], 17) for s in cov_f.free_symbols | {H} if s.name in values
-        }
-        formulas, leads, orders = {}, {}, {}
-        exact_values = {}
+    def denom(k: str) -> float:
+        if k != "qp":
+            return exact_values[k]
+        return math.sqrt(exact_values["q2"] * exact_values["p2"])
+
+    phi_of_h = _lambdified_phi(sym, prob.params)
+    stat: dict[str, Any] | None = None
+    rel: dict[str, Any] | None = None
+    if rho < 1.0 - 1e-12:
+        _, S_num = stationary(amap)
+        stat, rel = {}, {}
         for k in keys:
             i, j = _MOMENT_NAMES[k]
-            formulas[k] = sympy.sstr(cov_f[i, j])
-            lt = leading_term(cov_f[i, j] - ex_f[k])
-            leads[k] = str(lt)
-            orders[k] = lt.order
-            exact_values[k] = float(ex_f[k].xreplace(rep))
-        phi_of_h = _lambdified_phi(sym, prob.params)
-        points = 240
-        stat, rel = None, None
-        if rho < 1.0 - 1e-12:
-            _, S_num = stationary(amap)
-            stat, rel = {}, {}
-            for k in keys:
-                i, j = _MOMENT_NAMES[k]
-                v = float(cov_f[i, j].xreplace(rep).evalf(17))
-                # relative to the scale of the covariance (an off-diagonal entry may be 0) and
-                # to the conditioning of the discrete Lyapunov equation, about 1 / (1 - rho)
-                scale = max(1.0, abs(v), math.sqrt(abs(S_num[i, i] * S_num[j, j])))
-                if abs(v - S_num[i, j]) > max(1e-9, 1e-14 / (1.0 - rho)) * scale:
-                    raise RuntimeError(  # pragma: no cover - guarded by the tests
-                        f"symbolic and probed stationary {k} disagree: {v} vs {S_num[i, j]}"
-                    )
-                stat[k] = v
-                denom = (
-                    exact_values[k]
-                    if k != "qp"
-                    else math.sqrt(exact_values["q2"] * exact_values["p2"])
+            v = float(cov_f[i, j].xreplace(rep).evalf(17))
+            # relative to the scale of the covariance (an off-diagonal entry may be 0) and
+            # to the conditioning of the discrete Lyapunov equation, about 1 / (1 - rho)
+            scale = max(1.0, abs(v), math.sqrt(abs(S_num[i, i] * S_num[j, j])))
+            if abs(v - S_num[i, j]) > max(1e-9, 1e-14 / (1.0 - rho)) * scale:
+                raise RuntimeError(  # pragma: no cover - guarded by the tests
+                    f"symbolic and probed stationary {k} disagree: {v} vs {S_num[i, j]}"
                 )
-                rel[k] = (v - exact_values[k]) / denom
-        else:
-            notes.append(f"no stationary law at h = {h:g}: spectral radius {rho:.6g} >= 1")
-        # stationary bias over a ladder of steps (for the plot)
-        stat_ladder = {"hs": [], **{k: [] for k in keys}}
-        fns = {
-            k: sympy.lambdify(
-                [H],
-                cov_f[_MOMENT_NAMES[k]].xreplace({s: v for s, v in rep.items() if s != H}),
-                modules=[NUMPY_FUNCTIONS, "numpy"],
-            )
-            for k in keys
-        }
-        for x in np.geomspace(scale / 50, scale, 12):
-            if np.max(np.abs(np.linalg.eigvals(phi_of_h(x)))) >= 1 - 1e-12:
-                continue
-            stat_ladder["hs"].append(float(x))
-            for k in keys:
-                denom = (
-                    exact_values[k]
-                    if k != "qp"
-                    else math.sqrt(exact_values["q2"] * exact_values["p2"])
-                )
-                stat_ladder[k].append(float((fns[k](x) - exact_values[k]) / denom))
-
-    bound = stability_bound(phi_of_h, scale * 1e-3, scale * 200.0, points=points)
-    if bound is None:
-        note = f"stable for every scanned h up to {scale * 200:.4g}"
-    elif bound <= scale * 1e-3 * 1.0000001:
-        bound, note = None, "no stationary law even for small h (the scheme is not dissipative)"
+            stat[k] = v
+            rel[k] = (v - exact_values[k]) / denom(k)
     else:
-        note = ""
-    return Certificate(
+        notes.append(f"no stationary law at h = {h:g}: spectral radius {rho:.6g} >= 1")
+    # stationary bias over a ladder of steps (for the plot)
+    stat_ladder: dict[str, list[float]] = {"hs": [], **{k: [] for k in keys}}
+    fns = {
+        k: sympy.lambdify(
+            [H],
+            cov_f[_MOMENT_NAMES[k]].xreplace({s: v for s, v in rep.items() if s != H}),
+            modules=[NUMPY_FUNCTIONS, "numpy"],
+        )
+        for k in keys
+    }
+    for x in np.geomspace(scale / 50, scale, 12):
+        if np.max(np.abs(np.linalg.eigvals(phi_of_h(x)))) >= 1 - 1e-12:
+            continue
+        stat_ladder["hs"].append(float(x))
+        for k in keys:
+            stat_ladder[k].append(float((fns[k](x) - exact_values[k]) / denom(k)))
+    bound, note = _bound(stability_bound(phi_of_h, scale * 1e-3, scale * 200.0, 240), scale)
+    cert = Certificate(
         word=str(integ.word),
         system=name,
         params=params,
         h=float(h),
-        substeps=substeps,
+        substeps=_substeps(integ),
         declared_weak_order=integ.weak_order,
         weak_order=order,
         weak_order_exact=exact_split,
@@ -405,50 +656,309 @@ def certificate(
         ladder=ladder,
         stationary_ladder=stat_ladder,
         notes=notes,
-        seconds=time.perf_counter() - started,
+        verdict=_exact_verdict(order, exact_split, method),
+    )
+    return cert, integ
+
+
+def _ladder(
+    integ: Any, ref: LinearSDE, D: int, scale: float, ladder_steps: int, tick: Any = None
+) -> tuple[dict[str, Any], Any]:
+    """The exact weak-error ladder at T = 2 / rate (one lowering per step of the ladder)."""
+    T = 2.0 * scale
+    hs = [T / 2**k for k in range(3, 3 + ladder_steps)]
+    obs = None
+    if tick is not None:
+        calls = [0]
+
+        def obs(m: np.ndarray, S: np.ndarray) -> np.ndarray:
+            if calls[0] > 0:  # the first call is the SDE's exact law, not a lowering
+                tick()
+            calls[0] += 1
+            return np.concatenate([m, second_moments(m, S).ravel()])
+
+    res = weak_error_ladder(integ, T, hs, np.ones(D), 0.5 * np.eye(D), sde=ref, observable=obs)
+    ladder = {
+        "T": T,
+        "hs": res.hs.tolist(),
+        "errors": res.errors.tolist(),
+        "slopes": res.slopes.tolist(),
+    }
+    return ladder, res
+
+
+def _bound(bound: float | None, scale: float) -> tuple[float | None, str]:
+    if bound is None:
+        return None, f"stable for every scanned h up to {scale * 200:.4g}"
+    if bound <= scale * 1e-3 * 1.0000001:
+        return None, "no stationary law even for small h (the scheme is not dissipative)"
+    return bound, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Any linear problem: exact numerics on the compiled step
+# ---------------------------------------------------------------------------------------------
+def _linear_certificate(
+    integ: Any,
+    ref: LinearSDE,
+    name: str,
+    params: dict[str, float],
+    h: float,
+    ladder_steps: int,
+    symbolic: bool | None,
+    progress: bool | None,
+    say: Callable[[str], None],
+) -> Certificate:
+    from splitsde.analysis.affine import layout_of
+
+    notes: list[str] = []
+    D = ref.dim
+    n_moments = 1 + D + D * (D + 1) // 2
+    draws = sum(
+        max(1, math.prod(lay.shape))
+        for d in integ.program.draws
+        for lay in layout_of(integ)
+        if lay.block == d.like.name
+    )
+    A0, _, _ = ref.coefficients(0.0)
+    rate = float(np.max(np.abs(np.linalg.eigvals(A0)))) or 1.0
+    scale = 1.0 / rate
+    autonomous = ref.autonomous
+    rounds = bisection_rounds(scale * 1e-3, scale * 200.0) if autonomous else 0
+    total = ladder_steps + 1 + rounds + 1
+    definitions = all(f.definition is not None for f in integ.program.fields)
+    forced = bool(symbolic)
+    if symbolic is None:
+        symbolic = D <= SYMBOLIC_MAX_BLOCKS and definitions and autonomous
+    elif symbolic and not definitions:
+        raise CertificateError(
+            "the exact series in h needs fields with symbolic definitions; this SDE has "
+            "fields given only as callables"
+        )
+    say(
+        f"cost: exact analysis of a {D}-dimensional affine step (probe batch of "
+        f"{1 + D + draws + 2} states), at most {total} lowerings of the step program "
+        f"({ladder_steps} for the weak-error ladder, 1 for the map at h, up to {rounds} for "
+        "the stability bound, 1 to measure the field evaluations)"
+    )
+    series_cost = f"moment system of {n_moments} unknowns"
+    if symbolic:
+        say(
+            "      plus, where the coefficients have closed forms, the exact series in h of the "
+            f"modified generator ({series_cost})"
+        )
+    else:
+        say(
+            f"      the exact series in h ({series_cost}) is not computed: the exact numeric "
+            "weak-error ladder decides the order instead (symbolic=True / --symbolic forces the "
+            "series)"
+        )
+    cost = _Cost(total, f"certificate {integ.word}", progress, say)
+    try:
+        ladder, lad = _ladder(integ, ref, D, scale, ladder_steps, tick=cost.step)
+        amap = affine_step(integ, 0.0, h)
+        cost.step()
+        rho = amap.spectral_radius
+        exact_split = bool(np.max(lad.errors) < 1e-12)
+        method = "exact weak errors over a step ladder (log-log slope, no Monte Carlo)"
+        order = lad.order
+        if symbolic:
+            try:
+                fto = finite_time_order(symbolic_step(integ), integ.sde, values=_values(integ))
+            except SymbolicError as err:
+                if forced:
+                    raise CertificateError(
+                        f"the exact series in h is not available: {err}"
+                    ) from None
+                notes.append(
+                    "the exact series in h needs closed-form coefficients; this word has "
+                    "numerical ones (matrix exponentials), so the exact numeric ladder decides"
+                )
+            else:
+                method = "exact series of the modified generator at these parameters"
+                order, exact_split = fto.order, fto.order is None
+                if not fto.consistent:
+                    notes.append("the word is inconsistent with the SDE")
+        if order is None and not exact_split:
+            notes.append("the ladder slopes are not close to an integer: order not certified")
+        exact_values: dict[str, Any] = {}
+        stat: dict[str, Any] | None = None
+        rel: dict[str, Any] | None = None
+        if not autonomous:
+            notes.append("time-dependent coefficients: no stationary law or stability bound")
+            bound, note = None, "not applicable (time-dependent coefficients)"
+        else:
+            try:
+                me, cov_ex = ref.stationary()
+                exact_values = {"mean": me.tolist(), "cov": cov_ex.tolist()}
+                m, S = stationary(amap)
+                sec, sec_ex = second_moments(m, S), second_moments(me, cov_ex)
+                scale_m = np.sqrt(np.outer(np.diag(sec_ex), np.diag(sec_ex)))
+                stat = {"mean": m.tolist(), "cov": S.tolist()}
+                rb = (sec - sec_ex) / scale_m
+                rel = {"cov": rb.tolist(), "max": float(np.abs(rb).max())}
+            except UnstableError as err:
+                notes.append(str(err))
+            except np.linalg.LinAlgError:
+                notes.append("the SDE itself has no stationary law (its drift is not stable)")
+            bound, note = _bound(
+                integrator_stability_bound(
+                    integ, scale * 1e-3, scale * 200.0, progress=lambda n: cost.step()
+                ),
+                scale,
+            )
+        nfe = _measured_nfe(integ)
+        cost.step()
+    finally:
+        cost.close()
+    return Certificate(
+        word=str(integ.word),
+        system=name,
+        params=params,
+        h=float(h),
+        substeps=_substeps(integ),
+        declared_weak_order=integ.weak_order,
+        weak_order=order,
+        weak_order_exact=exact_split,
+        weak_order_method=method,
+        nfe_per_step=nfe,
+        stationary=stat,
+        stationary_exact=exact_values,
+        relative_bias=rel,
+        spectral_radius=rho,
+        stability_bound=bound,
+        stability_note=note,
+        ladder=ladder,
+        notes=notes,
+        verdict=_exact_verdict(order, exact_split, method),
+    )
+
+
+def _values(integ: Any) -> dict[str, float]:
+    out = {}
+    for p, v in integ.params.items():
+        if isinstance(v, torch.Tensor):
+            if v.numel() != 1:
+                continue
+            v = float(v)
+        out[p.name] = float(v)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Nonlinear problems: Monte Carlo
+# ---------------------------------------------------------------------------------------------
+def _nonlinear_problem(system: str, gamma: float, kT: float, mass: float) -> tuple[Any, str, dict]:
+    from splitsde import problems
+
+    params = {"gamma": gamma, "kT": kT, "M": mass}
+    if system == "quartic":
+        return problems.quartic(gamma=gamma, kT=kT, mass=mass), "quartic potential q^4/4", params
+    if system == "double-well":
+        prob = problems.double_well(gamma=gamma, kT=kT, mass=mass)
+        return prob, "double well (q^2 - 1)^2", params
+    prob = problems.muller_brown(gamma=gamma, kT=kT, mass=mass)
+    return prob, "Müller-Brown potential (scale 0.05)", params
+
+
+#: Default Monte Carlo ladders of the built-in nonlinear systems.
+DEFAULT_LADDERS = {
+    "quartic": (0.0125, 0.025, 0.05, 0.1, 0.2),
+    "double-well": (0.025, 0.05, 0.1, 0.2, 0.4),
+    "muller-brown": (0.0125, 0.025, 0.05, 0.1),
+}
+#: Default start of the finite-time Monte Carlo certificate: a configuration away from the
+#: minima (so the finite-time error is large enough to resolve), momenta zero.
+DEFAULT_STARTS: dict[str, tuple[float, ...]] = {
+    "quartic": (1.0,),
+    "double-well": (0.5,),
+    "muller-brown": (-0.3, 1.0),
+}
+#: Default final time of the finite-time Monte Carlo certificate.
+DEFAULT_T = {"quartic": 2.0, "double-well": 2.0, "muller-brown": 1.0}
+
+
+def default_start(prob: Any, system: str, walkers: int, seed: int = 0) -> dict[str, Any]:
+    """Every walker at :data:`DEFAULT_STARTS` with zero momenta (a deterministic start: the
+    finite-time error is the scheme's alone)."""
+    q0 = torch.tensor(DEFAULT_STARTS[system], dtype=torch.float64)
+    q = q0.expand(walkers, len(q0)).clone()
+    state = {"q": q}
+    if getattr(prob, "underdamped", True):
+        state["p"] = torch.zeros_like(q)
+    return state
+
+
+def default_monte_carlo(
+    prob: Any,
+    system: str,
+    *,
+    walkers: int = 50_000,
+    hs: Sequence[float] | None = None,
+    seed: int = 0,
+    T: float | None = None,
+) -> MonteCarloOptions:
+    """The finite-time Monte Carlo certificate of a built-in nonlinear system:
+    :math:`\\langle q^2\rangle` at ``T`` from :func:`default_start`, on the ladder
+    :data:`DEFAULT_LADDERS`, against a fine-step run on the same Brownian path."""
+    return MonteCarloOptions(
+        hs=tuple(hs or DEFAULT_LADDERS[system]),
+        y0=default_start(prob, system, walkers, seed),
+        observable=lambda s: s["q"] ** 2,
+        observable_name="q^2",
+        mode="final",
+        T=DEFAULT_T[system] if T is None else T,
+        reference="fine",
+        seed=seed,
+    )
+
+
+def _nonlinear_certificate(
+    integ: Any,
+    name: str,
+    params: Mapping[str, float],
+    options: MonteCarloOptions,
+    progress: bool | None,
+    say: Callable[[str], None],
+) -> Certificate:
+    walkers = options.walkers
+    say(
+        f"cost: Monte Carlo over {len(options.hs)} steps"
+        + (" and a fine-step reference run" if options.reference == "fine" else "")
+        + f", {walkers} walkers, {options.cost():.3g} walker-steps"
+    )
+    res = options.run(integ, progress=progress)
+    v = res.verdict
+    return Certificate(
+        word=str(integ.word),
+        system=name,
+        params=dict(params),
+        h=float(max(options.hs)),
+        substeps=_substeps(integ),
+        declared_weak_order=integ.weak_order,
+        weak_order=v.order if v.certified else None,
+        weak_order_exact=False,
+        weak_order_method=(
+            f"Monte Carlo, {options.observable_name} "
+            + (f"at T = {options.T:g}" if options.mode == "final" else "stationary")
+            + f", {res.reference_kind} reference"
+        ),
+        nfe_per_step=_measured_nfe(
+            integ, options.y0(min(options.hs)) if callable(options.y0) else options.y0
+        ),
+        stationary=None,
+        stationary_exact={},
+        relative_bias=None,
+        stability_note="nonlinear: no linear stability bound (unstable steps of the ladder are "
+        "recorded)",
+        linear=False,
+        verdict=v,
+        monte_carlo=res,
     )
 
 
 def plot_certificate(cert: Certificate, path: str) -> str:
-    """Weak error against h: the exact finite-time error ladder and the stationary biases."""
-    import matplotlib
+    """Weak error against h (see :func:`splitsde.analysis.plot.plot_certificate`)."""
+    from splitsde.analysis.plot import plot_certificate as plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = 2 if cert.stationary_ladder.get("hs") else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
-    ax = axes[0, 0]
-    hs = np.asarray(cert.ladder["hs"])
-    err = np.asarray(cert.ladder["errors"])
-    ax.loglog(hs, err, "o-", label="exact weak error at T")
-    if cert.weak_order:
-        ref = err[-1] * (hs / hs[-1]) ** cert.weak_order
-        ax.loglog(hs, ref, "k--", lw=1, label=f"slope {cert.weak_order}")
-    ax.set_xlabel("h")
-    ax.set_ylabel("max |error| of mean and second moments")
-    ax.set_title(f"{cert.word}: finite time T = {cert.ladder['T']:.3g}")
-    ax.legend()
-    if panels == 2:
-        ax = axes[0, 1]
-        shs = np.asarray(cert.stationary_ladder["hs"])
-        for k, v in cert.stationary_ladder.items():
-            if k == "hs":
-                continue
-            v = np.abs(np.asarray(v))
-            if np.all(v < 1e-13):
-                ax.plot([], [], label=f"<{_pretty(k)}>: exact")
-                continue
-            ax.loglog(shs, np.where(v > 0, v, np.nan), "o-", label=f"<{_pretty(k)}>")
-        ax.set_xlabel("h")
-        ax.set_ylabel("|relative stationary bias|")
-        ax.set_title(f"{cert.word}: stationary moments")
-        ax.legend()
-    from matplotlib.ticker import NullFormatter
-
-    for a in axes.ravel():
-        a.xaxis.set_minor_formatter(NullFormatter())
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plot(cert, path)

@@ -92,7 +92,7 @@ def _message(exc: BaseException) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from splitsde import __version__
+    from splitsde._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="splitsde",

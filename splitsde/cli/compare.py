@@ -45,7 +45,7 @@ def _name_list(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     from splitsde.diffusion.grids import GRIDS
     from splitsde.diffusion.processes import PROCESSES
-    from splitsde.diffusion.samplers import SAMPLERS
+    from splitsde.diffusion.registry import SAMPLERS
 
     p = sub.add_parser(
         "compare",

@@ -1,8 +1,18 @@
-"""``splitsde sample``: run a Langevin system with a word and print stationary statistics."""
+"""``splitsde sample``: run a Langevin system with a word and print stationary statistics.
+
+A run that diverges never prints statistics: on the harmonic system the exact stability bound
+of the word is checked before the run (for a linear system it is decided exactly,
+:mod:`splitsde.divergence`); on every system a coordinate or momentum beyond
+:data:`DIVERGED` times the system's scale stops the run with the step at which it happened, as
+do non-finite values, and statistics that are not finite are refused. A bias is printed in
+standard errors only when the standard error is positive and finite (``-`` otherwise, ``null``
+in JSON).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import numpy as np
@@ -24,6 +34,10 @@ from splitsde.cli.common import (
 )
 
 SYSTEMS = ("harmonic", "double-well", "muller-brown")
+
+#: A state element larger than this many times the system's scale (the largest of
+#: sqrt(mass kT), the exact standard deviation of q, and the initial state) means divergence.
+DIVERGED = 1e8
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,9 +100,28 @@ def _potential(args: argparse.Namespace) -> Any:
     return potentials.MullerBrown()
 
 
+def _check_stable(integ: Any, args: argparse.Namespace) -> None:
+    """Fail before the run when the word is unstable at this step on a linear system."""
+    from splitsde.divergence import linear_stability
+
+    stab = linear_stability(integ, args.h)
+    if stab is not None and not stab.stable:
+        bound = f" h < {stab.bound:.6g}" if stab.bound is not None else ""
+        raise CLIError(
+            f"--h {args.h:g} exceeds the stability bound{bound} of {integ.word} on the "
+            f"{args.system} system (omega = {args.omega:g}, gamma = {args.gamma:g}, mass = "
+            f"{args.mass:g}): the one-step map has spectral radius {stab.spectral_radius:.6g} "
+            f">= 1, so the chain diverges; choose a smaller --h"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    import splitsde as sd
-    from splitsde.stats import walker_batch_means
+    from splitsde.compose.integrator import NonFiniteError
+    from splitsde.compose.presets import word as parse_word
+    from splitsde.integrate import integrate
+    from splitsde.langevin import Reporter, underdamped
+    from splitsde.observers import Running
+    from splitsde.stats import walker_batch_means, z_score
 
     if args.walkers < 2:
         raise CLIError("--walkers must be at least 2 (error bars come from independent walkers)")
@@ -104,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
         "use fewer --walkers or a smaller --dim",
     )
     pot = _potential(args)
-    system = sd.langevin.underdamped(pot, gamma=args.gamma, kT=args.kT, mass=args.mass)
-    integ = system.integrator(sd.word(args.word))
+    system = underdamped(pot, gamma=args.gamma, kT=args.kT, mass=args.mass)
+    integ = system.integrator(parse_word(args.word))
+    if args.system == "harmonic":
+        _check_stable(integ, args)
     dtype = DTYPES[args.dtype]
     burn = args.steps // 5 if args.burn_in is None else args.burn_in
     y0 = system.initial_state(
@@ -114,16 +149,36 @@ def run(args: argparse.Namespace) -> int:
         dtype=dtype,
         generator=torch.Generator().manual_seed(args.seed + 1),
     )
+    try:
+        mom = pot.moments(args.kT)
+    except NotImplementedError:
+        mom = None
+    scale = max(
+        math.sqrt(args.kT * args.mass),
+        math.sqrt(float(np.max(mom["var"]))) if mom is not None else 0.0,
+        *(float(x.abs().max()) for x in y0.values()),
+    )
     obs = [
-        sd.Running(lambda t, s: s["q"], "q", burn_in=burn),
-        sd.Running(lambda t, s: s["p"], "p", burn_in=burn),
+        Running(lambda t, s: s["q"], "q", burn_in=burn),
+        Running(lambda t, s: s["p"], "p", burn_in=burn),
     ]
     if args.log_every is not None and args.log is None:
         raise CLIError("--log-every needs --log FILE")
     if args.log is not None:
         every = args.log_every or max(1, (burn + args.steps) // 100)
-        obs.append(sd.langevin.Reporter(args.log, system, every=every))
-    res = sd.integrate(integ, y0, h=args.h, steps=burn + args.steps, seed=args.seed, observers=obs)
+        obs.append(Reporter(args.log, system, every=every))
+    try:
+        res = integrate(
+            integ,
+            y0,
+            h=args.h,
+            steps=burn + args.steps,
+            seed=args.seed,
+            observers=obs,
+            max_abs=DIVERGED * scale,
+        )
+    except NonFiniteError as err:
+        raise CLIError(f"the run diverged: {err}") from None
     blocks = {}
     for name in ("q", "p"):
         acc = res.finals[name]
@@ -131,8 +186,14 @@ def run(args: argparse.Namespace) -> int:
         blocks[name] = {
             k: np.atleast_1d(st[k]).reshape(-1) for k in ("mean", "mean_se", "var", "var_se")
         }
-    try:
-        mom = pot.moments(args.kT)
+        for k, v in blocks[name].items():
+            if not np.all(np.isfinite(v)):
+                raise CLIError(
+                    f"the statistics are not finite ({k} of {name} = {v.tolist()}): the run "
+                    f"diverged; choose a smaller --h (now {args.h:g})"
+                )
+    exact = {}
+    if mom is not None:
         exact = {
             "q": {
                 "mean": np.broadcast_to(mom["mean"], blocks["q"]["mean"].shape),
@@ -143,8 +204,10 @@ def run(args: argparse.Namespace) -> int:
                 "var": np.full_like(blocks["p"]["var"], args.kT * args.mass),
             },
         }
-    except NotImplementedError:
-        exact = {}
+        for name, b in blocks.items():
+            b["var_z"] = [
+                z_score(v, e, se) for v, e, se in zip(b["var"], exact[name]["var"], b["var_se"])
+            ]
     out = {
         "system": args.system,
         "word": str(integ.word),
@@ -181,10 +244,15 @@ def run(args: argparse.Namespace) -> int:
         for i in range(len(b["mean"])):
             ev = exact.get(name, {}).get("var")
             ev_i = float(ev[i]) if ev is not None else float("nan")
-            z = (b["var"][i] - ev_i) / b["var_se"][i] if ev is not None else float("nan")
+            z = b["var_z"][i] if "var_z" in b else None
             label = f"{name}[{i}]" if len(b["mean"]) > 1 else name
             print(
                 f"{label:6}{b['mean'][i]:12.5f}{b['mean_se'][i]:10.5f}{b['var'][i]:12.5f}"
-                f"{b['var_se'][i]:10.5f}{ev_i:12.5f}{z:9.2f}"
+                f"{b['var_se'][i]:10.5f}{ev_i:12.5f}{_z(z):>9}"
             )
     return 0
+
+
+def _z(z: float | None) -> str:
+    """A z-score for the table: ``-`` when there is none (zero or infinite standard error)."""
+    return "-" if z is None else f"{z:.2f}"

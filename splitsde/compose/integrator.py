@@ -15,6 +15,7 @@ only loop that calls it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,15 +36,26 @@ from splitsde.compose.codegen import (
     select_walkers,
 )
 from splitsde.compose.presets import word as parse_word
-from splitsde.compose.program import Assign, Eval, Let, Program, SubstepInfo, build_program
+from splitsde.compose.program import (
+    Assign,
+    Draw,
+    Eval,
+    Let,
+    Program,
+    Recall,
+    SubstepInfo,
+    build_program,
+)
 from splitsde.compose.reduce import ReducedWord, Reduction
-from splitsde.compose.word import Word
+from splitsde.compose.schedule import CHUNK, CoefficientSchedule, Window
+from splitsde.compose.word import MAX_OCCURRENCES, Word, WordError
 from splitsde.errors import SplitsdeError
 from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import SolverStrategy
 from splitsde.symbolic.symbols import Parameter
+from splitsde.timegrid import TimeGrid, time_grid
 
 __all__ = ["BoundField", "Integrator", "NonFiniteError", "PreparedRun", "StateError"]
 
@@ -53,7 +65,8 @@ class StateError(SplitsdeError, ValueError):
 
 
 class NonFiniteError(SplitsdeError, FloatingPointError):
-    """A non-finite value appeared; names the step, the sub-step and the block."""
+    """A non-finite value appeared; names the step, the sub-step and the block (or the field
+    that returned it)."""
 
     def __init__(
         self,
@@ -62,15 +75,23 @@ class NonFiniteError(SplitsdeError, FloatingPointError):
         step: int | None = None,
         substep: int | None = None,
         block: str | None = None,
+        field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.step = step
         self.substep = substep
         self.block = block
+        self.field = field
 
 
 class FieldError(SplitsdeError, ValueError):
-    """A bound field returned something unusable (shape, dtype, device, aliasing)."""
+    """A bound field raised, or returned something unusable (shape, dtype, device,
+    aliasing); names the field (and, from :func:`splitsde.integrate`, the step)."""
+
+    def __init__(self, message: str, *, field: str | None = None, step: int | None = None):
+        super().__init__(message)
+        self.field = field
+        self.step = step
 
 
 @dataclass
@@ -180,6 +201,12 @@ class Integrator:
             word = word.word
         self.sde = sde.with_solvers(solvers) if solvers else sde
         self.word: Word = parse_word(word)
+        if len(self.word) > MAX_OCCURRENCES:
+            raise WordError(
+                f"the word has {len(self.word)} letter occurrences; at most {MAX_OCCURRENCES} "
+                "are supported in one step (each is compiled separately): write one step of the "
+                "scheme and run more steps with a smaller h"
+            )
         self.reduction = reduction or Reduction()
         self.program: Program = build_program(self.sde, self.word, self.reduction, allow_missing)
         self.params = self._bind_params(params or {})
@@ -188,7 +215,6 @@ class Integrator:
         self.inplace = inplace
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else None
-        self.nfe_counts = [0] * len(self.program.fields)
 
     # -- binding --------------------------------------------------------------------------------
     def _bind_params(self, params: Mapping[str | Parameter, Any]) -> dict[Parameter, Any]:
@@ -274,7 +300,15 @@ class Integrator:
     # -- properties -----------------------------------------------------------------------------
     @property
     def blocks(self) -> tuple[str, ...]:
-        return tuple(b.name for b in self.sde.blocks)
+        """Block names, in the SDE's order. Transitional: ``.blocks`` is the
+        :class:`~splitsde.symbolic.symbols.Block` symbols everywhere else and names are
+        ``.block_names``; use :attr:`block_names` for names."""
+        return self.block_names
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        """Block names, in the SDE's order (the keys of a state mapping)."""
+        return self.sde.block_names
 
     @property
     def substeps(self) -> list[SubstepInfo]:
@@ -347,26 +381,15 @@ class Integrator:
     def _hoisted(self):
         return hoist_program(self.program)
 
-    @cached_property
-    def _flow_maps(self) -> list[Callable[..., Any]]:
-        """The program's flow maps, bound to counted callables of the real fields they use."""
+    def _flow_maps(self, counts: list[int]) -> list[Callable[..., Any]]:
+        """The program's flow maps, bound to callables of the real fields they use that count
+        their calls in ``counts`` (the counters of one run)."""
         from splitsde.compose.expressions import lower_expressions
 
         index = {bf.field: i for i, bf in enumerate(self.fields)}
-        counts = self.nfe_counts
-
-        def counted(i: int) -> Callable[..., Any]:
-            fn = self.fields[i].fn
-
-            def call(*args: Any) -> Any:
-                counts[i] += 1
-                return fn(*args)
-
-            return call
-
         out = []
         for fm in self.program.flow_maps:
-            fns = {f: counted(index[f]) for f in fm.inner_fields}
+            fns = {f: _counted(counts, self.fields[index[f]].fn, index[f]) for f in fm.inner_fields}
             drift = lower_expressions(fm.drift, fm.depends, self.params, fns, like=fm.changed)
             out.append(fm.bind(drift))
         return out
@@ -376,34 +399,58 @@ class Integrator:
         return CoefficientTable(self._hoisted, self.params)
 
     def check_state(self, state: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Validate a state mapping and return its blocks in order."""
+        """Validate a state mapping and return its blocks in order.
+
+        Every block is a floating-point tensor of shape ``(walkers, ...)`` with at least one
+        walker, on a device that holds data (not ``meta``); all blocks share dtype, device and
+        number of walkers, and every update of the word maps block shapes onto themselves.
+        Raises :class:`StateError` naming the block otherwise.
+        """
         if not isinstance(state, Mapping):
-            raise StateError("a state is a mapping block name -> tensor")
+            raise StateError(
+                f"a state is a mapping block name -> tensor, got a {type(state).__name__}"
+            )
         unknown = set(state) - set(self.blocks)
         if unknown:
             raise StateError(
-                f"unknown block(s) {sorted(unknown)}; blocks: {', '.join(self.blocks)}"
+                f"unknown block(s) {sorted(map(str, unknown))}; blocks: {', '.join(self.blocks)}"
             )
         missing = [b for b in self.blocks if b not in state]
         if missing:
             raise StateError(f"state misses block(s) {', '.join(missing)}")
         tensors = tuple(state[b] for b in self.blocks)
         first = tensors[0]
+        head = self.blocks[0]
         for name, x in zip(self.blocks, tensors):
             if not isinstance(x, torch.Tensor):
                 raise StateError(f"block {name} is a {type(x).__name__}, not a tensor")
+            if x.device.type == "meta":
+                raise StateError(
+                    f"block {name} is on the meta device, which has shapes but no data; create "
+                    "the state on a real device (cpu, cuda, ...)"
+                )
             if not x.is_floating_point():
                 raise StateError(f"block {name} has dtype {x.dtype}; states must be floating point")
             if x.dtype != first.dtype:
                 raise StateError(
-                    f"block {name} has dtype {x.dtype} but block {self.blocks[0]} has {first.dtype}"
+                    f"block {name} has dtype {x.dtype} but block {head} has {first.dtype}"
                 )
             if x.device != first.device:
                 raise StateError(
-                    f"block {name} is on {x.device} but block {self.blocks[0]} is on {first.device}"
+                    f"block {name} is on {x.device} but block {head} is on {first.device}"
                 )
             if x.ndim == 0:
                 raise StateError(f"block {name} is 0-dimensional; give it a batch dimension")
+            if x.shape[0] == 0:
+                raise StateError(
+                    f"block {name} has 0 walkers (shape {tuple(x.shape)}); give at least one"
+                )
+            if x.shape[0] != first.shape[0]:
+                raise StateError(
+                    f"block {name} has {x.shape[0]} walkers (shape {tuple(x.shape)}) but block "
+                    f"{head} has {first.shape[0]} (shape {tuple(first.shape)}); every block needs "
+                    "the same number of walkers (first dimension)"
+                )
         if self.dtype is not None and first.dtype != self.dtype:
             raise StateError(
                 f"the integrator was built for {self.dtype}, the state is {first.dtype}"
@@ -424,6 +471,7 @@ class Integrator:
                             f"parameter {p} of shape {tuple(v.shape)} does not broadcast against "
                             f"block {name} of shape {tuple(x.shape)}"
                         ) from None
+        _check_update_shapes(self.program, dict(zip(self.program.blocks, tensors)))
         return tensors
 
     def grid_coefficients(self, times: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -453,37 +501,41 @@ class Integrator:
     def prepare(
         self,
         state: Sequence[torch.Tensor],
-        times: np.ndarray,
+        times: Any,
         noise: NoiseSource,
+        *,
+        on_substep: Callable[[int, tuple[torch.Tensor, ...]], None] | None = None,
     ) -> PreparedRun:
-        """Coefficients for the grid ``times`` and the generated step, bound to ``noise``."""
-        times = np.asarray(times, dtype=np.float64)
-        t_, h_ = times[:-1], np.diff(times)
+        """The generated step bound to ``noise``, with coefficients for the grid ``times``
+        (a :class:`~splitsde.timegrid.TimeGrid` or an array of times), computed chunk by chunk
+        (:class:`~splitsde.compose.schedule.CoefficientSchedule`): memory does not grow with
+        the number of steps.
+
+        Everything a run changes lives on the returned :class:`PreparedRun` (field-evaluation
+        counters, Metropolis acceptance counts); the integrator itself is not modified, so
+        one integrator can drive any number of runs, interleaved or not. ``on_substep(i,
+        state)`` is called by the hooked step variant after sub-step ``i`` (and after each
+        Metropolis test, numbered after the sub-steps)."""
+        grid = times if isinstance(times, TimeGrid) else time_grid(grid=times)
         like = state[0]
-        table = self.coefficient_table
-        vals, inverse = self.grid_coefficients(np.asarray(times, np.float64))
-        tensor_syms = set()
-        converted: list[Any] = []
-        for sym, v in zip(table.symbols, vals):
-            if v.ndim > 1:
-                tensor_syms.add(sym)
-                converted.append(torch.as_tensor(v, dtype=like.dtype, device=like.device))
-            else:
-                converted.append(v.tolist())
-        rows = (
-            [tuple(c[i] for c in converted) for i in range(len(vals[0]) if vals else 1)]
-            if vals
-            else [()]
+        short = (
+            not self.coefficient_table.autonomous
+            and bool(self.coefficient_table.symbols)
+            and grid.steps <= CHUNK
         )
-        per_step = [rows[i] for i in inverse] if len(rows) > 1 else None
-        constant = rows[0] if len(rows) == 1 else None
+        # A plan runs its short grid again and again: reuse its memoised float64 rows.
+        head = self.grid_coefficients(grid.array())[0] if short else None
+        memo = self.__dict__.setdefault("_row_memo", {}).setdefault((like.dtype, like.device), {})
+        schedule = CoefficientSchedule(self.coefficient_table, grid, like, head=head, memo=memo)
+        tensor_syms = schedule.tensor_symbols
 
         shapes = []
         block_index = {b: i for i, b in enumerate(self.program.blocks)}
         for d in self.program.draws:
             shapes.append(state[block_index[d.like]].shape)
         draws = noise.bind(shapes, like)
-        namespace: dict[str, Any] = {"_nfe": self.nfe_counts}
+        nfe = [0] * len(self.program.fields)
+        namespace: dict[str, Any] = {"_nfe": nfe}
         tests = self.program.uniforms
         accepted = [
             torch.zeros(like.shape[0], dtype=torch.int64, device=like.device) for _ in tests
@@ -510,15 +562,14 @@ class Integrator:
         )
         for i, bf in enumerate(self.fields):
             namespace[f"_f{i}"] = bf.fn
-        for i, fm in enumerate(self._flow_maps):
+        for i, fm in enumerate(self._flow_maps(nfe) if self.program.flow_maps else ()):
             namespace[f"_map{i}"] = fm
         for i, d in enumerate(draws):
             namespace[f"_draw{i}"] = d
         checks = _Checks(self, state)
         namespace["_check_field"] = checks.check_field
         namespace["_check_state"] = checks.check_state
-        hook = _Hook()
-        namespace["_hook"] = hook
+        namespace["_hook"] = on_substep if on_substep is not None else _no_substep_callback
         lowered = lower(
             self._hoisted,
             tensor_syms,
@@ -526,9 +577,7 @@ class Integrator:
             draws_take_times=noise.takes_times,
             namespace=namespace,
         )
-        run = PreparedRun(self, lowered, constant, per_step, t_, h_, hook)
-        run.accepted = accepted
-        return run
+        return PreparedRun(self, lowered, schedule, nfe, accepted)
 
     # -- convenience ----------------------------------------------------------------------------
     def step(
@@ -583,15 +632,108 @@ def _reuses_moved_evaluations(program: Program) -> bool:
     return False
 
 
-class _Hook:
-    """Per-sub-step callback target for the hooked step variant."""
+def _check_update_shapes(program: Program, state: Mapping[Any, torch.Tensor]) -> None:
+    """Refuse blocks whose shapes cannot meet in the word's updates (``q`` of shape (4, 2)
+    updated from ``p`` of shape (4, 3)): every assignment must broadcast to its target's shape.
 
-    def __init__(self) -> None:
-        self.callback: Callable[[int, tuple[torch.Tensor, ...]], None] | None = None
+    Shapes are propagated through the program: field values have the shape of their ``like``
+    block (one value per walker without one), draws that of their block, temporaries the
+    broadcast of what they are computed from.
+    """
+    from splitsde.symbolic.symbols import Block
 
-    def __call__(self, substep: int, state: tuple[torch.Tensor, ...]) -> None:
-        if self.callback is not None:
-            self.callback(substep, state)
+    shape: dict[Any, tuple[int, ...]] = {b: tuple(x.shape) for b, x in state.items()}
+    walkers = next(iter(shape.values()))[:1]
+    subs = program.substeps
+
+    def of(expr: Any) -> list[tuple[Any, tuple[int, ...]]]:
+        return [(s, shape[s]) for s in expr.free_symbols if s in shape]
+
+    for s in program.statements:
+        if isinstance(s, Eval):
+            likes = getattr(s.field, "like", None) or (None,) * len(s.outs)
+            for o, like in zip(s.outs, likes):
+                shape[o] = shape[like] if like in shape else walkers
+        elif isinstance(s, Let):
+            parts = of(s.expr)
+            if parts:
+                try:
+                    shape[s.symbol] = tuple(torch.broadcast_shapes(*(p for _, p in parts)))
+                except RuntimeError:
+                    shape[s.symbol] = parts[0][1]  # reported where it meets a block
+        elif isinstance(s, Assign):
+            for target, expr in zip(s.targets, s.exprs):
+                want = shape.get(target)
+                for sym, got in of(expr):
+                    try:
+                        ok = tuple(torch.broadcast_shapes(want, got)) == want
+                    except RuntimeError:
+                        ok = False
+                    if not ok:
+                        o = subs[s.substep].occurrence if s.substep < len(subs) else None
+                        where = f" in sub-step {s.substep} ({o.letter}[{o.weight}])" if o else ""
+                        source = (
+                            f"block {sym}"
+                            if isinstance(sym, Block)
+                            else "a value computed from "
+                            + ", ".join(
+                                sorted(str(b) for b in _blocks_of(program, sym) if b != target)
+                            )
+                        )
+                        raise StateError(
+                            f"block {target} of shape {want} is updated from {source} of shape "
+                            f"{got}{where}, which does not broadcast to {want}; give the blocks "
+                            "matching shapes"
+                        )
+        elif isinstance(s, Recall):
+            for o, like in zip(s.outs, s.like):
+                if like in shape:
+                    shape[o] = shape[like]
+        elif isinstance(s, Draw) and s.like in shape:
+            like = shape[s.like]  # a uniform selection is one value per walker
+            shape[s.symbol] = like if s.kind == "normal" else like[:1] + (1,) * (len(like) - 1)
+
+
+def _blocks_of(program: Program, sym: Any) -> set[Any]:
+    """The blocks a temporary or field value is computed from (for error messages)."""
+    from splitsde.symbolic.symbols import Block
+
+    defs: dict[Any, Any] = {}
+    for s in program.statements:
+        if isinstance(s, Let):
+            defs[s.symbol] = s.expr.free_symbols
+        elif isinstance(s, Eval):
+            for o in s.outs:
+                defs[o] = set().union(*(a.free_symbols for a in s.args)) if s.args else set()
+    out, stack, seen = set(), [sym], set()
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        if isinstance(x, Block):
+            out.add(x)
+        stack.extend(defs.get(x, ()))
+    return out
+
+
+def _counted(counts: list[int], fn: Callable[..., Any], i: int) -> Callable[..., Any]:
+    """``fn`` counting its calls in ``counts[i]`` (fields called from inside a flow map)."""
+
+    def call(*args: Any) -> Any:
+        counts[i] += 1
+        return fn(*args)
+
+    return call
+
+
+#: The code of a counted call: a traceback through it names field ``i`` (see
+#: :meth:`PreparedRun.field_at`).
+_COUNTED_CALL = _counted([0], print, 0).__code__
+
+
+def _no_substep_callback(substep: int, state: tuple[torch.Tensor, ...]) -> None:
+    """The hooked step variant of a run prepared without ``on_substep``."""
 
 
 class _Checks:
@@ -605,25 +747,32 @@ class _Checks:
         for name, out, like_block in zip(f.outputs, outs, f.like):
             like = self.like.get(like_block) if like_block is not None else None
             where = f"field {f.name}" + (f" output {name}" if len(f.outputs) > 1 else "")
+
+            def fail(message: str, where: str = where) -> FieldError:
+                return FieldError(f"{where} {message}", field=f.name)
+
             if not isinstance(out, torch.Tensor):
-                raise FieldError(f"{where} returned {type(out).__name__}, not a tensor")
+                raise fail(f"returned {type(out).__name__}, not a tensor")
             if like is not None:
                 if out.shape != like.shape:
-                    raise FieldError(
-                        f"{where} returned shape {tuple(out.shape)}, expected {tuple(like.shape)} "
+                    raise fail(
+                        f"returned shape {tuple(out.shape)}, expected {tuple(like.shape)} "
                         f"(the shape of block {like_block})"
                     )
                 if out.dtype != like.dtype:
-                    raise FieldError(
-                        f"{where} returned dtype {out.dtype}, the state is {like.dtype}"
-                    )
+                    raise fail(f"returned dtype {out.dtype}, the state is {like.dtype}")
                 if out.device != like.device:
-                    raise FieldError(
-                        f"{where} returned a tensor on {out.device}, the state is on {like.device}"
-                    )
+                    raise fail(f"returned a tensor on {out.device}, the state is on {like.device}")
             if not torch.isfinite(out).all():
                 sizes = [float(x.abs().max()) for x in inputs if isinstance(x, torch.Tensor)]
-                largest = f"; largest |input| = {max(sizes):.3g}" if sizes else ""
+                finite = all(math.isfinite(v) for v in sizes)
+                largest = (
+                    f" at finite inputs (largest |input| = {max(sizes):.3g})"
+                    if sizes and finite
+                    else " at non-finite inputs"
+                    if sizes
+                    else ""
+                )
                 subs = self.integ.program.substeps
                 what = ""
                 if substep < len(subs):
@@ -632,6 +781,7 @@ class _Checks:
                 raise NonFiniteError(
                     f"{where} returned non-finite values{what}{largest}",
                     substep=substep if substep < len(subs) else None,
+                    field=f.name,
                 )
             if self.integ.inplace:
                 for x in inputs:
@@ -639,8 +789,8 @@ class _Checks:
                         isinstance(x, torch.Tensor)
                         and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
                     ):
-                        raise FieldError(
-                            f"{where} returned a view of its input; return a new tensor (the "
+                        raise fail(
+                            "returned a view of its input; return a new tensor (the "
                             "integrator updates blocks in place)"
                         )
 
@@ -658,34 +808,69 @@ class _Checks:
 
 
 class PreparedRun:
-    """A lowered step with its per-step coefficients; what :func:`integrate` drives."""
+    """A lowered step with its coefficient schedule and the state of one run: what
+    :func:`~splitsde.integrate.integrate` drives.
+
+    The counters belong to the run, not to the :class:`Integrator`: two runs prepared from
+    one integrator count separately.
+    """
 
     def __init__(
         self,
         integ: Integrator,
         lowered: LoweredStep,
-        constant: tuple | None,
-        per_step: list[tuple] | None,
-        t_: np.ndarray,
-        h_: np.ndarray,
-        hook: _Hook,
+        schedule: CoefficientSchedule,
+        nfe: list[int],
+        accepted: list[torch.Tensor],
     ) -> None:
         self.integrator = integ
         self.lowered = lowered
-        self.constant = constant
-        self.per_step = per_step
-        self.t = t_.tolist()
-        self.h = h_.tolist()
-        self.hook = hook
+        self.schedule = schedule
+        self.grid = schedule.grid
+        #: Field evaluations of this run, one counter per field of the program (in the order
+        #: of :attr:`Integrator.fields`), incremented by the generated step.
+        self.nfe = nfe
         #: Accepted Metropolis proposals per walker, one int64 tensor per ``{ }`` group.
-        self.accepted: list[torch.Tensor] = []
+        self.accepted = accepted
+
+    @property
+    def nfe_total(self) -> int:
+        """All field evaluations of this run so far."""
+        return sum(self.nfe)
+
+    def nfe_by_field(self) -> dict[str, int]:
+        return {bf.field.name: c for bf, c in zip(self.integrator.fields, self.nfe)}
 
     @property
     def source(self) -> str:
         return self.lowered.source
 
+    def window(self, k: int) -> Window:
+        """Coefficients and times of the chunk of steps holding step ``k``."""
+        return self.schedule.window(k)
+
     def coefficients(self, k: int) -> tuple:
-        return self.constant if self.constant is not None else self.per_step[k]
+        return self.schedule.row(k)
+
+    def field_at(self, tb: Any) -> str | None:
+        """The name of the field whose call raised, from the traceback ``tb`` of an exception
+        that left the generated step (``None`` if no field call was on the stack)."""
+        lines = self.lowered.source.splitlines()
+        found: str | None = None
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if code.co_filename == "<splitsde step>" and 0 < tb.tb_lineno <= len(lines):
+                m = re.search(r"\b_(f|map)(\d+)\(", lines[tb.tb_lineno - 1])
+                if m and m.group(1) == "f":
+                    found = self.integrator.fields[int(m.group(2))].field.name
+                elif m:
+                    found = self.integrator.program.flow_maps[int(m.group(2))].name
+            elif code is _COUNTED_CALL and found is not None:
+                i = tb.tb_frame.f_locals.get("i")
+                if isinstance(i, int):
+                    found = self.integrator.fields[i].field.name
+            tb = tb.tb_next
+        return found
 
     def call(
         self,
@@ -703,4 +888,6 @@ class PreparedRun:
             if hooked
             else self.lowered.fast
         )
-        return fn(state, self.coefficients(k), carry, self.t[k], self.h[k])
+        w = self.schedule.window(k)
+        c = w.constant if w.constant is not None else w.rows[k - w.start]
+        return fn(state, c, carry, w.times[k - w.start], w.h[k - w.start])

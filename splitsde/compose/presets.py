@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from splitsde.compose.word import Word, WordError
-from splitsde.methods import register_method
 
 __all__ = ["PRESETS", "Preset", "preset", "word"]
 
@@ -123,32 +122,3 @@ def word(text: str | Word) -> Word:
     if key in _ALIASES or (key in PRESETS and PRESETS[key].word != key):
         return preset(key).parsed
     return Word(text)
-
-
-def _preset_methods() -> list:
-    """Method-table rows: the declared orders and invariant-measure notes, the field
-    evaluations per step and exact sub-flows of each preset compiled on underdamped Langevin."""
-    from splitsde.langevin import potentials, underdamped
-    from splitsde.methods import MethodInfo
-
-    system = underdamped(potentials.Harmonic(1.0))
-    rows = []
-    for p in PRESETS.values():
-        integ = system.integrator(p.name)
-        exact = dict.fromkeys(s.letter for s in integ.program.substeps if s.solver.exact)
-        name = p.name + (f" (alias {', '.join(p.aliases)})" if p.aliases else "")
-        rows.append(
-            MethodInfo(
-                name=name if p.word == p.name else f"{name}: `{p.word}`",
-                kind="Langevin preset",
-                weak_order=str(p.weak_order),
-                invariant=p.invariant,
-                evaluations=str(integ.evaluations_per_step),
-                exact_subflows=", ".join(exact) or "none",
-                reference=p.reference,
-            )
-        )
-    return rows
-
-
-register_method("Langevin presets", _preset_methods)

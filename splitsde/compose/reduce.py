@@ -103,14 +103,16 @@ class ReducedWord:
 
 def reduce(
     word: str | Word,
-    reuse: Literal["none", "exact", "per_step"] = "per_step",
+    reuse: Literal["none", "exact", "per_step"] = "exact",
     eval_at: Literal["first", "start"] | int = "first",
     time_label: Fraction | float | str | None = None,
     fields: tuple[str, ...] | None = None,
 ) -> ReducedWord:
-    """The reduced variant of ``word``.
+    """``word`` with the reduction rules it is compiled with.
 
-    Example: ``reduce("OBA", reuse="per_step", eval_at="start")``.
+    The defaults are those of :class:`Reduction` (``reuse="exact"``: what compiling the bare
+    word does), so ``reduce(w)`` compiles like ``w``; name the rule that changes something,
+    e.g. ``reduce("OBA", reuse="per_step", eval_at="start")``.
     """
     w = _word(word)
     if isinstance(eval_at, int) and not isinstance(eval_at, bool) and not 0 <= eval_at <= len(w):

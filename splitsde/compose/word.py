@@ -3,14 +3,26 @@ r"""Splitting words: a small grammar, parsed (never evaluated), with exact weigh
 Grammar (whitespace between items is optional)::
 
     word    := item+
-    item    := letter weight? | "{" (letter weight?)+ "}"
+    item    := letter weight? | "{" item+ "}" | "(" item+ ")" "^" count
     letter  := [A-Z][0-9]*            e.g.  A  B  O  B0  B12
     weight  := "[" number "]"          e.g.  [1/4]  [0.5]  [-1/3]
+    count   := [0-9]+                  a whole number >= 1
 
 A letter occurring :math:`k` times without explicit weights gets weight :math:`1/k` per
 occurrence (the letter-count rule: ``BAOAB`` is :math:`B_{1/2} A_{1/2} O_1 A_{1/2} B_{1/2}`).
 Explicit weights are exact fractions; a letter either has weights on all its occurrences or
-on none, and they sum to one. Braces ``{ ... }`` mark a Metropolized group (GHMC).
+on none, and they sum to one. Braces ``{ ... }`` mark a Metropolized group (GHMC); they do
+not nest.
+
+A repeated group ``(w)^n`` is the sub-word ``w`` written out ``n`` times in a row, with every
+explicit weight inside divided by ``n`` (nested counts multiply): ``B1 (B0 A O A B0)^2 B1`` is
+``B1 B0 A O A B0 B0 A O A B0 B1``, and ``(B[1/2] A B[1/2])^2`` is
+``B[1/4] A B[1/4] B[1/4] A B[1/4]``. The letter-count rule then applies to the written-out
+word, so a sub-word whose letters occur only inside the group is ``n`` steps of that sub-word
+with step :math:`h/n` (multiple time-stepping: the letters outside are kicked once per outer
+step). Weights inside a group are the letter's share over all ``n`` passes, so every letter
+still covers the step exactly once. Each copy of a ``{ }`` group inside a repeated group is
+Metropolized on its own; a repeated group inside braces is one Metropolized block.
 
 Each occurrence integrates its own slice of the step (architecture rule 4): with weights
 :math:`f_1, f_2, \dots` for a letter, its :math:`k`-th occurrence covers
@@ -25,7 +37,8 @@ look-alike from another script (``ß``, ``²``, Arabic-Indic digits, full-width 
 no-break space) is refused with its Unicode name, never transliterated. A word has at most
 :data:`MAX_OCCURRENCES` letter occurrences and :data:`MAX_LENGTH` characters: compiling costs
 sympy work for every occurrence, and ``k`` repetitions of a word under the letter-count rule are
-``k`` steps of that word with step ``h/k``.
+``k`` steps of that word with step ``h/k``; the limit applies after expansion of repeated groups,
+which nest at most :data:`MAX_DEPTH` levels.
 """
 
 from __future__ import annotations
@@ -39,15 +52,24 @@ from fractions import Fraction
 
 from splitsde.caret import caret
 from splitsde.errors import SplitsdeError
+from splitsde.symbolic.symbols import LETTER
 
-__all__ = ["LETTER", "MAX_LENGTH", "MAX_OCCURRENCES", "Occurrence", "Word", "WordError"]
+__all__ = [
+    "LETTER",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "MAX_OCCURRENCES",
+    "Occurrence",
+    "Word",
+    "WordError",
+]
 
-#: A single letter of the grammar: upper-case ASCII letter followed by optional digits.
-LETTER = re.compile(r"[A-Z][0-9]*\Z")
 #: Most letter occurrences in one word (compiling costs about a millisecond per occurrence).
 MAX_OCCURRENCES = 1000
 #: Longest accepted text of a word, in characters.
-MAX_LENGTH = 100_000
+MAX_LENGTH = 20_000
+#: Deepest nesting of brackets ``( )`` and ``{ }`` in a word.
+MAX_DEPTH = 16
 
 _SPACE = " \t\r\n"
 _DIGITS = "0123456789"
@@ -95,10 +117,34 @@ class Occurrence:
 
 @dataclass(frozen=True)
 class _Token:
+    """One letter occurrence after expansion: its explicit weight (already divided by the
+    repeat counts around it), its Metropolized group and its column in the text."""
+
     letter: str
     weight: Fraction | None
     group: int | None
     pos: int
+
+
+@dataclass(frozen=True)
+class _Letter:
+    letter: str
+    weight: Fraction | None  # as written, before division by enclosing repeat counts
+    pos: int
+
+
+@dataclass(frozen=True)
+class _Metropolis:
+    items: tuple[_Node, ...]
+
+
+@dataclass(frozen=True)
+class _Repeat:
+    items: tuple[_Node, ...]
+    count: int
+
+
+_Node = _Letter | _Metropolis | _Repeat
 
 
 def _check_ascii(text: str) -> None:
@@ -119,12 +165,34 @@ def _check_ascii(text: str) -> None:
         )
 
 
-def _tokenize(text: str) -> list[_Token]:
+def _too_many(n: int | str, what: str, text: str | None = None, pos: int = 0) -> WordError:
+    msg = (
+        f"word {what} {n} letter occurrences; at most {MAX_OCCURRENCES} are allowed "
+        "(compiling costs about a millisecond per occurrence and the generated step "
+        "grows with the word). A word repeated k times is k steps of the shorter "
+        "word with step h/k: use the shorter word and more steps."
+    )
+    return WordError(msg + (_caret(text, pos) if text is not None else ""))
+
+
+@dataclass
+class _Open:
+    """An open bracket while parsing: its kind, column and the items read inside it."""
+
+    kind: str  # "(" or "{" ; "" for the whole word
+    pos: int
+    items: list[_Node]
+    size: int = 0  # letter occurrences inside, after expansion
+
+
+def _parse(text: str) -> tuple[_Node, ...]:
+    """Parse ``text`` into a tree of letters, Metropolized groups and repeated groups."""
     if not isinstance(text, str):
         raise WordError(f"a word must be a string, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:
         raise WordError(
-            f"word text of {len(text)} characters is too long (at most {MAX_LENGTH} characters)"
+            f"the word is {len(text)} characters long; at most {MAX_LENGTH} characters are "
+            "accepted (one step of a scheme, not many steps written out)"
         )
     if not text.strip(_SPACE):
         raise WordError("empty word: give at least one letter, e.g. 'BAOAB'")
@@ -137,29 +205,27 @@ def _tokenize(text: str) -> list[_Token]:
             "mixed upper and lower case is ambiguous; write letters in upper case" + _caret(text, i)
         )
     src = text.upper() if lower else text
-    tokens: list[_Token] = []
-    group: int | None = None
-    n_groups = 0
-    group_open = -1
+    stack = [_Open("", 0, [])]
     can_weight = False
     i = 0
+
+    def total() -> int:
+        return sum(o.size for o in stack)
+
     while i < len(src):
         c = src[i]
+        top = stack[-1]
         if c in _SPACE:
             i += 1
         elif "A" <= c <= "Z":
             j = i + 1
             while j < len(src) and src[j] in _DIGITS:
                 j += 1
-            if len(tokens) == MAX_OCCURRENCES:
-                n = len(tokens) + sum(1 for ch in src[j:] if "A" <= ch <= "Z") + 1
-                raise WordError(
-                    f"word has {n} letter occurrences; at most {MAX_OCCURRENCES} are allowed "
-                    "(compiling costs about a millisecond per occurrence and the generated step "
-                    "grows with the word). A word repeated k times is k steps of the shorter "
-                    "word with step h/k: use the shorter word and more steps."
-                )
-            tokens.append(_Token(src[i:j], None, group, i))
+            if total() == MAX_OCCURRENCES:
+                n = total() + sum(1 for ch in src[j:] if "A" <= ch <= "Z") + 1
+                raise _too_many(n, "has")
+            top.items.append(_Letter(src[i:j], None, i))
+            top.size += 1
             can_weight = True
             i = j
         elif c == "[":
@@ -171,35 +237,121 @@ def _tokenize(text: str) -> list[_Token]:
             if end < 0 or (0 <= nxt < end):
                 raise WordError("unbalanced '[': missing ']'" + _caret(text, i))
             w = _parse_weight(src[i + 1 : end], text, i)
-            last = tokens[-1]
-            tokens[-1] = _Token(last.letter, w, last.group, last.pos)
+            last = top.items[-1]
+            assert isinstance(last, _Letter)
+            top.items[-1] = _Letter(last.letter, w, last.pos)
             i = end + 1
         elif c == "]":
             raise WordError("unbalanced ']': no matching '['" + _caret(text, i))
-        elif c == "{":
-            if group is not None:
+        elif c in "({":
+            if c == "{" and any(o.kind == "{" for o in stack):
                 raise WordError("nested '{' is not allowed" + _caret(text, i))
-            group, group_open = n_groups, i
-            n_groups += 1
+            if len(stack) > MAX_DEPTH:
+                raise WordError(f"groups nest more than {MAX_DEPTH} levels deep" + _caret(text, i))
+            stack.append(_Open(c, i, []))
             can_weight = False
             i += 1
-        elif c == "}":
-            if group is None:
-                raise WordError("unbalanced '}': no matching '{'" + _caret(text, i))
-            if not tokens or tokens[-1].group != group:
-                raise WordError("empty '{ }' group" + _caret(text, i))
-            group = None
-            can_weight = False
+        elif c in ")}":
+            want = "(" if c == ")" else "{"
+            if top.kind != want:
+                if top.kind:  # the innermost open bracket is of the other kind
+                    shut = ")" if top.kind == "(" else "}"
+                    raise WordError(
+                        f"unbalanced '{top.kind}': missing '{shut}'" + _caret(text, top.pos)
+                    )
+                raise WordError(f"unbalanced '{c}': no matching '{want}'" + _caret(text, i))
+            if not top.items:
+                raise WordError(f"empty '{want} {c}' group" + _caret(text, i))
+            stack.pop()
             i += 1
+            can_weight = False
+            if c == "}":
+                stack[-1].items.append(_Metropolis(tuple(top.items)))
+                stack[-1].size += top.size
+                continue
+            j = i
+            while j < len(src) and src[j] in _SPACE:
+                j += 1
+            if j == len(src) or src[j] != "^":
+                raise WordError(
+                    "a group '( ... )' needs a repeat count: write it as (...)^n, e.g. "
+                    "(B A B)^2, or drop the parentheses" + _caret(text, i - 1)
+                )
+            hat = j
+            j += 1
+            while j < len(src) and src[j] in _SPACE:
+                j += 1
+            k = j
+            while k < len(src) and src[k] in _DIGITS:
+                k += 1
+            if k == j:
+                raise WordError(
+                    "'^' must be followed by a whole number of repetitions, e.g. (B A B)^2"
+                    + _caret(text, hat)
+                )
+            if k < len(src) and src[k] in "./":
+                while k < len(src) and src[k] in _DIGITS + "./":
+                    k += 1
+                raise WordError(
+                    f"repeat count {src[j:k]} is not a whole number; a group runs a whole "
+                    "number of times" + _caret(text, j)
+                )
+            digits = src[j:k].lstrip("0")
+            if not digits:
+                raise WordError(
+                    f"repeat count {src[j:k]}: a group runs at least once (^1 or more)"
+                    + _caret(text, j)
+                )
+            rest = total()  # occurrences outside this group (it was popped)
+            big = len(digits) > 12
+            count = 0 if big else int(digits)
+            if big or rest + top.size * count > MAX_OCCURRENCES:
+                n = "more than 10^12" if big else str(rest + top.size * count)
+                raise _too_many(n, f"reaches, with this group repeated {digits} times,", text, j)
+            stack[-1].items.append(_Repeat(tuple(top.items), count))
+            stack[-1].size += top.size * count
+            i = k
+        elif c == "^":
+            raise WordError(
+                "'^' repeats a parenthesised group and must follow ')', e.g. (B A B)^2"
+                + _caret(text, i)
+            )
         elif c in _DIGITS:
             raise WordError("a digit must follow a letter (force groups: B0, B1)" + _caret(text, i))
         else:
             raise WordError(f"unexpected character {c!r}" + _caret(text, i))
-    if group is not None:
-        raise WordError("unbalanced '{': missing '}'" + _caret(text, group_open))
-    if not tokens:
+    if len(stack) > 1:
+        top = stack[-1]
+        shut = ")" if top.kind == "(" else "}"
+        raise WordError(f"unbalanced '{top.kind}': missing '{shut}'" + _caret(text, top.pos))
+    if not stack[0].items:
         raise WordError("empty word: give at least one letter, e.g. 'BAOAB'")
-    return tokens
+    return tuple(stack[0].items)
+
+
+def _expand(tree: tuple[_Node, ...]) -> list[_Token]:
+    """Letter occurrences in order: a repeated group written out ``n`` times with its explicit
+    weights divided by ``n`` (nested counts multiply); each copy of a ``{ }`` group is its own
+    Metropolized group."""
+    out: list[_Token] = []
+    n_groups = 0
+
+    def walk(items: tuple[_Node, ...], scale: int, group: int | None) -> None:
+        nonlocal n_groups
+        for node in items:
+            if isinstance(node, _Letter):
+                w = None if node.weight is None else node.weight / scale
+                out.append(_Token(node.letter, w, group, node.pos))
+            elif isinstance(node, _Metropolis):
+                g = n_groups
+                n_groups += 1
+                walk(node.items, scale, g)
+            else:
+                for _ in range(node.count):
+                    walk(node.items, scale * node.count, group)
+
+    walk(tree, 1, None)
+    return out
 
 
 class Word:
@@ -212,22 +364,35 @@ class Word:
     True
     >>> Word(str(w)) == w
     True
+
+    A repeated group is written out, with its weights divided by the count:
+
+    >>> mts = Word("B1 (B0 A O A B0)^2 B1")
+    >>> " ".join(f"{o.letter}{o.weight}" for o in mts)
+    'B11/2 B01/4 A1/4 O1/2 A1/4 B01/4 B01/4 A1/4 O1/2 A1/4 B01/4 B11/2'
+    >>> mts == Word("B1 B0 A O A B0 B0 A O A B0 B1"), str(mts)
+    (True, 'B1 (B0 A O A B0)^2 B1')
     """
 
-    __slots__ = ("_hash", "occurrences")
+    __slots__ = ("_hash", "_tree", "occurrences")
 
     def __init__(self, text: str | Word, alphabet: Iterable[str] | None = None) -> None:
         if isinstance(text, Word):
-            occ = text.occurrences
+            occ, tree = text.occurrences, text._tree
         else:
-            occ = self._build(_tokenize(text), text)
+            tree = _parse(text)
+            occ = self._build(_expand(tree), text)
         object.__setattr__(self, "occurrences", occ)
+        object.__setattr__(self, "_tree", tree)
         object.__setattr__(self, "_hash", hash(tuple((o.letter, o.weight, o.group) for o in occ)))
         if alphabet is not None:
             self.check_alphabet(alphabet, text if isinstance(text, str) else str(text))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Word is immutable")
+
+    def __reduce__(self) -> tuple[type[Word], tuple[str]]:
+        return (Word, (str(self),))
 
     @staticmethod
     def _build(tokens: list[_Token], text: str) -> tuple[Occurrence, ...]:
@@ -343,26 +508,41 @@ class Word:
         return self._hash
 
     def __str__(self) -> str:
+        """Canonical text: default weights left out, explicit ones as written (inside a
+        repeated group, the letter's share over all its passes), repeated groups kept as
+        ``(...)^n``."""
         counts = self.counts
         default = {
             letter: all(o.weight == Fraction(1, counts[letter]) for o in self if o.letter == letter)
             for letter in counts
         }
-        compact = all(len(letter) == 1 for letter in counts) and all(default.values())
-        sep = "" if compact else " "
-        parts: list[str] = []
-        prev_group: int | None = None
-        for o in self.occurrences:
-            if o.group != prev_group:
-                if prev_group is not None:
-                    parts.append("}")
-                if o.group is not None:
-                    parts.append("{")
-            prev_group = o.group
-            parts.append(o.letter if default[o.letter] else f"{o.letter}[{o.weight}]")
-        if prev_group is not None:
-            parts.append("}")
-        return sep.join(parts)
+        pos = 0
+        repeated = False
+
+        def render(items: tuple[_Node, ...], scale: int, sep: str) -> str:
+            nonlocal pos, repeated
+            parts: list[str] = []
+            for node in items:
+                if isinstance(node, _Letter):
+                    o = self.occurrences[pos]
+                    pos += 1
+                    w = o.weight * scale
+                    parts.append(o.letter if default[o.letter] else f"{o.letter}[{w}]")
+                elif isinstance(node, _Metropolis):
+                    parts.append("{" + sep + render(node.items, scale, sep) + sep + "}")
+                else:
+                    repeated = True
+                    first = pos
+                    body = render(node.items, scale * node.count, sep)
+                    pos = first + (pos - first) * node.count  # skip the written-out copies
+                    parts.append(f"({body})^{node.count}")
+            return sep.join(parts)
+
+        text = render(self._tree, 1, "")
+        if repeated or any(len(x) > 1 for x in counts) or not all(default.values()):
+            pos = 0
+            text = render(self._tree, 1, " ")
+        return text
 
     def __repr__(self) -> str:
         return f"Word({str(self)!r})"

@@ -43,7 +43,8 @@ from splitsde.diffusion.metrics import (
     sliced_wasserstein,
 )
 from splitsde.diffusion.midpoint import POISSON_SAMPLERS, poisson_midpoint
-from splitsde.diffusion.pfode import PFODESampler, ProbabilityFlow
+from splitsde.diffusion.pfode import PFODEPlan, PFODESampler, ProbabilityFlow
+from splitsde.diffusion.planning import plan, sample
 from splitsde.diffusion.processes import (
     PROCESSES,
     ForwardProcess,
@@ -55,17 +56,16 @@ from splitsde.diffusion.processes import (
     vp,
     vp_cosine,
 )
-from splitsde.diffusion.reverse import PARTS, SPLITS, ReverseSDE
-from splitsde.diffusion.samplers import (
-    SAMPLERS,
+from splitsde.diffusion.protocols import (
     BudgetError,
-    Plan,
-    Sampler,
+    Law,
+    PlanProtocol,
     SampleResult,
-    plan,
-    sample,
-    sampler,
+    SamplerProtocol,
 )
+from splitsde.diffusion.registry import SAMPLERS, sampler
+from splitsde.diffusion.reverse import PARTS, SPLITS, ReverseSDE
+from splitsde.diffusion.samplers import Plan, Sampler
 from splitsde.diffusion.scores import (
     PARAMETRISATIONS,
     ScoreModel,
@@ -99,13 +99,17 @@ __all__ = [
     "GaussianMixture",
     "GridError",
     "KernelTerms",
+    "Law",
+    "PFODEPlan",
     "PFODESampler",
     "Plan",
+    "PlanProtocol",
     "PointFlowFrame",
     "ProbabilityFlow",
     "ReverseSDE",
     "SampleResult",
     "Sampler",
+    "SamplerProtocol",
     "ScoreModel",
     "StabilityBound",
     "StabilityWarning",

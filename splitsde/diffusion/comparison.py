@@ -33,14 +33,15 @@ from splitsde.diffusion.metrics import (
     METRICS,
     MetricInfo,
     diverged,
-    exact_law,
     gaussian_kl,
     gaussian_w2,
     mixture_metrics,
 )
+from splitsde.diffusion.planning import plan
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
-from splitsde.diffusion.samplers import BudgetError, Sampler, plan, sampler
+from splitsde.diffusion.protocols import BudgetError, PlanProtocol, SamplerProtocol
+from splitsde.diffusion.registry import sampler
 from splitsde.diffusion.stability import StabilityWarning
 from splitsde.diffusion.targets import GaussianData, GaussianMixture
 from splitsde.progress import progress_bar
@@ -218,7 +219,7 @@ def _flag_divergence(row: dict[str, Any], metric: str, reference: float | None) 
 def compare(
     process: str | ForwardProcess,
     target_: str | GaussianMixture,
-    samplers: Sequence[str | Sampler],
+    samplers: Sequence[str | SamplerProtocol],
     nfes: Sequence[int],
     *,
     n: int = 2000,
@@ -304,17 +305,17 @@ def _prior_law(
     return torch.zeros(len(var), dtype=torch.float64), torch.diag(var)
 
 
-def _exact_row(p: Any, proc: ForwardProcess, tgt: GaussianData, prior: str = "stationary") -> dict:
+def _exact_row(
+    p: PlanProtocol, proc: ForwardProcess, tgt: GaussianData, prior: str = "stationary"
+) -> dict:
     m0, c0 = _prior_law(proc, tgt, prior)
     out: dict[str, Any] = {}
-    if hasattr(p, "exact_law"):  # a torchdiffeq solve: probed as a linear map
-        mean, cov = p.exact_law(m0, c0)
-        out["nfe"] = p.last_nfe
-    elif p.integrator.program.uniform_draws:  # randomized: exact mean and covariance
-        mean, cov = _randomized_law(p, m0, c0)
+    law = p.exact_law(m0, c0)
+    mean, cov = law.mean, law.cov
+    if law.nfe is not None:  # a probed solve: the score evaluations it measured
+        out["nfe"] = law.nfe
+    if law.kind == "moments":  # randomized: exact mean and covariance of a mixture
         out["law"] = "moments"
-    else:
-        mean, cov = exact_law(p, m0, c0)
     d = tgt.dim
     mx, cx = mean[:d], cov[:d, :d]
     finite = bool(torch.isfinite(mx).all() and torch.isfinite(cx).all())
@@ -327,22 +328,14 @@ def _exact_row(p: Any, proc: ForwardProcess, tgt: GaussianData, prior: str = "st
     return {**out, "kl": kl, "w2": gaussian_w2(mx, cx, tgt.mean, tgt.cov)}
 
 
-def _randomized_law(p: Any, m0: torch.Tensor, c0: torch.Tensor) -> tuple:
-    """Exact mean and covariance of a randomized sampler's output (its law is a mixture; the
-    metrics then compare the Gaussian with these moments)."""
-    from splitsde.analysis import propagate
-    from splitsde.analysis.randomized import propagate_moments
-
-    d = len(m0) // len(p.process.blocks)
-    shapes = {b: (d,) for b in p.process.block_names}
-    mean, cov = propagate_moments(p.integrator, p.tau, m0.numpy(), c0.numpy(), shapes)
-    if p.denoiser is not None:
-        mean, cov = propagate(p.denoiser, p.denoise_tau, mean, cov, shapes)
-    return torch.as_tensor(mean), torch.as_tensor(cov)
-
-
 def _sample_row(
-    p: Any, proc: ForwardProcess, tgt: GaussianMixture, n: int, seed: int, prior: str, batches: int
+    p: PlanProtocol,
+    proc: ForwardProcess,
+    tgt: GaussianMixture,
+    n: int,
+    seed: int,
+    prior: str,
+    batches: int,
 ) -> dict:
     gen = torch.Generator().manual_seed(seed + 7919)
     if prior == "exact":

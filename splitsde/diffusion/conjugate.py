@@ -93,7 +93,6 @@ import sympy
 from splitsde.diffusion.defaults import RECOMMENDED_LAM
 from splitsde.diffusion.exponential import ExponentialSampler
 from splitsde.diffusion.processes import ForwardProcess
-from splitsde.diffusion.samplers import SAMPLERS
 from splitsde.symbolic.expint import GridTooShortError, _semilinear
 from splitsde.symbolic.field import field_of
 from splitsde.symbolic.history import Lagged
@@ -646,7 +645,7 @@ def conjugate(
     )
 
 
-#: The registered conjugate samplers (also added to ``SAMPLERS``).
+#: The conjugate family (listed in :data:`splitsde.diffusion.registry.SAMPLERS`).
 CONJUGATE_SAMPLERS: dict[str, ExponentialSampler] = {
     s.name: s
     for s in [
@@ -664,4 +663,3 @@ CONJUGATE_SAMPLERS: dict[str, ExponentialSampler] = {
         conjugate(3),
     ]
 }
-SAMPLERS.update(CONJUGATE_SAMPLERS)

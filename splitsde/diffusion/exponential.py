@@ -46,7 +46,7 @@ from splitsde.compose.integrator import Integrator
 from splitsde.compose.word import Word
 from splitsde.diffusion.epsilon import DiffusionClock, EpsilonField, epsilon_params, epsilon_sde
 from splitsde.diffusion.processes import ForwardProcess
-from splitsde.diffusion.samplers import SAMPLERS, Sampler
+from splitsde.diffusion.samplers import Sampler
 from splitsde.symbolic.expint import (
     TABLEAUS,
     ExponentialMultistep,
@@ -150,10 +150,6 @@ class StochasticDDIM:
         }
 
 
-def _never(*args: Any) -> Any:  # placeholder field callable for structural queries
-    raise RuntimeError("placeholder score called")
-
-
 @dataclass(frozen=True)
 class ExponentialSampler(Sampler):
     """A sampler whose one flow ``R`` is the :math:`\\varepsilon`-parametrised reverse family,
@@ -204,9 +200,6 @@ class ExponentialSampler(Sampler):
             solvers={"R": self.strategy(process)},
             **kwargs,
         )
-
-    def weak_order(self, process: ForwardProcess) -> int | None:
-        return self.integrator(process, _never).weak_order
 
     def __str__(self) -> str:
         return f"{self.name}: word R on the epsilon-parametrised reverse family"
@@ -329,7 +322,7 @@ def _ei_sde() -> ExponentialSampler:
     )
 
 
-#: The registered exponential-integrator samplers (also added to ``SAMPLERS``).
+#: The exponential-integrator family (listed in :data:`splitsde.diffusion.registry.SAMPLERS`).
 EXPONENTIAL_SAMPLERS: dict[str, ExponentialSampler] = {
     s.name: s
     for s in [
@@ -343,4 +336,3 @@ EXPONENTIAL_SAMPLERS: dict[str, ExponentialSampler] = {
         _ei_sde(),
     ]
 }
-SAMPLERS.update(EXPONENTIAL_SAMPLERS)

@@ -43,9 +43,9 @@ import numpy as np
 import sympy
 import torch
 
+from splitsde.diffusion.planning import plan as make_plan
 from splitsde.diffusion.processes import ForwardProcess
-from splitsde.diffusion.samplers import plan as make_plan
-from splitsde.diffusion.samplers import sampler as get_sampler
+from splitsde.diffusion.registry import sampler as get_sampler
 from splitsde.integrate import integrate
 from splitsde.noise import GaussianNoise, NoiseSource
 from splitsde.observers import Observer
@@ -169,7 +169,7 @@ def sample(
         raise ValueError("sigmas need at least two positive noise levels")
     name = ALIASES.get(sampler, sampler)
     s = get_sampler(name)
-    if hasattr(s, "plan"):
+    if not s.stepwise:
         raise ValueError(f"sampler {name} is a torchdiffeq solve; use a step-wise sampler")
     process = edm(float(positive[0]), float(positive[-1]))
     den = Denoiser(model, process.T, extra_args or {})

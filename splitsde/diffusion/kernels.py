@@ -23,6 +23,7 @@ instead of a matrix exponential.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,11 +37,12 @@ from splitsde.symbolic.update import Update
 if TYPE_CHECKING:
     from splitsde.compose.integrator import Integrator
     from splitsde.compose.program import Eval
-    from splitsde.diffusion.processes import ForwardProcess, KernelTerms
+    from splitsde.diffusion.protocols import ProcessLike
 
 __all__ = [
     "AffineUpdate",
     "KernelTable",
+    "KernelTerms",
     "evaluation_labels",
     "kernel_terms",
     "prepare_kernel_tables",
@@ -49,6 +51,20 @@ __all__ = [
 
 def _lambdify(args: list[sympy.Basic], expr: Any):
     return sympy.lambdify(args, expr, modules=[NUMPY_FUNCTIONS, "numpy"])
+
+
+@dataclass(frozen=True)
+class KernelTerms:
+    r"""Float64 quantities of :math:`p(z_t \mid x_0) = N(a_t \otimes x_0, S_t \otimes I)` at one
+    time: ``a`` (n,), ``S``, its lower Cholesky factor ``L``, ``L_inv_T`` (:math:`L^{-\top}`) and
+    ``S_inv`` (all ``(n, n)``)."""
+
+    t: float
+    a: np.ndarray
+    S: np.ndarray
+    L: np.ndarray
+    L_inv_T: np.ndarray
+    S_inv: np.ndarray
 
 
 class AffineUpdate:
@@ -149,14 +165,12 @@ class AffineUpdate:
         return out
 
 
-def kernel_terms(process: ForwardProcess, times: Any) -> list[KernelTerms]:
-    r""":class:`~splitsde.diffusion.processes.KernelTerms` of ``process`` at the diffusion
+def kernel_terms(process: ProcessLike, times: Any) -> list[KernelTerms]:
+    r""":class:`~splitsde.diffusion.kernels.KernelTerms` of ``process`` at the diffusion
     ``times`` (all :math:`> 0`), in one vectorised float64 pass: the data kernel
     :math:`(a_t, S_t)`, the lower Cholesky factor :math:`L_t`, :math:`L_t^{-\top}` and
     :math:`S_t^{-1} = L_t^{-\top} L_t^{-1}` (batched LAPACK calls, the same numbers as one
     time at a time)."""
-    from splitsde.diffusion.processes import KernelTerms
-
     ts = np.asarray(times, np.float64).reshape(-1)
     bad = ts[~(ts > 0)]
     if bad.size:
@@ -181,12 +195,12 @@ class KernelTable:
     """Kernel terms of one process at a set of diffusion times, filled in vectorised batches.
 
     :meth:`extend` computes the terms of the times not yet in the table in one pass; calling
-    the table with a time returns its :class:`~splitsde.diffusion.processes.KernelTerms` (a
+    the table with a time returns its :class:`~splitsde.diffusion.kernels.KernelTerms` (a
     dictionary look-up). A time that was not prepared is computed on its own and counted in
     :attr:`misses`, so a plan can check that it prepared every time its score is asked for.
     """
 
-    def __init__(self, process: ForwardProcess) -> None:
+    def __init__(self, process: ProcessLike) -> None:
         self.process = process
         self._terms: dict[float, KernelTerms] = {}
         #: Look-ups of times that were not prepared (each computed on its own).

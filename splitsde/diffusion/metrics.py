@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from splitsde.diffusion.samplers import Plan
+    from splitsde.diffusion.protocols import PlanProtocol
     from splitsde.diffusion.targets import GaussianMixture
 
 __all__ = [
@@ -129,18 +129,13 @@ def gaussian_w2(mean0: Any, cov0: Any, mean1: Any, cov1: Any) -> float:
     return math.sqrt(max(w2sq, 0.0))
 
 
-def exact_law(plan: Plan, mean0: Any, cov0: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_law(plan: PlanProtocol, mean0: Any, cov0: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact law (mean, covariance, block-major) of a plan's output for Gaussian data,
-    started from :math:`N(\\text{mean0}, \\text{cov0})`: :func:`splitsde.analysis.propagate`
-    over the sampling grid, then over the denoising step."""
-    from splitsde.analysis import propagate
-
-    d = len(_t64(mean0)) // len(plan.process.blocks)
-    shapes = {b: (d,) for b in plan.process.block_names}
-    mean, cov = propagate(plan.integrator, plan.tau, _t64(mean0), _t64(cov0), shapes)
-    if plan.denoiser is not None:
-        mean, cov = propagate(plan.denoiser, plan.denoise_tau, mean, cov, shapes)
-    return _t64(mean), _t64(cov)
+    started from :math:`N(\\text{mean0}, \\text{cov0})`: the plan's own
+    :meth:`~splitsde.diffusion.protocols.PlanProtocol.exact_law` (for a randomized sampler the
+    exact mean and covariance of its mixture law)."""
+    law = plan.exact_law(mean0, cov0)
+    return _t64(law.mean), _t64(law.cov)
 
 
 # ---------------------------------------------------------------------------------------------

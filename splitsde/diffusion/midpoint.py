@@ -25,7 +25,6 @@ from typing import Any
 
 from splitsde.diffusion.exponential import ExponentialSampler, StochasticDDIM
 from splitsde.diffusion.processes import ForwardProcess
-from splitsde.diffusion.samplers import SAMPLERS
 from splitsde.symbolic.poisson import PoissonMidpoint
 from splitsde.symbolic.solve import ExponentialEuler, SolverStrategy
 
@@ -71,7 +70,7 @@ def poisson_midpoint(
     )
 
 
-#: Registered Poisson-midpoint samplers (also added to ``SAMPLERS``).
+#: The Poisson-midpoint family (listed in :data:`splitsde.diffusion.registry.SAMPLERS`).
 POISSON_SAMPLERS = {
     s.name: s
     for s in [
@@ -82,4 +81,3 @@ POISSON_SAMPLERS = {
         poisson_midpoint(20, 1, variance_reduction=True),
     ]
 }
-SAMPLERS.update(POISSON_SAMPLERS)

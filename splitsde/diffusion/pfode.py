@@ -8,10 +8,13 @@ The probability-flow ODE is the :math:`\lambda = 0` member of the reverse family
 :class:`ProbabilityFlow` lowers that family's own symbolic drift (the score applications become
 the values of one score call) to a torch vector field and hands it to
 ``torchdiffeq.odeint`` -- an adaptive Dormand--Prince 5(4) solve (``dopri5``) with tolerances,
-or a fixed-grid method (``rk4``, ``midpoint``, ``euler``) on the sampling grid. This is a
-whole-trajectory solve by torchdiffeq's own loop (the framework's loop
-:func:`splitsde.integrate` is not involved); every score call still goes through one counter,
-:attr:`ProbabilityFlow.nfe`, which the sampler reports.
+or a fixed-grid method (``rk4``, ``midpoint``, ``euler``) on the sampling grid. The trajectory
+is solved by torchdiffeq's own loop (an adaptive solve chooses its steps, so it is not a word
+on a grid); every score call still goes through one counter, :attr:`ProbabilityFlow.nfe`,
+which the sampler reports. As a sampler it has the interface of every other family
+(:class:`~splitsde.diffusion.protocols.SamplerProtocol`: ``plan``, then ``run``, ``nfe``,
+``weak_order`` and ``exact_law`` on the plan), and its denoising step is the shared one
+(:mod:`splitsde.diffusion.denoise`), run by :func:`splitsde.integrate`.
 
 Uses: :class:`PFODESampler` (``pf-dopri5``, ``pf-rk4`` in ``splitsde compare``) and
 :func:`reference`, the tight-tolerance endpoint (dopri5, ``rtol = 1e-10``) the order tests of
@@ -27,22 +30,23 @@ from __future__ import annotations
 import math
 import time as _time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import sympy
 import torch
 
+from splitsde.diffusion import denoise as _denoise
+from splitsde.diffusion.defaults import recommended_grid
 from splitsde.diffusion.grids import check_grid, time_grid
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
-from splitsde.diffusion.samplers import SAMPLERS, BudgetError, Sampler, SampleResult
-from splitsde.integrate import integrate
+from splitsde.diffusion.protocols import BudgetError, Law, SampleResult
 from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.symbols import t
 
-__all__ = ["METHODS", "PFODEPlan", "PFODESampler", "ProbabilityFlow", "reference"]
+__all__ = ["METHODS", "PFODE_SAMPLERS", "PFODEPlan", "PFODESampler", "ProbabilityFlow", "reference"]
 
 #: torchdiffeq methods and their field evaluations per step (``None``: adaptive).
 METHODS: dict[str, int | None] = {
@@ -248,12 +252,11 @@ class PFODEPlan:
         results = []
         nfe_d = 0
         if self.denoise:
-            den = self.sampler.denoiser(self.process, self.score)
-            grid = np.array([self.process.T - self.grid[-1], self.process.T])
-            res = integrate(den, final, grid=grid, seed=seed, progress=False)
+            den = _denoise.denoiser(self.process, self.score)
+            res = _denoise.denoise(den, final, self.process, self.grid, seed)
             final, nfe_d = res.final, res.nfe
             results.append(res)
-        out = SampleResult(
+        return SampleResult(
             final,
             n + nfe_d,
             n,
@@ -262,15 +265,15 @@ class PFODEPlan:
             self.grid,
             _time.perf_counter() - started,
             results,
+            tolerance=tol,
         )
-        out.tolerance = tol  # type: ignore[attr-defined]
-        return out
 
-    def exact_law(self, mean0: Any, cov0: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def exact_law(self, mean0: Any, cov0: Any) -> Law:
         r"""The law of the output for Gaussian data (the solve is then linear in the initial
         state): the solve is probed on the zero state and the basis states (one batch), then
         :math:`m = A m_0 + c`, :math:`\Sigma = A\Sigma_0A^\top`. For adaptive methods the step
-        sequence is the one chosen for the probe batch."""
+        sequence is the one chosen for the probe batch; :attr:`Law.nfe
+        <splitsde.diffusion.protocols.Law.nfe>` is the score evaluations of that probe run."""
         m0 = torch.as_tensor(mean0, dtype=torch.float64)
         c0 = torch.as_tensor(cov0, dtype=torch.float64)
         nb = len(self.process.blocks)
@@ -283,22 +286,47 @@ class PFODEPlan:
         out = torch.cat([res.final[n] for n in self.process.block_names], dim=1)
         c = out[0]
         A = (out[1:] - c).T
-        self.last_nfe = res.nfe  # type: ignore[attr-defined]
-        return A @ m0 + c, A @ c0 @ A.T
+        return Law(A @ m0 + c, A @ c0 @ A.T, "gaussian", nfe=res.nfe)
 
 
 @dataclass(frozen=True)
-class PFODESampler(Sampler):
+class PFODESampler:
     """A torchdiffeq solve of the probability-flow ODE (then the usual denoising step).
 
     ``method`` is a torchdiffeq method (:data:`METHODS`); adaptive methods use ``rtol`` (=
     ``atol``) unless an NFE budget is given, which selects the tightest tolerance that fits.
-    Fixed-grid methods step on the sampling grid.
+    Fixed-grid methods step on the sampling grid. ``order`` is the declared order of the
+    method. It runs on every process (the probability-flow ODE of any forward process).
     """
 
+    name: str
     method: str = "dopri5"
     rtol: float = 1e-5
     order: int = 5
+    description: str = ""
+    reference: str = ""
+    reconstructed: bool = False
+
+    #: A whole-trajectory solve: its plans have no step integrator (see
+    #: :class:`~splitsde.diffusion.protocols.SamplerProtocol`).
+    stepwise: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; methods: {', '.join(METHODS)}")
+
+    def check_process(self, process: ForwardProcess) -> None:
+        """Every forward process has a probability-flow ODE: nothing to check."""
+
+    def configure(self, **options: Any) -> PFODESampler:
+        """Registry options: none (use :meth:`with_options` for ``rtol``)."""
+        if options:
+            raise ValueError(f"unknown sampler option(s) {sorted(options)}")
+        return self
+
+    def with_options(self, **changes: Any) -> PFODESampler:
+        """A copy with some attributes changed (``rtol``, ``name``, ...)."""
+        return replace(self, **changes)
 
     def plan(
         self,
@@ -307,10 +335,19 @@ class PFODESampler(Sampler):
         *,
         nfe: int | None = None,
         steps: int | None = None,
-        grid: str | Sequence[float] | np.ndarray = "uniform",
+        grid: str | Sequence[float] | np.ndarray | None = None,
         eps: float | None = None,
         denoise: bool = True,
+        **options: Any,
     ) -> PFODEPlan:
+        """Compile for a process, a score and a grid; adaptive methods take an NFE budget
+        ``nfe`` (or none: tolerance ``rtol``), fixed-grid ones ``nfe`` or ``steps`` on ``grid``
+        (``None``: the recommended grid)."""
+        if options:
+            raise TypeError(
+                f"{self.name} is not a splitting integrator; it takes no integrator options "
+                f"({', '.join(options)})"
+            )
         proc = get_process(process)
         per = METHODS[self.method]
         if per is None:
@@ -318,6 +355,8 @@ class PFODESampler(Sampler):
                 raise ValueError(f"{self.name} is adaptive: give nfe= (a budget) or neither")
             ts = check_grid(proc, [proc.T, proc.eps if eps is None else eps], eps)
             return PFODEPlan(self, proc, score, ts, nfe, denoise)
+        if grid is None:
+            grid = recommended_grid(self.name, proc)
         if isinstance(grid, str):
             if (nfe is None) == (steps is None):
                 raise ValueError("give exactly one of nfe= and steps=")
@@ -334,22 +373,17 @@ class PFODESampler(Sampler):
             ts = check_grid(proc, grid, eps)
         return PFODEPlan(self, proc, score, ts, nfe, denoise)
 
-    def integrator(self, process: ForwardProcess, score: Callable[..., Any], **kwargs: Any):
-        raise TypeError(
-            f"{self.name} is a torchdiffeq solve, not a splitting integrator; use "
-            f"sampler.plan(process, score, ...)"
-        )
-
     def weak_order(self, process: ForwardProcess) -> int | None:
+        """The declared order of the method (the same on every process)."""
         return self.order
+
+    def __str__(self) -> str:
+        return f"{self.name}: torchdiffeq {self.method} on the probability-flow ODE"
 
 
 def _pf(name: str, method: str, order: int, what: str) -> PFODESampler:
     return PFODESampler(
         name,
-        "full",
-        "R",
-        0.0,
         method=method,
         order=order,
         description=what,
@@ -357,6 +391,7 @@ def _pf(name: str, method: str, order: int, what: str) -> PFODESampler:
     )
 
 
+#: The probability-flow family (listed in :data:`splitsde.diffusion.registry.SAMPLERS`).
 PFODE_SAMPLERS: dict[str, PFODESampler] = {
     s.name: s
     for s in [
@@ -364,4 +399,3 @@ PFODE_SAMPLERS: dict[str, PFODESampler] = {
         _pf("pf-rk4", "rk4", 4, "classical RK4 (3/8 rule) on the probability-flow ODE grid"),
     ]
 }
-SAMPLERS.update(PFODE_SAMPLERS)

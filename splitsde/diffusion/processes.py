@@ -40,22 +40,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import sympy
 import torch
 
-from splitsde.diffusion.kernels import AffineUpdate, kernel_terms
+from splitsde.diffusion.kernels import AffineUpdate, KernelTerms, kernel_terms
+from splitsde.diffusion.reverse import ReverseSDE
 from splitsde.symbolic.flow import Flow
 from splitsde.symbolic.parse import as_expression, refuse_text
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter, t
-
-if TYPE_CHECKING:
-    from splitsde.diffusion.reverse import ReverseSDE
 
 __all__ = [
     "PROCESSES",
@@ -68,20 +65,6 @@ __all__ = [
     "vp",
     "vp_cosine",
 ]
-
-
-@dataclass(frozen=True)
-class KernelTerms:
-    r"""Float64 quantities of :math:`p(z_t \mid x_0) = N(a_t \otimes x_0, S_t \otimes I)` at one
-    time: ``a`` (n,), ``S``, its lower Cholesky factor ``L``, ``L_inv_T`` (:math:`L^{-\top}`) and
-    ``S_inv`` (all ``(n, n)``)."""
-
-    t: float
-    a: np.ndarray
-    S: np.ndarray
-    L: np.ndarray
-    L_inv_T: np.ndarray
-    S_inv: np.ndarray
 
 
 class ForwardProcess:
@@ -314,8 +297,6 @@ class ForwardProcess:
     def reverse(self, lam: float | Mapping[str, float] = 1.0) -> ReverseSDE:
         """The reverse-time SDE family with noise scale ``lam`` (see
         :class:`~splitsde.diffusion.reverse.ReverseSDE`)."""
-        from splitsde.diffusion.reverse import ReverseSDE
-
         key = tuple(sorted(lam.items())) if isinstance(lam, Mapping) else float(lam)
         cache = self.__dict__.setdefault("_reverse_cache", {})
         if key not in cache:  # one family (and one score field) per noise scale

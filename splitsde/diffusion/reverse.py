@@ -78,7 +78,7 @@ from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter, t
 
 if TYPE_CHECKING:
-    from splitsde.diffusion.processes import ForwardProcess
+    from splitsde.diffusion.protocols import ProcessLike
 
 __all__ = ["PARTS", "SPLITS", "ReverseSDE", "SplitSpec"]
 
@@ -139,7 +139,7 @@ class ReverseSDE:
     time; its callable receives the loop's (reverse) time :math:`\tau` as a Python float.
     """
 
-    def __init__(self, process: ForwardProcess, lam: float | Mapping[str, float] = 1.0) -> None:
+    def __init__(self, process: ProcessLike, lam: float | Mapping[str, float] = 1.0) -> None:
         self.process = process
         names = process.block_names
         if isinstance(lam, Mapping):

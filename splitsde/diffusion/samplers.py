@@ -47,7 +47,7 @@ import time as _time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -55,39 +55,31 @@ import torch
 from splitsde.compose.integrator import Integrator
 from splitsde.compose.reduce import Reduction
 from splitsde.compose.word import Word
+from splitsde.diffusion import denoise as _denoise
 from splitsde.diffusion.defaults import RECOMMENDED_LAM, recommended_grid
 from splitsde.diffusion.grids import check_grid, time_grid
 from splitsde.diffusion.kernels import prepare_kernel_tables
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
+from splitsde.diffusion.protocols import BudgetError, Law, SampleResult
 from splitsde.diffusion.reverse import ReverseSDE, SplitSpec
 from splitsde.diffusion.scores import bind_kernels
-from splitsde.errors import SplitsdeError
-from splitsde.integrate import Result, integrate
+from splitsde.integrate import integrate
 from splitsde.symbolic.solve import EulerMaruyama, SolverStrategy
 
-if TYPE_CHECKING:
-    from splitsde.diffusion.pfode import PFODEPlan
-
 __all__ = [
-    "SAMPLERS",
+    "SPLITTING_SAMPLERS",
     "BudgetError",
     "Plan",
     "SampleResult",
     "Sampler",
-    "plan",
-    "sample",
-    "sampler",
+    "steps_for_budget",
 ]
 
 _PANDEY = (
     "Pandey, Rudolph & Mandt, Towards fast stochastic sampling in diffusion generative models "
     "(2024); Efficient integrators for diffusion generative models, ICLR 2024"
 )
-
-
-class BudgetError(SplitsdeError, ValueError):
-    """An NFE budget too small for one step of a sampler (plus its denoising step)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +117,10 @@ class Sampler:
     reference: str = ""
     reconstructed: bool = False
     needs_blocks: tuple[str, ...] = ()
+
+    #: Plans are one compiled step integrator over the grid (see
+    #: :class:`~splitsde.diffusion.protocols.SamplerProtocol`).
+    stepwise: ClassVar[bool] = True
 
     # -- building ---------------------------------------------------------------------------------
     def check_process(self, process: ForwardProcess) -> None:
@@ -180,16 +176,7 @@ class Sampler:
     ) -> Integrator:
         """The one-step noise-free Euler integrator of the final denoising step (the drift at
         :math:`\\lambda = 1`, as in the reference implementations)."""
-        rev = process.reverse(1.0)
-        sde = rev.denoiser_sde()
-        return Integrator(
-            sde,
-            "D",
-            rev.params_for(sde),
-            {"s": score},
-            solvers={"D": EulerMaruyama(reason="the denoising step is one Euler step")},
-            **kwargs,
-        )
+        return _denoise.denoiser(process, score, **kwargs)
 
     def weak_order(self, process: ForwardProcess) -> int | None:
         """Declared finite-time weak order, read off the compiled integrator."""
@@ -198,6 +185,73 @@ class Sampler:
     def with_options(self, **changes: Any) -> Sampler:
         """A copy with some attributes changed (``lam``, ``reduction``, ``solvers``, ...)."""
         return replace(self, **changes)
+
+    def configure(self, **options: Any) -> Sampler:
+        """A copy with user options: ``lam`` (noise scales), ``lam_s`` (the data-block noise
+        scale of SPS), ``eval_at`` / ``time_label`` (reduced variants), ``solvers`` (merged
+        into the sampler's own)."""
+        changes: dict[str, Any] = {}
+        if "lam_s" in options:
+            lam_s = float(options.pop("lam_s"))
+            lam = self.lam
+            base = dict(lam) if isinstance(lam, Mapping) else {"x": lam, "m": lam}
+            base["x"] = lam_s
+            changes["lam"] = base
+        if "lam" in options:
+            changes["lam"] = options.pop("lam")
+        if "eval_at" in options or "time_label" in options:
+            red = self.reduction
+            if red is None or red.reuse != "per_step":
+                raise ValueError(f"eval_at/time_label apply to reduced samplers, not {self.name}")
+            changes["reduction"] = Reduction(
+                "per_step",
+                options.pop("eval_at", red.eval_at),
+                options.pop("time_label", red.time_label),
+                red.fields,
+            )
+        if "solvers" in options:
+            changes["solvers"] = {**self.solvers, **options.pop("solvers")}
+        if options:
+            raise ValueError(f"unknown sampler option(s) {sorted(options)}")
+        return replace(self, **changes) if changes else self
+
+    def plan(
+        self,
+        process: str | ForwardProcess,
+        score: Callable[..., Any],
+        *,
+        nfe: int | None = None,
+        steps: int | None = None,
+        grid: str | Sequence[float] | np.ndarray | None = None,
+        eps: float | None = None,
+        denoise: bool = True,
+        **integrator_options: Any,
+    ) -> Plan:
+        """Compile for a process, a score callable and a grid (see
+        :func:`splitsde.diffusion.planning.plan`; ``grid=None`` is the recommended grid);
+        ``integrator_options`` go to both :class:`~splitsde.compose.integrator.Integrator`
+        objects."""
+        proc = get_process(process)
+        if grid is None:
+            grid = recommended_grid(self.name, proc)
+        score = bind_kernels(score)  # kernel terms of score conversions: one table per plan
+        integ = self.integrator(proc, score, **integrator_options)
+        den = self.denoiser(proc, score, **integrator_options) if denoise else None
+        if isinstance(grid, str):
+            if (nfe is None) == (steps is None):
+                raise ValueError("give exactly one of nfe= and steps=")
+            if nfe is not None:
+                steps = steps_for_budget(integ, nfe, denoise, self.name)
+            ts = time_grid(proc, grid, steps, eps)
+        else:
+            if nfe is not None or steps is not None:
+                raise ValueError("an explicit grid fixes the steps; do not give nfe= or steps=")
+            ts = check_grid(proc, grid, eps)
+        out = Plan(self, proc, integ, den, ts)
+        prepare_kernel_tables(integ, out.tau)
+        if den is not None:
+            prepare_kernel_tables(den, out.denoise_tau)
+        return out
 
     def __str__(self) -> str:
         red = f", {self.reduction}" if self.reduction else ""
@@ -267,7 +321,8 @@ def _naive(name: str, word: str, lam: Any = 1.0, what: str = "") -> Sampler:
     )
 
 
-SAMPLERS: dict[str, Sampler] = {
+#: The splitting family (listed in :data:`splitsde.diffusion.registry.SAMPLERS`).
+SPLITTING_SAMPLERS: dict[str, Sampler] = {
     s.name: s
     for s in [
         Sampler(
@@ -323,68 +378,9 @@ SAMPLERS: dict[str, Sampler] = {
 }
 
 
-def sampler(name: str | Sampler, **options: Any) -> Sampler:
-    """A registered sampler by name, with options: ``lam`` (noise scales), ``lam_s`` (the
-    data-block noise scale of SPS), ``eval_at`` / ``time_label`` (reduced variants),
-    ``solvers``."""
-    if isinstance(name, Sampler):
-        s = name
-    else:
-        key = name.strip().lower()
-        if key not in SAMPLERS:
-            raise ValueError(f"unknown sampler {name!r}; samplers: {', '.join(SAMPLERS)}")
-        s = SAMPLERS[key]
-    changes: dict[str, Any] = {}
-    if "lam_s" in options:
-        lam_s = float(options.pop("lam_s"))
-        base = dict(s.lam) if isinstance(s.lam, Mapping) else {"x": s.lam, "m": s.lam}
-        base["x"] = lam_s
-        changes["lam"] = base
-    if "lam" in options:
-        changes["lam"] = options.pop("lam")
-    if "eval_at" in options or "time_label" in options:
-        if s.reduction is None or s.reduction.reuse != "per_step":
-            raise ValueError(f"eval_at/time_label apply to reduced samplers, not {s.name}")
-        changes["reduction"] = Reduction(
-            "per_step",
-            options.pop("eval_at", s.reduction.eval_at),
-            options.pop("time_label", s.reduction.time_label),
-            s.reduction.fields,
-        )
-    if "solvers" in options:
-        changes["solvers"] = {**s.solvers, **options.pop("solvers")}
-    if options:
-        raise ValueError(f"unknown sampler option(s) {sorted(options)}")
-    return replace(s, **changes) if changes else s
-
-
 # ---------------------------------------------------------------------------------------------
 # Planning and running
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class SampleResult:
-    """Generated samples and how they were made.
-
-    ``nfe`` is measured by the field counters (steps plus the denoising step, the way the
-    papers report it); ``results`` holds the :class:`~splitsde.integrate.Result` of the
-    sampling run and of the denoising step.
-    """
-
-    final: dict[str, torch.Tensor]
-    nfe: int
-    nfe_steps: int
-    nfe_denoise: int
-    steps: int
-    grid: np.ndarray
-    wall_time: float
-    results: list[Result]
-
-    @property
-    def x(self) -> torch.Tensor:
-        """The data block of the samples."""
-        return next(iter(self.final.values()))
-
-
 @dataclass
 class Plan:
     """A sampler compiled for one process, score and grid: what :func:`sample` runs and what
@@ -403,7 +399,8 @@ class Plan:
 
     @property
     def denoise_tau(self) -> np.ndarray:
-        return np.array([self.process.T - self.grid[-1], self.process.T])
+        """Reverse times of the denoising step."""
+        return _denoise.denoise_grid(self.process, self.grid)
 
     @property
     def steps(self) -> int:
@@ -432,7 +429,7 @@ class Plan:
         final = res.final
         nfe_d = 0
         if self.denoiser is not None:
-            den = integrate(self.denoiser, final, grid=self.denoise_tau, seed=seed, progress=False)
+            den = _denoise.denoise(self.denoiser, final, self.process, self.grid, seed)
             results.append(den)
             final, nfe_d = den.final, den.nfe
         return SampleResult(
@@ -444,6 +441,33 @@ class Plan:
             self.grid,
             _time.perf_counter() - started,
             results,
+        )
+
+    def exact_law(self, mean0: Any, cov0: Any) -> Law:
+        r"""The law of the output started from :math:`N(m_0, \Sigma_0)` (blocks
+        concatenated, block-major): :func:`splitsde.analysis.propagate` over the sampling grid
+        and the denoising step. A randomized program (Poisson midpoint) gives the exact mean
+        and covariance of its mixture law
+        (:func:`splitsde.analysis.randomized.propagate_moments`, ``kind="moments"``). Raises
+        :class:`~splitsde.analysis.affine.NotAffineError` for a score that is not affine."""
+        from splitsde.analysis import propagate
+        from splitsde.analysis.randomized import propagate_moments
+
+        m0 = torch.as_tensor(mean0, dtype=torch.float64)
+        c0 = torch.as_tensor(cov0, dtype=torch.float64)
+        d = len(m0) // len(self.process.blocks)
+        shapes = {b: (d,) for b in self.process.block_names}
+        randomized = bool(self.integrator.program.uniform_draws)
+        if randomized:
+            mean, cov = propagate_moments(self.integrator, self.tau, m0.numpy(), c0.numpy(), shapes)
+        else:
+            mean, cov = propagate(self.integrator, self.tau, m0, c0, shapes)
+        if self.denoiser is not None:
+            mean, cov = propagate(self.denoiser, self.denoise_tau, mean, cov, shapes)
+        return Law(
+            torch.as_tensor(mean, dtype=torch.float64),
+            torch.as_tensor(cov, dtype=torch.float64),
+            "moments" if randomized else "gaussian",
         )
 
 
@@ -460,93 +484,3 @@ def steps_for_budget(integ: Integrator, nfe: int, denoise: bool, name: str) -> i
     if per == 0:
         raise BudgetError(f"{name} evaluates no score per step; give steps= instead of nfe=")
     return 1 + (budget - first) // per
-
-
-def plan(
-    sampler_: str | Sampler,
-    process: str | ForwardProcess,
-    score: Callable[..., Any],
-    *,
-    nfe: int | None = None,
-    steps: int | None = None,
-    grid: str | Sequence[float] | np.ndarray | None = None,
-    eps: float | None = None,
-    denoise: bool = True,
-    check_stability: bool = True,
-    **integrator_options: Any,
-) -> Plan | PFODEPlan:
-    """Compile a sampler for a process, a score callable and a grid.
-
-    Give exactly one of ``nfe`` (a budget: the most steps that fit, counting the denoising
-    step) and ``steps``, unless ``grid`` is an explicit array of diffusion times. ``grid=None``
-    is the sampler's recommended grid for the process's family
-    (:mod:`splitsde.diffusion.defaults`). ``check_stability`` propagates the first steps on the
-    stationary linearisation and warns (:class:`~splitsde.diffusion.stability.StabilityWarning`)
-    when they amplify perturbations (:mod:`splitsde.diffusion.stability`). Samplers that
-    solve the whole trajectory themselves (``pf-dopri5``, ``pf-rk4``) return their own plan
-    (:class:`~splitsde.diffusion.pfode.PFODEPlan`), which runs the same way.
-    """
-    s = sampler(sampler_)
-    proc = get_process(process)
-    if grid is None:
-        grid = recommended_grid(s.name, proc)
-    own_plan = getattr(s, "plan", None)
-    if own_plan is not None:  # a whole-trajectory solve (the torchdiffeq PF-ODE samplers)
-        if integrator_options:
-            raise TypeError(
-                f"{s.name} is not a splitting integrator; it takes no integrator options "
-                f"({', '.join(integrator_options)})"
-            )
-        return own_plan(proc, score, nfe=nfe, steps=steps, grid=grid, eps=eps, denoise=denoise)
-    score = bind_kernels(score)  # kernel terms of score conversions: one table per plan
-    integ = s.integrator(proc, score, **integrator_options)
-    den = s.denoiser(proc, score, **integrator_options) if denoise else None
-    if isinstance(grid, str):
-        if (nfe is None) == (steps is None):
-            raise ValueError("give exactly one of nfe= and steps=")
-        if nfe is not None:
-            steps = steps_for_budget(integ, nfe, denoise, s.name)
-        ts = time_grid(proc, grid, steps, eps)
-    else:
-        if nfe is not None or steps is not None:
-            raise ValueError("an explicit grid fixes the steps; do not give nfe= or steps=")
-        ts = check_grid(proc, grid, eps)
-    out = Plan(s, proc, integ, den, ts)
-    prepare_kernel_tables(integ, out.tau)
-    if den is not None:
-        prepare_kernel_tables(den, out.denoise_tau)
-    if check_stability:
-        from splitsde.diffusion.stability import check_plan
-
-        check_plan(out)
-    return out
-
-
-def sample(
-    sampler_: str | Sampler,
-    process: str | ForwardProcess,
-    score: Callable[..., Any],
-    n: int | None = None,
-    *,
-    shape: int | Sequence[int] | None = None,
-    y0: Mapping[str, torch.Tensor] | None = None,
-    nfe: int | None = None,
-    steps: int | None = None,
-    grid: str | Sequence[float] | np.ndarray | None = None,
-    eps: float | None = None,
-    denoise: bool = True,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-    device: Any = "cpu",
-    progress: bool | None = None,
-) -> SampleResult:
-    """Draw ``n`` samples: prior at ``T`` (or ``y0``), the sampler over the grid (default: its
-    recommended grid), then the denoising step. ``shape`` is the shape of one data sample
-    (``(d,)`` or ``(C, H, W)``)."""
-    p = plan(sampler_, process, score, nfe=nfe, steps=steps, grid=grid, eps=eps, denoise=denoise)
-    if y0 is None:
-        if n is None or shape is None:
-            raise ValueError("give n= and shape= (or an initial state y0=)")
-        gen = torch.Generator(device=device).manual_seed(seed + 7919)
-        y0 = p.process.prior(n, shape, generator=gen, dtype=dtype, device=device)
-    return p.run(y0, seed=seed, progress=progress)

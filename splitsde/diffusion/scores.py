@@ -15,7 +15,7 @@ field ``s``: it receives the blocks and the loop's reverse time :math:`\tau`, co
 diffusion time :math:`t = T - \tau` (and to whatever the network expects), feeds the network
 and converts its output to the score. The conversion coefficients are float64 kernel terms
 looked up in the plan's :class:`~splitsde.diffusion.kernels.KernelTable` (computed once per
-grid when the plan is built, see :func:`~splitsde.diffusion.samplers.plan`), or in the
+grid when the plan is built, see :func:`~splitsde.diffusion.planning.plan`), or in the
 process's memo when the model is called outside a plan.
 """
 

@@ -55,6 +55,7 @@ from splitsde.analysis.affine import NotAffineError, affine_step
 from splitsde.analysis.certify import stability_bound as _bisect_bound
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
+from splitsde.diffusion.registry import sampler as get_sampler
 from splitsde.symbolic.expint import GridTooShortError
 
 if TYPE_CHECKING:
@@ -132,6 +133,8 @@ _BOUNDS: dict[tuple, StabilityBound] = {}
 
 
 def _key(s: Sampler, proc: ForwardProcess) -> tuple:
+    if not s.stepwise:  # a whole-trajectory solve: nothing to linearise, its name is the key
+        return (s.name, type(s).__name__, id(proc))
     lam = tuple(sorted(s.lam.items())) if isinstance(s.lam, dict) else s.lam
     return (s.name, repr(lam), repr(s.reduction), type(s).__name__, id(proc))
 
@@ -151,7 +154,7 @@ def _lags(integ: Any) -> int:
 
 
 def _unsupported(s: Sampler, proc: ForwardProcess) -> str:
-    if getattr(s, "plan", None) is not None:
+    if not s.stepwise:
         return "the sampler solves the whole trajectory with its own (adaptive) steps"
     if proc.stationary_variance is None:
         return f"process {proc.name} has no stationary law"
@@ -224,8 +227,6 @@ def stability_bound(
     log-spaced steps in :math:`[10^{-3}h_{max}, h_{max}]`, :math:`h_{max} = T-\varepsilon`
     (divided by :math:`r+1` for a multistep sampler reading :math:`r` past values), and
     bisected."""
-    from splitsde.diffusion.samplers import sampler as get_sampler
-
     s = get_sampler(sampler_)
     proc = get_process(process)
     key = (*_key(s, proc), points)

@@ -445,7 +445,7 @@ def _vp_sampler(name: str) -> dm.Sampler:
         s = dm.sampler(name)
     except ValueError as err:
         raise SchedulerError(str(err)) from None
-    if getattr(s, "plan", None) is not None:
+    if not s.stepwise:
         raise SchedulerError(
             f"sampler {s.name} solves the whole trajectory with torchdiffeq; the diffusers "
             "protocol needs a step-wise sampler"

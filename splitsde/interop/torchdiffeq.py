@@ -172,9 +172,9 @@ class ODESolver:
 
 
 def _ode_methods() -> list:
+    from splitsde.method_rows import solver_method_row
     from splitsde.symbolic.field import Field
     from splitsde.symbolic.flow import Flow
-    from splitsde.symbolic.solve import solver_method_row
     from splitsde.symbolic.symbols import Block
 
     q, p = Block("q"), Block("p")

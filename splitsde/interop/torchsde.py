@@ -17,7 +17,7 @@ and every field call goes through the view's counter (:attr:`TorchSDEView.nfe`).
 **State layout.** torchsde works on a flat state ``y`` of shape ``(batch, D)``. Each block of
 shape ``(batch, *event)`` is flattened to ``(batch, prod(event))`` (row-major) and the blocks are
 concatenated along the last axis in the SDE's block order; :class:`StateLayout` converts both
-ways.
+ways (:class:`splitsde.layout.StateLayout`, the library's one flat-state layout).
 
 **One Brownian path.** :class:`BrownianNoise` is a :class:`~splitsde.noise.NoiseSource` backed
 by a torchsde Brownian motion (``BrownianInterval``). A draw of the step program standing for
@@ -60,6 +60,7 @@ import torch
 from splitsde.compose.expressions import lower_expressions
 from splitsde.compose.integrator import Integrator, _definition_callable
 from splitsde.compose.program import Draw, Mark, Program
+from splitsde.layout import StateLayout
 from splitsde.noise import NoiseSource
 from splitsde.symbolic.field import Field, field_applications, field_of
 from splitsde.symbolic.sde import SDE
@@ -75,78 +76,6 @@ __all__ = [
     "pathwise_report",
     "pathwise_strong_order",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Layout of the flat state
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StateLayout:
-    """Blocks flattened and concatenated along the last axis, in the SDE's block order."""
-
-    blocks: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-
-    @classmethod
-    def of(cls, blocks: Sequence[Block | str], like: Mapping[str, Any]) -> StateLayout:
-        """The layout of states shaped like ``like`` (block name -> tensor ``(batch, ...)`` or
-        an event shape tuple)."""
-        names = tuple(str(b) for b in blocks)
-        missing = [b for b in names if b not in like]
-        if missing:
-            raise ValueError(f"no shape for block(s) {', '.join(missing)}")
-        unknown = set(like) - set(names)
-        if unknown:
-            raise ValueError(f"unknown block(s) {sorted(unknown)}; blocks: {', '.join(names)}")
-        shapes = []
-        for b in names:
-            v = like[b]
-            if isinstance(v, torch.Tensor):
-                if v.ndim == 0:
-                    raise ValueError(f"block {b} is 0-dimensional; give it a batch dimension")
-                shapes.append(tuple(v.shape[1:]))
-            else:
-                shapes.append(tuple(int(n) for n in v))
-        return cls(names, tuple(shapes))
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return tuple(math.prod(s) for s in self.shapes)
-
-    @property
-    def offsets(self) -> dict[str, tuple[int, int]]:
-        """Column range ``[start, stop)`` of each block."""
-        out, a = {}, 0
-        for b, n in zip(self.blocks, self.sizes):
-            out[b] = (a, a + n)
-            a += n
-        return out
-
-    @property
-    def dim(self) -> int:
-        return sum(self.sizes)
-
-    def flatten(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``(batch, D)`` from a state mapping."""
-        parts = []
-        for b, shape in zip(self.blocks, self.shapes):
-            x = state[b]
-            if tuple(x.shape[1:]) != shape:
-                raise ValueError(
-                    f"block {b} has event shape {tuple(x.shape[1:])}, the layout says {shape}"
-                )
-            parts.append(x.reshape(x.shape[0], -1))
-        return torch.cat(parts, dim=-1)
-
-    def unflatten(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A state mapping from ``(..., D)`` (leading axes kept: ``(T, batch, D)`` works)."""
-        if y.shape[-1] != self.dim:
-            raise ValueError(f"the flat state has {y.shape[-1]} columns, the layout {self.dim}")
-        out = {}
-        for b, shape in zip(self.blocks, self.shapes):
-            a, c = self.offsets[b]
-            out[b] = y[..., a:c].reshape(*y.shape[:-1], *shape)
-        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +139,7 @@ class TorchSDEView(torch.nn.Module):
         super().__init__()
         self.sde = sde
         self.layout = layout
-        if layout.blocks != tuple(b.name for b in sde.blocks):
+        if layout.block_names != tuple(b.name for b in sde.blocks):
             raise ValueError("the layout's blocks differ from the SDE's")
         drift = [sde.drift[b] for b in sde.blocks]
         noise_map = _view_noise(sde)
@@ -261,7 +190,7 @@ class TorchSDEView(torch.nn.Module):
 
     def _blocks(self, y: torch.Tensor) -> list[torch.Tensor]:
         m = self.layout.unflatten(y)
-        return [m[b] for b in self.layout.blocks]
+        return [m[b] for b in self.layout.block_names]
 
     def _flat(self, values: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([v.reshape(v.shape[0], -1) for v in values], dim=-1)
@@ -277,11 +206,11 @@ class TorchSDEView(torch.nn.Module):
     def f_and_g(self, t: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Drift and diffusion sharing one evaluation of each field."""
         vals = self._fg(self._blocks(y), float(t))
-        n = len(self.layout.blocks)
+        n = len(self.layout.block_names)
         return self._flat(vals[:n]), self._flat(vals[n:])
 
     def extra_repr(self) -> str:
-        return f"{self.sde.name or 'SDE'}; blocks {self.layout.blocks}; D = {self.layout.dim}"
+        return f"{self.sde.name or 'SDE'}; blocks {self.layout.block_names}; D = {self.layout.dim}"
 
 
 def as_torchsde(
@@ -509,7 +438,7 @@ class BrownianNoise(NoiseSource):
     def _assign_columns(self, sde: SDE) -> dict[tuple[str, str], tuple[str, int, int]]:
         """(flow, block) -> (which motion, first column, number of columns)."""
         offsets = self.layout.offsets
-        sizes = dict(zip(self.layout.blocks, self.layout.sizes))
+        sizes = dict(zip(self.layout.block_names, self.layout.sizes))
         cols: dict[tuple[str, str], tuple[str, int, int]] = {}
         taken: set[str] = set()
         nxt = 0

@@ -9,6 +9,7 @@ from splitsde.langevin.observables import (
     kinetic_energy,
     kinetic_temperature,
     potential_energy,
+    temperature_from_kinetic_energy,
 )
 from splitsde.langevin.reporter import Reporter, ReporterError, plot_report, read_report
 from splitsde.langevin.units import OPENMM_UNITS, REDUCED_UNITS, Units
@@ -31,5 +32,6 @@ __all__ = [
     "potential_energy",
     "potentials",
     "read_report",
+    "temperature_from_kinetic_energy",
     "underdamped",
 ]

@@ -8,7 +8,7 @@ Underdamped (letters as in openmmtools: A = "R", B = "V", O = "O")
 
 with :math:`F = -\nabla U`. Each flow is solved exactly by the derived solvers (two shears and
 an Ornstein--Uhlenbeck flow). With ``force_groups`` the kick splits into ``B0``, ``B1``, ...,
-one per force group, for multiple time-stepping words such as ``"B0 B1 A A O A A B1 B0"``.
+one per force group, for multiple time-stepping words such as ``"B0 B1 A B1 O B1 A B1 B0"``.
 
 Overdamped
 
@@ -30,8 +30,10 @@ import numpy as np
 import sympy
 import torch
 
+from splitsde.compose.presets import PRESETS
 from splitsde.langevin.potentials import _Q, Potential, PotentialError
 from splitsde.langevin.units import Units
+from splitsde.methods import MethodInfo, register_method
 from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow
@@ -277,3 +279,32 @@ def overdamped_lm(
         sde, {"kT": kT}, {"F": potential.force}, [potential], kT, 1.0, True, f"LM {potential.name}"
     )
     return sys_, float(np.sqrt(2.0 * h))
+
+
+def _preset_methods() -> list[MethodInfo]:
+    """Method-table rows: the declared orders and invariant-measure notes, the field
+    evaluations per step and exact sub-flows of each preset compiled on underdamped Langevin
+    (the presets are data in :mod:`splitsde.compose.presets`; their letters are this module's)."""
+    from splitsde.langevin.potentials import Harmonic
+
+    system = underdamped(Harmonic(1.0))
+    rows = []
+    for p in PRESETS.values():
+        integ = system.integrator(p.name)
+        exact = dict.fromkeys(s.letter for s in integ.program.substeps if s.solver.exact)
+        name = p.name + (f" (alias {', '.join(p.aliases)})" if p.aliases else "")
+        rows.append(
+            MethodInfo(
+                name=name if p.word == p.name else f"{name}: `{p.word}`",
+                kind="Langevin preset",
+                weak_order=str(p.weak_order),
+                invariant=p.invariant,
+                evaluations=str(integ.evaluations_per_step),
+                exact_subflows=", ".join(exact) or "none",
+                reference=p.reference,
+            )
+        )
+    return rows
+
+
+register_method("Langevin presets", _preset_methods)

@@ -5,7 +5,8 @@ of the run (energies in the potential's unit, temperatures as :math:`k_BT` in th
 * kinetic energy :math:`K = \tfrac12 p^\top M^{-1} p` per walker (:func:`kinetic_energy`),
 * kinetic temperature :math:`k_BT_{kin} = 2K / N_{dof}` per walker (:func:`kinetic_temperature`),
   with :math:`N_{dof}` the number of coordinates minus constrained degrees of freedom where the
-  caller says so,
+  caller says so; the formula itself, for a kinetic energy and a count of degrees of freedom
+  from elsewhere (an OpenMM state), is :func:`temperature_from_kinetic_energy`,
 * configurational temperature :math:`k_BT_{conf} = \langle |\nabla U|^2\rangle / \langle \Delta
   U \rangle` (Rugh, Phys. Rev. Lett. 78 (1997) 772; Butler et al., J. Chem. Phys. 109 (1998)
   6519), an estimator of :math:`k_BT` that needs no momenta: its per-walker terms
@@ -13,8 +14,9 @@ of the run (energies in the potential's unit, temperatures as :math:`k_BT` in th
   (:func:`configurational_temperature`) and time averages after a burn-in
   (:class:`ConfigurationalTemperature`).
 
-For temperatures in kelvin divide by :math:`k_B` in the energy unit per kelvin (see
-:class:`~splitsde.langevin.units.Units`; the reporter does it).
+Temperatures come in ``units.temperature`` of the :class:`~splitsde.langevin.units.Units`
+passed: :math:`k_BT` in energy units by default, kelvin with a Boltzmann constant
+(``units=OPENMM_UNITS``); the reporter passes its own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+from splitsde.langevin.units import REDUCED_UNITS, Units
 from splitsde.observers import Observer
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "kinetic_energy",
     "kinetic_temperature",
     "potential_energy",
+    "temperature_from_kinetic_energy",
 ]
 
 
@@ -44,15 +48,35 @@ def kinetic_energy(state: Mapping[str, torch.Tensor], mass: Any = 1.0) -> torch.
     return 0.5 * (p * p / m).reshape(p.shape[0], -1).sum(-1)
 
 
-def kinetic_temperature(
-    state: Mapping[str, torch.Tensor], mass: Any = 1.0, removed_dof: int = 0
-) -> torch.Tensor:
-    r"""Per-walker instantaneous kinetic temperature :math:`k_BT = 2K / N_{dof}` in energy
-    units, :math:`N_{dof}` = coordinates per walker minus ``removed_dof``."""
-    ndof = state["p"][0].numel() - removed_dof
+def temperature_from_kinetic_energy(
+    kinetic_energy: Any, ndof: int, units: Units = REDUCED_UNITS
+) -> Any:
+    r"""The kinetic-temperature formula, written once: :math:`k_BT_{kin} = 2K / N_{dof}`,
+    returned in ``units.temperature`` -- :math:`k_BT` in the energy unit of ``K`` for
+    :data:`~splitsde.langevin.units.REDUCED_UNITS` (the default), kelvin
+    (:math:`T = 2K / (N_{dof} k_B)`) when ``units`` has a Boltzmann constant, as
+    :data:`~splitsde.langevin.units.OPENMM_UNITS`. ``K`` may be a number, an array or a
+    tensor (per walker); the OpenMM backend's
+    :func:`~splitsde.backends.openmm.kinetic_temperature` uses this formula too."""
     if ndof < 1:
         raise ValueError(f"no kinetic degrees of freedom left ({ndof})")
-    return 2.0 * kinetic_energy(state, mass) / ndof
+    return units.temperature_from_kT(2.0 * kinetic_energy / ndof)
+
+
+def kinetic_temperature(
+    state: Mapping[str, torch.Tensor],
+    mass: Any = 1.0,
+    removed_dof: int = 0,
+    *,
+    units: Units = REDUCED_UNITS,
+) -> torch.Tensor:
+    r"""Per-walker instantaneous kinetic temperature :math:`k_BT_{kin} = 2K / N_{dof}`,
+    :math:`N_{dof}` = coordinates per walker minus ``removed_dof``, in ``units.temperature``:
+    :math:`k_BT` in energy units by default (reduced units), kelvin with
+    ``units=OPENMM_UNITS`` or any :class:`~splitsde.langevin.units.Units` with a Boltzmann
+    constant (see :func:`temperature_from_kinetic_energy`)."""
+    ndof = state["p"][0].numel() - removed_dof
+    return temperature_from_kinetic_energy(kinetic_energy(state, mass), ndof, units)
 
 
 def potential_energy(state: Mapping[str, torch.Tensor], system: Any) -> torch.Tensor:

@@ -277,9 +277,7 @@ configurational_temperature, acceptance, speed, elapsed_time:
             cols.append(
                 (
                     f"Temperature ({u.temperature})",
-                    lambda s: u.temperature_from_kT(
-                        float(kinetic_temperature(s, mass, removed).mean())
-                    ),
+                    lambda s: float(kinetic_temperature(s, mass, removed, units=u).mean()),
                 )
             )
         conf_ok, why = True, ""

@@ -61,8 +61,14 @@ class LinearProblem:
         return self.system.sde
 
     @property
-    def blocks(self) -> tuple[str, ...]:
-        return tuple(b.name for b in self.sde.blocks)
+    def blocks(self) -> tuple[Block, ...]:
+        """The SDE's block symbols, in order."""
+        return self.sde.blocks
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        """The blocks' names, in order (the keys of a state mapping)."""
+        return self.sde.block_names
 
     @property
     def dim(self) -> int:
@@ -109,13 +115,15 @@ class LinearProblem:
         L = V * np.sqrt(np.clip(w, 0.0, None))
         z = torch.randn(walkers, D, generator=generator, dtype=torch.float64)
         y = torch.from_numpy(m.copy()) + z @ torch.from_numpy(L.T.copy())
-        return {b: y[:, i].clone() for i, b in enumerate(self.blocks)}
+        return {b: y[:, i].clone() for i, b in enumerate(self.block_names)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, dim={self.dim})"
 
 
 def _numeric(M: sympy.Matrix, values: Mapping[sympy.Symbol, float]) -> np.ndarray:
+    if not M.free_symbols:  # exact numbers: convert entrywise (evalf of a large matrix is slow)
+        return np.array([[float(x) for x in row] for row in M.tolist()], dtype=np.float64)
     rep = {k: sympy.Float(v, 17) for k, v in values.items()}
     out = M.xreplace(rep).evalf(17)
     if out.free_symbols:
@@ -229,9 +237,10 @@ def random_linear(dim: int, seed: int = 0, *, commuting: bool = False) -> Linear
     b_flow_moves = any(A[j, i] != 0 for j in Q for i in P) or any(R[j] != 0 for j in Q)
     if not (stable and b_flow_moves):
         A = base  # keep the dissipative skew coupling: stable, and B has a nonzero drift
+    # sympy.Add(*terms) builds each drift in one go (a running sum is quadratic in dim)
     flows = {
-        "A": Flow({xs[i]: sum((A[i, j] * xs[j] for j in Q), R[i] * xs[i]) for i in P}),
-        "B": Flow({xs[j]: sum((A[j, i] * xs[i] for i in P), R[j] * xs[j]) for j in Q}),
+        "A": Flow({xs[i]: sympy.Add(R[i] * xs[i], *(A[i, j] * xs[j] for j in Q)) for i in P}),
+        "B": Flow({xs[j]: sympy.Add(R[j] * xs[j], *(A[j, i] * xs[i] for i in P)) for j in Q}),
         "O": Flow(
             {xs[k]: -d[k] * xs[k] for k in range(dim)},
             {xs[k]: sympy.sqrt(s2[k]) for k in range(dim)},

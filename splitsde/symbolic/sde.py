@@ -19,7 +19,7 @@ from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow, check_expression
 from splitsde.symbolic.solve import Solver, SolverStrategy
-from splitsde.symbolic.symbols import Block, Parameter
+from splitsde.symbolic.symbols import LETTER, Block, Parameter
 
 __all__ = ["SDE"]
 
@@ -54,9 +54,9 @@ class SDE:
         energy: Energy | None = None,
         name: str = "",
     ) -> None:
-        from splitsde.compose.word import LETTER
-
         self.blocks: tuple[Block, ...] = tuple(blocks)
+        #: The blocks' names, in order (the keys of a state mapping).
+        self.block_names: tuple[str, ...] = tuple(b.name for b in self.blocks)
         if not self.blocks:
             raise ValueError("an SDE needs at least one block")
         for b in self.blocks:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import sympy
 
 __all__ = [
+    "LETTER",
     "Block",
     "Coefficient",
     "FieldValue",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+#: The name of a flow, a letter of the word grammar: an upper-case ASCII letter followed by
+#: optional digits (``A``, ``B``, ``O``, ``B0``, ``B1``).
+LETTER = re.compile(r"[A-Z][0-9]*\Z")
 
 
 def _check_name(name: str, kind: str) -> str:

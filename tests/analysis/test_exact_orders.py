@@ -10,11 +10,10 @@ a symmetric word order 2, and both are exact when all flows commute.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import sympy
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from strategies import palindromes
 
 import splitsde as sd
 from splitsde import problems
@@ -26,29 +25,6 @@ from splitsde.analysis import (
 )
 
 LETTERS = ("A", "B", "O")
-
-
-@st.composite
-def palindromes(draw, weighted=False):
-    """Symmetric words over A, B, O. With ``weighted`` every letter carries an explicit weight,
-    mirrored about the centre: each occurrence gets a random positive integer, divided by the
-    letter's total (the half counted twice); one letter is repeated in the half, so that
-    (unless its integers are equal) its weights are not the default equal split."""
-    half = draw(st.lists(st.sampled_from(LETTERS), max_size=2 if weighted else 3))
-    center = draw(st.sampled_from(LETTERS))
-    half += [x for x in LETTERS if x not in half and x != center]
-    if not weighted:
-        return " ".join([*half, center, *reversed(half)])
-    half.insert(draw(st.integers(0, len(half))), draw(st.sampled_from(LETTERS)))
-    n = len(half) + 1
-    raw = draw(st.lists(st.integers(1, 5), min_size=n, max_size=n))
-    total = dict.fromkeys(LETTERS, 0)
-    for x, r in zip(half, raw):
-        total[x] += 2 * r
-    total[center] += raw[-1]
-    left = [f"{x}[{Fraction(r, total[x])}]" for x, r in zip(half, raw)]
-    middle = f"{center}[{Fraction(raw[-1], total[center])}]"
-    return " ".join([*left, middle, *reversed(left)])
 
 
 systems = st.builds(

@@ -68,7 +68,7 @@ def test_monte_carlo_matches_exact_n_step_law(case, data, h, steps, seed):
     cov0 = G @ G.T + 0.1 * np.eye(D)
     y0 = prob.initial_state(WALKERS, mean0, cov0, torch.Generator().manual_seed(seed))
     res = sd.integrate(integ, y0, h=h, steps=steps, seed=seed + 1)
-    y = np.stack([res.final[b].numpy() for b in prob.blocks], axis=1)
+    y = np.stack([res.final[b].numpy() for b in prob.block_names], axis=1)
     mean, cov = propagate(integ, h * np.arange(steps + 1), mean0, cov0)
     _check_moments(y, mean, cov)
 
@@ -78,7 +78,7 @@ def test_cross_check_detects_a_wrong_law():
     prob = problems.harmonic(1.5, 0.3, 1.0, 1.0)
     y0 = prob.initial_state(WALKERS, [1.0, 0.0], [0.1, 0.1], torch.Generator().manual_seed(0))
     res = sd.integrate(prob.integrator("OBA"), y0, h=0.4, steps=10, seed=1)
-    y = np.stack([res.final[b].numpy() for b in prob.blocks], axis=1)
+    y = np.stack([res.final[b].numpy() for b in prob.block_names], axis=1)
     mean, cov = propagate(prob.integrator("BAOAB"), 0.4 * np.arange(11), [1.0, 0.0], [0.1, 0.1])
     try:
         _check_moments(y, mean, cov)

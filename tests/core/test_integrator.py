@@ -20,7 +20,7 @@ def harmonic(omega=1.0, gamma=1.0, kT=1.0, mass=1.0):
 
 
 def stationary(integ, y0, h, burn, steps, seed=0, block="q"):
-    obs = [sd.Running(lambda s: s[block], block, burn_in=burn)]
+    obs = [sd.Running(lambda t, s: s[block], block, burn_in=burn)]
     res = sd.integrate(integ, y0, h=h, steps=burn + steps, seed=seed, observers=obs)
     return walker_batch_means(res.finals[block]["mean"], res.finals[block]["mean_sq"]), res
 

@@ -39,7 +39,7 @@ RUN = textwrap.dedent(
         observers = [
             killer,
             sd.WorkAndHeat(),
-            sd.Running(lambda s: s["q"], "q", burn_in=5),
+            sd.Running(lambda t, s: s["q"], "q", burn_in=5),
             sd.observe(lambda t, s: s["q"].mean().item(), "qbar", every=7),
         ]
         return sd.integrate(
@@ -125,17 +125,21 @@ def test_resume_of_a_finished_run_returns_the_same_result(tmp_path):
 
 
 def test_corrupted_checkpoint_is_refused(tmp_path):
+    """Both files damaged (the newest and the previous one it falls back to)."""
     _small(tmp_path)
-    path = tmp_path / "c.ckpt"
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    paths = [tmp_path / "c.ckpt", tmp_path / "c.ckpt.prev"]
+    raws = [bytearray(p.read_bytes()) for p in paths]
+    for p, raw in zip(paths, raws):
+        raw[len(raw) // 2] ^= 0x01
+        p.write_bytes(bytes(raw))
     with pytest.raises(sd.CheckpointError, match="corrupted"):
         _small(tmp_path, resume=True)
-    path.write_bytes(bytes(raw[: len(raw) // 3]))
+    for p, raw in zip(paths, raws):
+        p.write_bytes(bytes(raw[: len(raw) // 3]))
     with pytest.raises(sd.CheckpointError, match="corrupted"):
         _small(tmp_path, resume=True)
-    path.write_bytes(b"not a checkpoint")
+    for p in paths:
+        p.write_bytes(b"not a checkpoint")
     with pytest.raises(sd.CheckpointError, match="not a splitsde checkpoint"):
         _small(tmp_path, resume=True)
 

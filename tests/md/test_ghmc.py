@@ -58,8 +58,8 @@ def test_ghmc_samples_exact_harmonic_distribution(h):
     system = _system(m, omega)
     y0 = _equilibrium(2000, m, omega)
     obs = [
-        sd.Running(lambda s: s["q"], "q", burn_in=20),
-        sd.Running(lambda s: s["p"], "p", burn_in=20),
+        sd.Running(lambda t, s: s["q"], "q", burn_in=20),
+        sd.Running(lambda t, s: s["p"], "p", burn_in=20),
     ]
     res = sd.integrate(system.integrator("GHMC"), y0, h=h, steps=420, seed=3, observers=obs)
     q = walker_batch_means(res.finals["q"]["mean"], res.finals["q"]["mean_sq"])

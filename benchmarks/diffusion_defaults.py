@@ -141,8 +141,12 @@ def run_stability(args: argparse.Namespace) -> list[dict[str, Any]]:
             if not applicable(name, proc):
                 continue
             started = time.perf_counter()
-            b = dm.stability_bound(name, proc)
-            out.append({**b.to_json(), "seconds": time.perf_counter() - started})
+            try:
+                b = dm.stability_bound(name, proc).to_json()
+            except Exception as err:  # recorded, not fatal: the other sections still run
+                b = {"sampler": name, "process": pname, "bound": None, "h_max": None,
+                     "method": "not computed", "reason": f"error: {err}"}  # fmt: skip
+            out.append({**b, "seconds": time.perf_counter() - started})
     return out
 
 
@@ -233,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         selection = dd.select(rows)
         result["rows"] = rows
         result["selection"] = selection
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(to_jsonable(result), indent=1))  # keep it if a later one fails
         print(kl_table(rows, selection))
         print("\nrecommended (sampler: lam, grids per family)")
         for name, sel in selection.items():

@@ -62,10 +62,51 @@ SELECTION: dict[str, Any] = {
 }
 
 #: Recommended grid per sampler and family (winners of benchmarks/diffusion_defaults.py).
-RECOMMENDED_GRIDS: dict[str, dict[str, str]] = {}
+RECOMMENDED_GRIDS: dict[str, dict[str, str]] = {
+    "em": {"vp": "quadratic", "ve": "uniform", "augmented": "cubic"},
+    "pf-euler": {"vp": "quadratic", "ve": "logsnr", "augmented": "quadratic"},
+    "sscs": {"vp": "cubic", "ve": "uniform", "augmented": "logsnr"},
+    "ddim": {"vp": "cubic", "ve": "uniform"},
+    "ddpm": {"vp": "cubic", "ve": "uniform"},
+    "deis-tab1": {"vp": "cubic", "ve": "uniform", "augmented": "quadratic"},
+    "deis-tab2": {"vp": "cubic", "ve": "uniform", "augmented": "quadratic"},
+    "deis-tab3": {"vp": "cubic", "ve": "uniform", "augmented": "cubic"},
+    "deis-rhoab1": {"vp": "cubic", "ve": "uniform"},
+    "deis-rhoab2": {"vp": "quadratic", "ve": "uniform"},
+    "deis-rhoab3": {"vp": "quadratic", "ve": "uniform"},
+    "deis-logrho1": {"vp": "quadratic", "ve": "uniform"},
+    "deis-logrho2": {"vp": "edm", "ve": "edm"},
+    "deis-logrho3": {"vp": "logsnr", "ve": "logsnr"},
+    "rhork-euler": {"vp": "cubic", "ve": "uniform"},
+    "rhork-heun": {"vp": "quadratic", "ve": "uniform"},
+    "rhork-kutta3": {"vp": "quadratic", "ve": "uniform"},
+    "rhork-rk4": {"vp": "quadratic", "ve": "uniform"},
+    "ipndm": {"vp": "cubic", "ve": "uniform"},
+    "ei-sde": {"vp": "quadratic", "ve": "uniform", "augmented": "quadratic"},
+    "cddim": {"vp": "cubic", "ve": "uniform", "augmented": "cubic"},
+    "cddim-sde": {"vp": "cubic", "ve": "uniform", "augmented": "cubic"},
+    "cdeis1": {"vp": "quadratic", "ve": "uniform", "augmented": "quadratic"},
+    "cdeis2": {"vp": "edm", "ve": "edm", "augmented": "quadratic"},
+    "cdeis3": {"vp": "logsnr", "ve": "logsnr", "augmented": "cubic"},
+    "pf-rk4": {"vp": "cubic", "ve": "edm", "augmented": "quadratic"},
+    "oba": {"augmented": "quadratic"},
+    "bao": {"augmented": "quadratic"},
+    "obab": {"augmented": "cubic"},
+    "vv": {"augmented": "edm"},
+    "reduced-oba": {"augmented": "quadratic"},
+    "reduced-bao": {"augmented": "quadratic"},
+    "reduced-obab": {"augmented": "cubic"},
+    "reduced-vv": {"augmented": "uniform"},
+    "sps": {"augmented": "quadratic"},
+    "csps": {"augmented": "cubic"},
+}
 
 #: Recommended noise scale per sampler (winners of benchmarks/diffusion_defaults.py).
-RECOMMENDED_LAM: dict[str, Any] = {}
+RECOMMENDED_LAM: dict[str, Any] = {
+    "cddim-sde": 0.25,
+    "sps": {"x": 0.0},
+    "csps": {"x": 0.0, "m": 1.0},
+}
 
 
 def family(process: ForwardProcess) -> str:

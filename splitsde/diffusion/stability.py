@@ -249,7 +249,9 @@ def stability_bound(
         seen: dict[float, np.ndarray] = {}
 
         def phi(h: float) -> np.ndarray:
-            h = float(f"{h:.3g}")  # the bound is resolved to 3 significant digits
+            # the bound is resolved to 3 significant digits (never beyond h_max: a multistep
+            # sampler needs its steps)
+            h = min(float(f"{h:.3g}"), h_max)
             if h not in seen:  # rho(phi) >= 1 iff the amplification reaches the threshold
                 seen[h] = np.array([[amplification(s, proc, h) / threshold(proc, h)]])
             return seen[h]

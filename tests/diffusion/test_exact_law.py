@@ -64,7 +64,9 @@ def test_output_law_with_denoising_approaches_the_data_law(proc_name, name, data
     var = torch.tensor([v for v in proc.prior_variance() for _ in range(d)], dtype=torch.float64)
     kls = []
     for nfe in (25, 100, 400):
-        plan = dm.plan(name, proc, data.score(proc), nfe=nfe)
+        # uniform grid: the first-order convergence the ratio below checks is that of a fixed
+        # grid family (recommended grids are chosen per budget)
+        plan = dm.plan(name, proc, data.score(proc), nfe=nfe, grid="uniform")
         m, c = dm.exact_law(plan, torch.zeros(len(var), dtype=torch.float64), torch.diag(var))
         kls.append(dm.gaussian_kl(m[:d], c[:d, :d], data.mean, data.cov))
     assert kls[0] > kls[1] > kls[2]

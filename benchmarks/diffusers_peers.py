@@ -181,7 +181,7 @@ def sample_rows(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    nfes = [5] if args.quick else NFES
+    nfes = [5] if args.quick else NFES  # NFE 5 is needed by the cross-check
     n, batches = (400, 4) if args.quick else (args.n, args.batches)
     samplers = ["ddim", "deis-tab3"] if args.quick else SPLITSDE
     d = 4 if args.quick else 8
@@ -201,6 +201,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows += exact_rows(problem, nfes, comp.reference)
         else:
             rows += sample_rows(problem, nfes, n, batches, args.seed)
+        # Cross-check of the two implementations: diffusers' Euler (Euler in sigma = DDIM) on
+        # its linspace timesteps and splitsde's DDIM on the uniform grid take the same steps
+        # except the last one, so their values at NFE 5 must nearly agree.
+        uniform = dm.compare(
+            "vp", tgt, ["ddim"], [5], n=n, seed=args.seed, exact=exact, batches=batches,
+            grid="uniform", progress=False,
+        )  # fmt: skip
+        euler = next(r for r in rows if r["sampler"] == "Euler" and r["nfe_budget"] == 5)
+        cross_check = {
+            "nfe": 5,
+            "splitsde ddim, uniform grid": uniform.rows[0][comp.metric],
+            "diffusers Euler": euler[comp.metric],
+        }
         blocks.append(
             {
                 "target": tname,
@@ -210,6 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "floor": comp.floor,
                 "divergence_reference": comp.reference,
                 "rows": rows,
+                "cross_check": cross_check,
                 "seconds": time.perf_counter() - started,
             }
         )

@@ -129,7 +129,9 @@ def stationary_score(process: ForwardProcess) -> Callable[..., Any]:
 
 
 _INTEGRATORS: dict[tuple, Any] = {}
-_BOUNDS: dict[tuple, StabilityBound] = {}
+# Values keep their process alive (or are checked against it): the keys hold id(process), which
+# a collected process would hand on to the next one.
+_BOUNDS: dict[tuple, tuple[StabilityBound, ForwardProcess]] = {}
 
 
 def _key(s: Sampler, proc: ForwardProcess) -> tuple:
@@ -230,8 +232,8 @@ def stability_bound(
     s = get_sampler(sampler_)
     proc = get_process(process)
     key = (*_key(s, proc), points)
-    if key in _BOUNDS:
-        return _BOUNDS[key]
+    if key in _BOUNDS and _BOUNDS[key][1] is proc:
+        return _BOUNDS[key][0]
     h_max = proc.T - proc.eps
     why = _unsupported(s, proc)
     method = "one-step map from the prior"
@@ -261,7 +263,7 @@ def stability_bound(
         out = StabilityBound(s.name, proc.name, bound, h_max, method)
     if len(_BOUNDS) > 1024:
         _BOUNDS.clear()
-    _BOUNDS[key] = out
+    _BOUNDS[key] = (out, proc)
     return out
 
 

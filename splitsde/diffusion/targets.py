@@ -22,6 +22,7 @@ Reference: the oracle construction of ``algorithms.md`` §6.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +91,12 @@ class GaussianMixture:
         self.means = mu
         self.covs = c
         self.name = name or f"{K}-component Gaussian mixture in {d}-D"
-        self._cache: dict[tuple[int, float], dict[str, torch.Tensor]] = {}
+        # Keyed by the process object itself (weakly), never by id(): a collected process's id
+        # is reused by the next one, which may have other blocks (a stale kernel of the wrong
+        # size was served that way).
+        self._cache: weakref.WeakKeyDictionary[Any, dict[float, dict[str, torch.Tensor]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- basic ------------------------------------------------------------------------------------
     @property
@@ -143,8 +149,8 @@ class GaussianMixture:
 
     # -- marginals under a process ----------------------------------------------------------------
     def _marginal(self, process: ForwardProcess, t: float) -> dict[str, torch.Tensor]:
-        key = (id(process), float(t))
-        hit = self._cache.get(key)
+        per_process = self._cache.setdefault(process, {})
+        hit = per_process.get(float(t))
         if hit is not None:
             return hit
         k = process.terms(t) if t > 0 else None
@@ -171,9 +177,9 @@ class GaussianMixture:
             L_inv = torch.linalg.solve_triangular(L, eye_D, upper=False)
             out["prec"] = L_inv.transpose(-1, -2) @ L_inv
             out["logdet"] = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-        if len(self._cache) > 20_000:
-            self._cache.clear()
-        self._cache[key] = out
+        if len(per_process) > 20_000:
+            per_process.clear()
+        per_process[float(t)] = out
         return out
 
     def marginal(self, process: ForwardProcess, t: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -119,3 +119,29 @@ def test_sample_marginal_has_the_marginal_law(proc_name, which, t):
         for j in range(mix.components):
             zj = moment_z(flat[k == j], means[j], covs[j])
             assert zj.abs().max() < Z, (j, zj)
+
+
+def test_marginal_cache_never_serves_another_process(monkeypatch):
+    """Regression: the marginal cache was keyed by ``id(process)``; a process created after
+    another was collected can get its id, and a PSLD process (two blocks) was served the VP
+    kernel (shapes (K, d) instead of (K, 2d): a FieldError in the samplers, seen under xdist).
+    The collision is made certain here by giving every object the same id in the module; the
+    PSLD marginal must still be its own: covariances kron(a a^T, C_k) + kron(S, I) from its
+    data kernel."""
+    import splitsde.diffusion.targets as targets_module
+
+    monkeypatch.setattr(targets_module, "id", lambda obj: 0, raising=False)
+    target = dm.GaussianMixture.random(2, 2, seed=3)
+    t = 0.3
+    target.marginal(dm.process("vp"), t)
+    psld = dm.process("psld-cifar10")
+    means, covs = target.marginal(psld, t)
+    k = psld.terms(t)
+    a = torch.as_tensor(k.a, dtype=torch.float64)
+    S = torch.as_tensor(k.S, dtype=torch.float64)
+    expected = torch.stack(
+        [torch.kron(torch.outer(a, a), c) + torch.kron(S, torch.eye(2, dtype=torch.float64))
+         for c in target.covs]
+    )  # fmt: skip
+    assert means.shape == (2, 4) and covs.shape == (2, 4, 4)
+    torch.testing.assert_close(covs, expected, rtol=1e-12, atol=1e-12)

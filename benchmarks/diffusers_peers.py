@@ -44,7 +44,7 @@ import torch
 
 import splitsde as sd
 import splitsde.diffusion as dm
-from splitsde.cli.common import to_jsonable
+from splitsde.apps.cli.common import to_jsonable
 from splitsde.diffusion.grids import _invert_noise_level
 from splitsde.diffusion.metrics import DIVERGENCE_FACTOR, diverged
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 import splitsde.diffusion as dm
-from splitsde.cli.common import to_jsonable
+from splitsde.apps.cli.common import to_jsonable
 from splitsde.diffusion import defaults as dd
 from splitsde.diffusion.stability import StabilityWarning
 

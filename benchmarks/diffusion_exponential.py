@@ -38,7 +38,7 @@ from typing import Any
 
 import splitsde as sd
 import splitsde.diffusion as dm
-from splitsde.cli.common import to_jsonable
+from splitsde.apps.cli.common import to_jsonable
 
 EI_VP = ["ddim", "deis-tab1", "deis-tab2", "deis-tab3", "deis-rhoab3", "rhork-heun", "ipndm"]
 EI_PSLD = ["deis-tab1", "deis-tab2", "deis-tab3"]

@@ -37,7 +37,7 @@ import torch
 
 import splitsde as sd
 import splitsde.diffusion as dm
-from splitsde.cli.common import to_jsonable
+from splitsde.apps.cli.common import to_jsonable
 
 PSLD_SAMPLERS = [
     "em",

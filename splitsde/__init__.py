@@ -4,20 +4,24 @@ Declare an SDE as a sum of sub-flows, get a derived solver for each, compose any
 run it with :func:`integrate`, and verify it exactly where the theory allows.
 """
 
-from splitsde import diffusion, langevin, solvers
-from splitsde import method_rows as _method_rows  # noqa: F401  (method-table rows register)
+from splitsde import diffusion, langevin
 from splitsde._version import __version__
-from splitsde.checkpoint import CheckpointError
-from splitsde.compose.integrator import FieldError, Integrator, NonFiniteError, StateError
+from splitsde.base.errors import SplitsdeError
 from splitsde.compose.presets import PRESETS, Preset, preset, word
 from splitsde.compose.program import Program
 from splitsde.compose.reduce import ReducedWord, Reduction, reduce
 from splitsde.compose.word import Word, WordError
-from splitsde.errors import SplitsdeError
-from splitsde.integrate import Acceptance, Result, integrate, make_grid
 from splitsde.langevin import potentials
-from splitsde.noise import FixedNoise, GaussianNoise, NoiseSource, ZeroNoise
-from splitsde.observers import Observer, Running, observe
+from splitsde.runtime import method_rows as _method_rows  # noqa: F401  (method-table rows register)
+from splitsde.runtime.checkpoint import CheckpointError
+from splitsde.runtime.integrate import Acceptance, Result, integrate, make_grid
+from splitsde.runtime.integrator import FieldError, Integrator, NonFiniteError, StateError
+from splitsde.runtime.noise import FixedNoise, GaussianNoise, NoiseSource, ZeroNoise
+from splitsde.runtime.observers import Observer, Running, observe
+from splitsde.runtime.system import System
+from splitsde.runtime.trajectory import Trajectory
+from splitsde.runtime.work import WorkAndHeat, energy_function
+from splitsde.symbolic import solvers
 from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow, linear_drift
@@ -25,9 +29,6 @@ from splitsde.symbolic.parse import ExpressionError, parse_expression
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import Solver, noise_symbol
 from splitsde.symbolic.symbols import Block, Parameter, blocks, h, parameters, t
-from splitsde.system import System
-from splitsde.trajectory import Trajectory
-from splitsde.work import WorkAndHeat, energy_function
 
 __all__ = [
     "PRESETS",

@@ -1,5 +1,5 @@
 import sys
 
-from splitsde.cli import main
+from splitsde.apps.cli import main
 
 sys.exit(main())

@@ -4,8 +4,8 @@ import sympy
 import torch
 
 import splitsde as sd
-from splitsde.noise import FixedNoise
-from splitsde.solvers import EulerMaruyama
+from splitsde.runtime.noise import FixedNoise
+from splitsde.symbolic.solvers import EulerMaruyama
 
 
 def test_euler_update_is_collected_per_tensor_and_lowered_in_place():

@@ -19,41 +19,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "splitsde"
 
-#: Layer of each module, by the longest matching prefix of its dotted name (current paths; the
-#: physical move into base/, runtime/ and apps/ will shorten this map).
+#: Layer of each module, by the longest matching prefix of its dotted name: the folder is the
+#: layer (``base/``, ``symbolic/``, ``compose/``, ``runtime/``, the domain packages, ``apps/``).
 LAYERS: dict[str, int] = {
     # 0 base
-    "splitsde.errors": 0,
-    "splitsde.caret": 0,
-    "splitsde.progress": 0,
-    "splitsde.optional": 0,
-    "splitsde.stats": 0,
-    "splitsde.methods": 0,
+    "splitsde.base": 0,
     "splitsde._version": 0,
     # 1 symbolic
     "splitsde.symbolic": 1,
-    "splitsde.solvers": 1,
     # 2 compose
     "splitsde.compose": 2,
     # 3 runtime
-    "splitsde.compose.integrator": 3,
-    # the coefficient schedule evaluates a compiled table on a run's time grid, chunk by chunk:
-    # run time, used only by the integrator
-    "splitsde.compose.schedule": 3,
-    "splitsde.integrate": 3,
     "splitsde.runtime": 3,
-    "splitsde.noise": 3,
-    "splitsde.checkpoint": 3,
-    "splitsde.trajectory": 3,
-    "splitsde.timegrid": 3,
-    "splitsde.fingerprint": 3,
-    "splitsde.divergence": 3,
-    "splitsde.probe": 3,
-    "splitsde.method_rows": 3,
-    "splitsde.observers": 3,
-    "splitsde.system": 3,
-    "splitsde.work": 3,
-    "splitsde.layout": 3,
     # 4 domain
     "splitsde.analysis": 4,
     "splitsde.diffusion": 4,
@@ -62,11 +39,7 @@ LAYERS: dict[str, int] = {
     "splitsde.langevin": 4,
     "splitsde.problems": 4,
     # 5 apps
-    "splitsde.cli": 5,
     "splitsde.apps": 5,
-    "splitsde.demo": 5,
-    "splitsde.docs_tables": 5,
-    "splitsde.examples": 5,
     "splitsde.__main__": 5,
     # the public facade: above everything, imported by nothing inside the package
     "splitsde": 6,
@@ -204,6 +177,17 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_every_module_has_a_layer():
     for mod in _modules():
         layer_of(mod)
+
+
+def test_the_folder_is_the_layer():
+    """Only the facade, ``__main__`` and the version live at the package root; every other
+    module sits in its layer's folder, so the layout shows the layers."""
+    top = sorted(p.name for p in ROOT.glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "_version.py"], top
+    for mod in _modules():
+        if mod.count(".") >= 1 and mod not in ("splitsde.__main__", "splitsde._version"):
+            folder = ".".join(mod.split(".")[:2])
+            assert folder in LAYERS, f"{mod} is in a folder with no layer: {folder}"
 
 
 def test_no_import_goes_up_a_layer():

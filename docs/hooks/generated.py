@@ -12,7 +12,7 @@ MARKER = re.compile(r"<!--\s*generated:\s*([a-z_]+)\s*-->")
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if "generated:" not in markdown:
         return markdown
-    gen = importlib.import_module("splitsde.docs_tables")
+    gen = importlib.import_module("splitsde.apps.docs_tables")
 
     def replace(match: re.Match) -> str:
         name = match.group(1)

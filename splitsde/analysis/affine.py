@@ -7,7 +7,7 @@ and in the standard normals it draws, so one step of any word is
 
 with one-step covariance :math:`Q = N N^\top`. :func:`affine_step` obtains
 :math:`(\Phi, c, N)` from the *compiled torch step itself* (architecture rule 1; the probe is
-:mod:`splitsde.probe`, which the run-time divergence messages use as well). Nothing is
+:mod:`splitsde.runtime.probe`, which the run-time divergence messages use as well). Nothing is
 re-derived, so the analysis cannot drift from the sampler.
 
 From the maps:
@@ -32,10 +32,10 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from splitsde.errors import SplitsdeError
-from splitsde.integrate import make_grid
-from splitsde.noise import FixedNoise
-from splitsde.probe import (
+from splitsde.base.errors import SplitsdeError
+from splitsde.runtime.integrate import make_grid
+from splitsde.runtime.noise import FixedNoise
+from splitsde.runtime.probe import (
     AFFINE_RTOL,
     AffineMap,
     BlockLayout,

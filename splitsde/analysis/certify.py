@@ -59,9 +59,9 @@ from splitsde.analysis.symbolic import (
     stationary_moments,
     symbolic_step,
 )
+from splitsde.base.errors import SplitsdeError
+from splitsde.base.progress import progress_bar
 from splitsde.compose.reduce import Reduction
-from splitsde.errors import SplitsdeError
-from splitsde.progress import progress_bar
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
 from splitsde.symbolic.symbols import h as H
 
@@ -261,7 +261,7 @@ def _measured_nfe(integ: Any, like: Mapping[str, torch.Tensor] | None = None) ->
     """Field evaluations per step, measured by a 4-step run of two walkers (shaped like the
     state ``like`` when given, else scalar blocks at zero)."""
     from splitsde.analysis.affine import layout_of
-    from splitsde.integrate import integrate
+    from splitsde.runtime.integrate import integrate
 
     if like is not None:
         state = {k: v[:2].detach().clone() for k, v in like.items()}
@@ -290,9 +290,9 @@ def _substeps(integ: Any) -> list[str]:
 
 def _as_integrator(target: Any, reuse: str) -> tuple[Any, str]:
     """An integrator and a name for what :func:`certificate` was given."""
-    from splitsde.compose.integrator import Integrator
+    from splitsde.runtime.integrator import Integrator
+    from splitsde.runtime.system import System
     from splitsde.symbolic.sde import SDE
-    from splitsde.system import System
 
     reduction = Reduction(reuse)
     if isinstance(target, Integrator):
@@ -419,7 +419,7 @@ def certificate(
     ----------
     target:
         A word (with ``system``: one of :data:`SYSTEMS`), an
-        :class:`~splitsde.compose.integrator.Integrator`, or a tuple
+        :class:`~splitsde.runtime.integrator.Integrator`, or a tuple
         ``(sde, word[, params[, fields]])`` or ``(system, word)``.
     system, omega, gamma, kT, mass, dim, seed:
         The built-in system and its parameters (``dim``/``seed``: the random linear SDE).

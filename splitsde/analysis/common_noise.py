@@ -54,9 +54,9 @@ import numpy as np
 import sympy
 import torch
 
+from splitsde.base.errors import SplitsdeError
 from splitsde.compose.program import Draw, Mark
-from splitsde.errors import SplitsdeError
-from splitsde.noise import NoiseSource
+from splitsde.runtime.noise import NoiseSource
 from splitsde.symbolic.symbols import h as H
 from splitsde.symbolic.symbols import t as T
 

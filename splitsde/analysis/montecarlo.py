@@ -50,13 +50,13 @@ import torch
 from splitsde.analysis.common_noise import CommonNoise, brownian_levels, fine_step
 from splitsde.analysis.distributed import World, current_world, rank_seed
 from splitsde.analysis.fit import ALPHA, Estimate, OrderFit, Verdict, fit_order
-from splitsde.compose.integrator import NonFiniteError
-from splitsde.errors import SplitsdeError
-from splitsde.integrate import integrate
-from splitsde.noise import GaussianNoise
-from splitsde.observers import Running
-from splitsde.progress import progress_bar
-from splitsde.stats import walker_batch_means
+from splitsde.base.errors import SplitsdeError
+from splitsde.base.progress import progress_bar
+from splitsde.base.stats import walker_batch_means
+from splitsde.runtime.integrate import integrate
+from splitsde.runtime.integrator import NonFiniteError
+from splitsde.runtime.noise import GaussianNoise
+from splitsde.runtime.observers import Running
 
 __all__ = [
     "Estimate",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from splitsde.analysis.fit import model_band
-from splitsde.errors import SplitsdeError
+from splitsde.base.errors import SplitsdeError
 
 __all__ = ["PlotError", "ensure_writable", "plot_certificate", "plot_fit"]
 

@@ -44,7 +44,7 @@ from splitsde.analysis.affine import (
     is_autonomous,
     layout_of,
 )
-from splitsde.integrate import make_grid
+from splitsde.runtime.integrate import make_grid
 
 __all__ = ["propagate_moments", "selection_cells"]
 

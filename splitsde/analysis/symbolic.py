@@ -48,6 +48,7 @@ import sympy
 from sympy.polys.matrices import DomainMatrix
 
 from splitsde.analysis.affine import AffineMap, BlockLayout, NotAffineError
+from splitsde.base.errors import SplitsdeError
 from splitsde.compose.program import (
     Assign,
     Draw,
@@ -59,7 +60,6 @@ from splitsde.compose.program import (
     build_program,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
-from splitsde.errors import SplitsdeError
 from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
 from splitsde.symbolic.sde import SDE
@@ -327,7 +327,7 @@ def symbolic_step(
     r"""Execute a word's step program symbolically: :math:`(\Phi, c, N)` exact in ``h`` and the
     parameters.
 
-    ``source`` is an :class:`~splitsde.compose.integrator.Integrator` (its program), a
+    ``source`` is an :class:`~splitsde.runtime.integrator.Integrator` (its program), a
     :class:`~splitsde.compose.program.Program`, or an SDE / System together with ``word``.
     Fields must carry symbolic definitions; coefficients must have closed forms (or
     quadrature sums). Raises :class:`~splitsde.analysis.affine.NotAffineError` for a

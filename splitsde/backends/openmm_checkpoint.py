@@ -4,7 +4,7 @@ r"""Checksummed OpenMM checkpoints that refuse damaged files and checkpoints of 
 without an error and leave garbage in the state (an integrator's ``kT`` of ``6.9e-310``), and a
 checkpoint of another word or temperature loads into whatever integrator the context has.
 :func:`save_checkpoint` stores OpenMM's checkpoint inside a splitsde checkpoint file (written
-atomically, with a SHA-256 of its contents; :mod:`splitsde.checkpoint`) together with what
+atomically, with a SHA-256 of its contents; :mod:`splitsde.runtime.checkpoint`) together with what
 identifies the run: the integrator (for :class:`~splitsde.backends.openmm.
 LangevinSplittingIntegrator`: word, reduction, step program, temperature, friction, step size),
 the system (a digest of its XML) and the platform. A state with non-finite positions or
@@ -27,8 +27,8 @@ import torch
 
 from splitsde.backends.openmm_integrator import LangevinSplittingIntegrator, _computations
 from splitsde.backends.openmm_system import BOLTZMANN
-from splitsde.checkpoint import CheckpointError, load_latest, write_checkpoint
-from splitsde.optional import require
+from splitsde.base.optional import require
+from splitsde.runtime.checkpoint import CheckpointError, load_latest, write_checkpoint
 
 openmm = require("openmm", extra="md", feature="the OpenMM backend")
 
@@ -89,7 +89,7 @@ def save_checkpoint(target: openmm.Context | Any, path: str | os.PathLike) -> No
     atomically and checksummed, with the identity of the run (see the module docstring); the
     checkpoint it replaces is kept as ``<path>.prev``.
 
-    Raises :class:`~splitsde.checkpoint.CheckpointError` without writing if the positions or
+    Raises :class:`~splitsde.runtime.checkpoint.CheckpointError` without writing if the positions or
     velocities are not finite (the run diverged: the checkpoints on disk are left as they
     were)."""
     ctx = _context(target)
@@ -118,8 +118,8 @@ def load_checkpoint(target: openmm.Context | Any, path: str | os.PathLike) -> No
     """Load a checkpoint written by :func:`save_checkpoint` into ``target``.
 
     The newest usable file of ``path`` and ``<path>.prev`` is loaded; falling back to the
-    previous one warns (:class:`~splitsde.checkpoint.CheckpointWarning`). Raises
-    :class:`~splitsde.checkpoint.CheckpointError` if there is none or both are damaged
+    previous one warns (:class:`~splitsde.runtime.checkpoint.CheckpointWarning`). Raises
+    :class:`~splitsde.runtime.checkpoint.CheckpointError` if there is none or both are damaged
     (truncated, modified: checksum), if it is not such a checkpoint, or if it was written by a
     different run (another word, reduction, temperature, friction, step size, system or
     platform; every difference is named). To continue a run at another temperature, load it

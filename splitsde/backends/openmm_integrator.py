@@ -22,9 +22,9 @@ from splitsde.backends.openmm_system import (
     check_force_groups,
     value_in,
 )
+from splitsde.base.optional import require
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import Word, WordError
-from splitsde.optional import require
 
 openmm = require("openmm", extra="md", feature="the OpenMM backend")
 unit = require("openmm.unit", extra="md", feature="the OpenMM backend")

@@ -10,9 +10,9 @@ import torch
 
 from splitsde.backends import openmm_system
 from splitsde.backends.openmm_system import BOLTZMANN, OpenMMError, value_in
+from splitsde.base.optional import require
 from splitsde.langevin.dynamics import LangevinSystem, underdamped
 from splitsde.langevin.potentials import Potential
-from splitsde.optional import require
 
 openmm = require("openmm", extra="md", feature="the OpenMM backend")
 unit = require("openmm.unit", extra="md", feature="the OpenMM backend")
@@ -36,7 +36,7 @@ class OpenMMPotential(Potential):
     """
 
     name = "openmm"
-    #: Run-time cache and counter, not part of the forces (see :mod:`splitsde.fingerprint`).
+    #: Run-time cache and counter, not part of the forces (see :mod:`splitsde.runtime.fingerprint`).
     __fingerprint_ignore__ = ("_cache", "evaluations")
 
     def __init__(

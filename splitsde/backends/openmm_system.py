@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from splitsde.errors import SplitsdeError
+from splitsde.base.errors import SplitsdeError
+from splitsde.base.optional import require
 from splitsde.langevin.observables import temperature_from_kinetic_energy
 from splitsde.langevin.units import OPENMM_UNITS
-from splitsde.optional import require
 
 openmm = require("openmm", extra="md", feature="the OpenMM backend")
 unit = require("openmm.unit", extra="md", feature="the OpenMM backend")

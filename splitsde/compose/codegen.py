@@ -24,6 +24,7 @@ import numpy as np
 import sympy
 import torch
 
+from splitsde.base.errors import SplitsdeError
 from splitsde.compose.program import (
     Assign,
     Draw,
@@ -35,7 +36,6 @@ from splitsde.compose.program import (
     Program,
     Recall,
 )
-from splitsde.errors import SplitsdeError
 from splitsde.symbolic.energy import ElementSum
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
 from splitsde.symbolic.selection import Indicator

@@ -50,8 +50,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
-from splitsde.caret import caret
-from splitsde.errors import SplitsdeError
+from splitsde.base.caret import caret
+from splitsde.base.errors import SplitsdeError
 from splitsde.symbolic.symbols import LETTER
 
 __all__ = [

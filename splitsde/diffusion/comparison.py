@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from splitsde.analysis.affine import NotAffineError
+from splitsde.base.progress import progress_bar
 from splitsde.diffusion.defaults import recommended_grid
 from splitsde.diffusion.metrics import (
     DIVERGENCE_FACTOR,
@@ -44,7 +45,6 @@ from splitsde.diffusion.protocols import BudgetError, PlanProtocol, SamplerProto
 from splitsde.diffusion.registry import sampler
 from splitsde.diffusion.stability import StabilityWarning
 from splitsde.diffusion.targets import GaussianData, GaussianMixture
-from splitsde.progress import progress_bar
 from splitsde.symbolic.expint import GridTooShortError
 
 __all__ = ["Comparison", "compare", "has_exact_analysis", "target"]

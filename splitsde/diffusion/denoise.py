@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from splitsde.compose.integrator import Integrator
-from splitsde.integrate import Result, integrate
+from splitsde.runtime.integrate import Result, integrate
+from splitsde.runtime.integrator import Integrator
 from splitsde.symbolic.solve import EulerMaruyama
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ __all__ = ["denoise", "denoise_grid", "denoiser"]
 
 def denoiser(process: ForwardProcess, score: Callable[..., Any], **kwargs: Any) -> Integrator:
     """The one-step noise-free Euler integrator of the denoising step (the drift at
-    :math:`\\lambda = 1`); ``kwargs`` go to :class:`~splitsde.compose.integrator.Integrator`."""
+    :math:`\\lambda = 1`); ``kwargs`` go to :class:`~splitsde.runtime.integrator.Integrator`."""
     rev = process.reverse(1.0)
     sde = rev.denoiser_sde()
     return Integrator(

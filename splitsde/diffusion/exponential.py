@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from splitsde.compose.integrator import Integrator
 from splitsde.compose.word import Word
 from splitsde.diffusion.epsilon import DiffusionClock, EpsilonField, epsilon_params, epsilon_sde
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.samplers import Sampler
+from splitsde.runtime.integrator import Integrator
 from splitsde.symbolic.expint import (
     TABLEAUS,
     ExponentialMultistep,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from splitsde.errors import SplitsdeError
+from splitsde.base.errors import SplitsdeError
 
 if TYPE_CHECKING:
     from splitsde.diffusion.processes import ForwardProcess

@@ -46,9 +46,9 @@ import torch
 from splitsde.diffusion.planning import plan as make_plan
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.registry import sampler as get_sampler
-from splitsde.integrate import integrate
-from splitsde.noise import GaussianNoise, NoiseSource
-from splitsde.observers import Observer
+from splitsde.runtime.integrate import integrate
+from splitsde.runtime.noise import GaussianNoise, NoiseSource
+from splitsde.runtime.observers import Observer
 from splitsde.symbolic.symbols import Block, t
 
 __all__ = ["ALIASES", "Denoiser", "edm", "sample"]

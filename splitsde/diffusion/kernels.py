@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sympy
 
-from splitsde.errors import SplitsdeError
+from splitsde.base.errors import SplitsdeError
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
 from splitsde.symbolic.symbols import Block, Coefficient, Parameter, h, t
 from splitsde.symbolic.update import Update
 
 if TYPE_CHECKING:
-    from splitsde.compose.integrator import Integrator
     from splitsde.compose.program import Eval
     from splitsde.diffusion.protocols import ProcessLike
+    from splitsde.runtime.integrator import Integrator
 
 __all__ = [
     "AffineUpdate",

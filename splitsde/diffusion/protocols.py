@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from splitsde.errors import SplitsdeError
+from splitsde.base.errors import SplitsdeError
 
 __all__ = [
     "BudgetError",
@@ -78,7 +78,7 @@ class SampleResult:
     """Generated samples and how they were made.
 
     ``nfe`` is measured by the field counters (steps plus the denoising step, the way the
-    papers report it); ``results`` holds the :class:`~splitsde.integrate.Result` of every
+    papers report it); ``results`` holds the :class:`~splitsde.runtime.integrate.Result` of every
     integrator run (the sampling run, if it is one, and the denoising step); ``tolerance`` is
     the tolerance an adaptive solve used (``None`` for fixed grids).
     """

@@ -52,7 +52,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from splitsde.compose.integrator import Integrator
 from splitsde.compose.reduce import Reduction
 from splitsde.compose.word import Word
 from splitsde.diffusion import denoise as _denoise
@@ -64,7 +63,8 @@ from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.protocols import BudgetError, Law, SampleResult
 from splitsde.diffusion.reverse import ReverseSDE, SplitSpec
 from splitsde.diffusion.scores import bind_kernels
-from splitsde.integrate import integrate
+from splitsde.runtime.integrate import integrate
+from splitsde.runtime.integrator import Integrator
 from splitsde.symbolic.solve import EulerMaruyama, SolverStrategy
 
 __all__ = [
@@ -229,7 +229,7 @@ class Sampler:
     ) -> Plan:
         """Compile for a process, a score callable and a grid (see
         :func:`splitsde.diffusion.planning.plan`; ``grid=None`` is the recommended grid);
-        ``integrator_options`` go to both :class:`~splitsde.compose.integrator.Integrator`
+        ``integrator_options`` go to both :class:`~splitsde.runtime.integrator.Integrator`
         objects."""
         proc = get_process(process)
         if grid is None:

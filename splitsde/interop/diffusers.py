@@ -62,7 +62,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from splitsde.optional import require
+from splitsde.base.optional import require
 
 require("diffusers", extra="diffusers", feature="splitsde.interop.diffusers")
 from diffusers import DDPMScheduler  # noqa: E402  (installed: require passed)
@@ -74,11 +74,11 @@ from diffusers.schedulers.scheduling_utils import (  # noqa: E402
 )
 
 import splitsde.diffusion as dm  # noqa: E402
+from splitsde.base.errors import SplitsdeError  # noqa: E402
 from splitsde.diffusion.grids import _invert_noise_level  # noqa: E402
 from splitsde.diffusion.kernels import evaluation_labels  # noqa: E402
-from splitsde.errors import SplitsdeError  # noqa: E402
-from splitsde.integrate import integrate  # noqa: E402
-from splitsde.noise import GaussianNoise  # noqa: E402
+from splitsde.runtime.integrate import integrate  # noqa: E402
+from splitsde.runtime.noise import GaussianNoise  # noqa: E402
 
 __all__ = ["SPACINGS", "SchedulerError", "SplitsdeScheduler", "spaced_timesteps"]
 

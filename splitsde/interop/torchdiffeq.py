@@ -1,6 +1,7 @@
 r"""torchdiffeq as the solver of a deterministic sub-flow.
 
-:class:`ODESolver` is a solver strategy (like :class:`~splitsde.solvers.EulerMaruyama`): give
+:class:`ODESolver` is a solver strategy (like :class:`~splitsde.symbolic.solvers.EulerMaruyama`):
+give
 it to a flow (``Flow(..., solver=ODESolver("rk4"))``) or to an integrator
 (``solvers={"A": ODESolver("dopri5", rtol=1e-8)}``). The flow's update over a slice
 :math:`[t, t+h]` is the map :math:`z \mapsto z(t+h)` of :math:`\dot z = f(z, y, \tau)`, computed
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from splitsde.methods import register_method
+from splitsde.base.methods import register_method
 from splitsde.symbolic.flowmap import FlowMap
 from splitsde.symbolic.solve import Solver
 from splitsde.symbolic.symbols import t
@@ -172,7 +173,7 @@ class ODESolver:
 
 
 def _ode_methods() -> list:
-    from splitsde.method_rows import solver_method_row
+    from splitsde.runtime.method_rows import solver_method_row
     from splitsde.symbolic.field import Field
     from splitsde.symbolic.flow import Flow
     from splitsde.symbolic.symbols import Block

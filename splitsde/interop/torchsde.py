@@ -17,9 +17,10 @@ and every field call goes through the view's counter (:attr:`TorchSDEView.nfe`).
 **State layout.** torchsde works on a flat state ``y`` of shape ``(batch, D)``. Each block of
 shape ``(batch, *event)`` is flattened to ``(batch, prod(event))`` (row-major) and the blocks are
 concatenated along the last axis in the SDE's block order; :class:`StateLayout` converts both
-ways (:class:`splitsde.layout.StateLayout`, the library's one flat-state layout).
+ways (:class:`splitsde.runtime.layout.StateLayout`, the library's one flat-state layout).
 
-**One Brownian path.** :class:`BrownianNoise` is a :class:`~splitsde.noise.NoiseSource` backed
+**One Brownian path.** :class:`BrownianNoise` is a :class:`~splitsde.runtime.noise.NoiseSource`
+backed
 by a torchsde Brownian motion (``BrownianInterval``). A draw of the step program standing for
 the noise of block :math:`b` in flow :math:`\ell` over :math:`[t_0, t_1]` returns
 
@@ -58,14 +59,14 @@ import sympy
 import torch
 
 from splitsde.compose.expressions import lower_expressions
-from splitsde.compose.integrator import Integrator, _definition_callable
 from splitsde.compose.program import Draw, Mark, Program
-from splitsde.layout import StateLayout
-from splitsde.noise import NoiseSource
+from splitsde.runtime.integrator import Integrator, _definition_callable
+from splitsde.runtime.layout import StateLayout
+from splitsde.runtime.noise import NoiseSource
+from splitsde.runtime.system import System
 from splitsde.symbolic.field import Field, field_applications, field_of
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter, h
-from splitsde.system import System
 
 __all__ = [
     "BrownianNoise",
@@ -225,7 +226,8 @@ def as_torchsde(
     Parameters
     ----------
     source:
-        A :class:`~splitsde.system.System`, an :class:`~splitsde.compose.integrator.Integrator`
+        A :class:`~splitsde.runtime.system.System`, an
+        :class:`~splitsde.runtime.integrator.Integrator`
         (its SDE, parameters and fields), an :class:`~splitsde.symbolic.sde.SDE` with
         ``params`` and ``fields``, or a tuple ``(sde, params, fields)``.
     like:

@@ -30,16 +30,16 @@ import numpy as np
 import sympy
 import torch
 
+from splitsde.base.methods import MethodInfo, register_method
 from splitsde.compose.presets import PRESETS
 from splitsde.langevin.potentials import _Q, Potential, PotentialError
 from splitsde.langevin.units import Units
-from splitsde.methods import MethodInfo, register_method
+from splitsde.runtime.system import System
 from splitsde.symbolic.energy import Energy
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flow import Flow
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter
-from splitsde.system import System
 
 __all__ = ["LangevinSystem", "langevin_sde", "overdamped", "overdamped_lm", "underdamped"]
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from splitsde.langevin.units import REDUCED_UNITS, Units
-from splitsde.observers import Observer
+from splitsde.runtime.observers import Observer
 
 __all__ = [
     "ConfigurationalTemperature",

@@ -23,7 +23,7 @@ import scipy.optimize
 import sympy
 import torch
 
-from splitsde.errors import SplitsdeError
+from splitsde.base.errors import SplitsdeError
 from splitsde.symbolic.parse import as_expression, parse_expression
 
 __all__ = [

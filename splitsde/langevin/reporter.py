@@ -48,7 +48,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from splitsde.errors import SplitsdeError
+from splitsde.base.errors import SplitsdeError
 from splitsde.langevin.observables import (
     configurational_temperature,
     kinetic_energy,
@@ -56,7 +56,7 @@ from splitsde.langevin.observables import (
     potential_energy,
 )
 from splitsde.langevin.units import REDUCED_UNITS, Units
-from splitsde.observers import Observer
+from splitsde.runtime.observers import Observer
 
 __all__ = ["Reporter", "ReporterError", "plot_report", "read_report"]
 

@@ -18,10 +18,10 @@ import sympy
 import torch
 
 from splitsde.analysis.continuous import LinearSDE
+from splitsde.runtime.system import System
 from splitsde.symbolic.flow import Flow
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.symbols import Block, Parameter
-from splitsde.system import System
 
 __all__ = ["LinearProblem", "ou", "random_linear"]
 

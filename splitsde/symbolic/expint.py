@@ -54,7 +54,7 @@ import numpy as np
 import scipy.linalg
 import sympy
 
-from splitsde.errors import SplitsdeError
+from splitsde.base.errors import SplitsdeError
 from splitsde.symbolic.field import field_of
 from splitsde.symbolic.history import Lagged
 from splitsde.symbolic.numeric import NUMPY_FUNCTIONS

@@ -41,8 +41,8 @@ from typing import Any
 import mpmath
 import sympy
 
-from splitsde.caret import caret
-from splitsde.errors import SplitsdeError
+from splitsde.base.caret import caret
+from splitsde.base.errors import SplitsdeError
 
 __all__ = [
     "FUNCTIONS",

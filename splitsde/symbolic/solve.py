@@ -840,4 +840,4 @@ class Custom:
 
 
 # ---------------------------------------------------------------------------------------------
-# Method-table rows (see splitsde.methods)
+# Method-table rows (see splitsde.base.methods)

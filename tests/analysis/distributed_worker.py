@@ -13,7 +13,7 @@ import torch
 
 from splitsde import problems
 from splitsde.analysis import estimate_weak_order, init_world
-from splitsde.cli import main as cli_main
+from splitsde.apps.cli import main as cli_main
 
 WALKERS = 10_000
 VERIFY = ["verify", "OBA", "--system", "double-well", "--walkers", "4000", "--json"]

@@ -21,7 +21,7 @@ from splitsde.analysis import (
     stability_bound,
 )
 from splitsde.analysis.certify import CertificateError
-from splitsde.compose.integrator import Integrator
+from splitsde.runtime.integrator import Integrator
 
 OMEGA = 1.5
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from splitsde.demo import SECTIONS, certificates
+from splitsde.apps.demo import SECTIONS, certificates
 
 
 def test_certificates_section(tmp_path, capsys):

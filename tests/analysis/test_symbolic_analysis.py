@@ -26,7 +26,7 @@ from splitsde.analysis import (
     symbolic_step,
     weak_error_ladder,
 )
-from splitsde.noise import NoiseSource
+from splitsde.runtime.noise import NoiseSource
 
 
 def _sym(prob, name):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitsde.cli import main
+from splitsde.apps.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

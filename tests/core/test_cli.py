@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from splitsde.cli import main
+from splitsde.apps.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -100,7 +100,7 @@ def test_bad_options_exit_non_zero_with_message(args, message):
     assert message in proc.stderr
 
 
-# (label, file) of every figure `splitsde demo` announces, in order (splitsde/demo.py and
+# (label, file) of every figure `splitsde demo` announces, in order (splitsde/apps/demo.py and
 # splitsde/diffusion/demo.py)
 DEMO_FIGURES = [
     ("histogram", "double_well_histogram.png"),  # double-well section

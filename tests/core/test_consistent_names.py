@@ -10,8 +10,8 @@ import torch
 import splitsde as sd
 from splitsde.compose.reduce import Reduction
 from splitsde.langevin.units import OPENMM_UNITS, REDUCED_UNITS, Units
-from splitsde.layout import StateLayout
 from splitsde.problems.harmonic import harmonic
+from splitsde.runtime.layout import StateLayout
 from splitsde.symbolic.symbols import Block
 
 

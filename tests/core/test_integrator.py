@@ -12,7 +12,7 @@ import sympy as sp
 import torch
 
 import splitsde as sd
-from splitsde.stats import walker_batch_means
+from splitsde.base.stats import walker_batch_means
 
 
 def harmonic(omega=1.0, gamma=1.0, kT=1.0, mass=1.0):

@@ -274,7 +274,7 @@ def test_plot_report_draws_each_column_from_the_file(tmp_path, clock):
 
 
 def test_sample_log_writes_the_reporter_file_of_the_same_run(tmp_path):
-    from splitsde.cli import main
+    from splitsde.apps.cli import main
 
     path = tmp_path / "log.csv"
     argv = ["sample", "--system", "double-well", "--word", "OBABO", "--steps", "40"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import splitsde as sd
-from splitsde.observers import ObserverError
+from splitsde.runtime.observers import ObserverError
 
 
 @pytest.fixture(scope="module")

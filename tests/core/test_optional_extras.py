@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from splitsde.optional import EXTRAS, MissingDependencyError, require
+from splitsde.base.optional import EXTRAS, MissingDependencyError, require
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("openmm", "openmmtools", "mdtraj", "diffusers", "sklearn")
@@ -60,7 +60,7 @@ PROBE = textwrap.dedent(
 
     def mdtraj_writer():
         import numpy as np
-        from splitsde.trajectory import Trajectory, TrajectoryWriter
+        from splitsde.runtime.trajectory import Trajectory, TrajectoryWriter
         w = TrajectoryWriter(TMP, ("q",), 4)
         w.create()
         w.append(0.0, (torch.zeros(1, 2, 3),))
@@ -68,7 +68,7 @@ PROBE = textwrap.dedent(
         Trajectory(TMP).to_mdtraj(object())
 
     def digits_example():
-        from splitsde.examples.digits import load_digits
+        from splitsde.apps.examples.digits import load_digits
         load_digits()
 
     record("openmm", openmm_backend)
@@ -76,7 +76,7 @@ PROBE = textwrap.dedent(
     record("sklearn", digits_example)
 
     # the command line: one line on stderr, exit status 2, no traceback
-    from splitsde.cli import main
+    from splitsde.apps.cli import main
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(["digits", "--tiny", "--out", TMP + "-out", "--cache-dir", TMP + "-c"])

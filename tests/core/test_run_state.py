@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import splitsde as sd
-from splitsde.noise import GaussianNoise
+from splitsde.runtime.noise import GaussianNoise
 
 #: Memo caches of values derived from the integrator's fixed definition (coefficient rows of
 #: grids already seen): allowed to grow, they never change what a run computes.

@@ -13,7 +13,7 @@ import sympy as sp
 import torch
 
 import splitsde as sd
-from splitsde.solvers import Auto, Custom, EulerMaruyama, Exact, ExponentialEuler
+from splitsde.symbolic.solvers import Auto, Custom, EulerMaruyama, Exact, ExponentialEuler
 
 
 def probe(integ: sd.Integrator, t0: float, h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,11 +1,11 @@
-"""Walker batch means (splitsde.stats) against direct formulas on independent data."""
+"""Walker batch means (splitsde.base.stats) against direct formulas on independent data."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from splitsde.stats import walker_batch_means
+from splitsde.base.stats import walker_batch_means
 
 
 def test_batch_means_equal_plain_averages_and_their_errors_match_iid_formulas():

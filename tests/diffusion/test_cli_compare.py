@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import splitsde.diffusion as dm
-from splitsde.cli import main
+from splitsde.apps.cli import main
 
 
 def test_compare_table_and_json(capsys, tmp_path):

@@ -1,6 +1,6 @@
 """The diffusion section of ``splitsde demo`` in quick mode."""
 
-from splitsde.demo import SECTIONS
+from splitsde.apps.demo import SECTIONS
 
 
 def test_diffusion_demo_quick(tmp_path, capsys):

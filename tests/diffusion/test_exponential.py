@@ -17,7 +17,7 @@ import splitsde.diffusion as dm
 from splitsde.analysis import propagate
 from splitsde.diffusion.grids import _invert_noise_level
 from splitsde.diffusion.pfode import reference
-from splitsde.noise import NoiseSource
+from splitsde.runtime.noise import NoiseSource
 from splitsde.symbolic.expint import (
     ADAMS_BASHFORTH,
     ExponentialMultistep,
@@ -417,7 +417,7 @@ def test_tab_deis_runs_on_psld():
 
 
 def test_exponential_demo_quick(tmp_path, capsys):
-    from splitsde.demo import SECTIONS
+    from splitsde.apps.demo import SECTIONS
 
     out = SECTIONS["diffusion"](tmp_path, quick=True)
     text = capsys.readouterr().out
@@ -430,7 +430,7 @@ def test_exponential_demo_quick(tmp_path, capsys):
 def test_compare_cli_with_exponential_and_randomized_samplers(capsys):
     import json
 
-    from splitsde.cli import main
+    from splitsde.apps.cli import main
 
     argv = [
         "compare",

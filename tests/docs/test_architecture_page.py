@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import splitsde as sd
-from splitsde.noise import GaussianNoise
+from splitsde.runtime.noise import GaussianNoise
 
 PAGE = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
 

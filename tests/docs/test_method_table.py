@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 import splitsde as sd
-from splitsde import methods
+from splitsde.apps.docs_tables import method_table
+from splitsde.base import methods
 from splitsde.compose import presets
-from splitsde.docs_tables import method_table
 from splitsde.interop.torchdiffeq import ODE_METHODS
 
 

@@ -12,9 +12,9 @@ import torch
 pytest.importorskip("sklearn")
 
 import splitsde.diffusion as dm
-from splitsde.examples import digits
-from splitsde.examples.cache import cache_dir, config_key
-from splitsde.examples.networks import ScoreMLP
+from splitsde.apps.examples import digits
+from splitsde.apps.examples.cache import cache_dir, config_key
+from splitsde.apps.examples.networks import ScoreMLP
 
 
 def test_tiny_pipeline_writes_results_and_reuses_the_cache(tmp_path, monkeypatch):
@@ -149,7 +149,7 @@ def test_cache_location_precedence(tmp_path, monkeypatch):
 
 
 def test_cli_runs_and_rejects_bad_options(tmp_path, capsys):
-    from splitsde.cli import main
+    from splitsde.apps.cli import main
 
     argv = ["digits", "--tiny", "--processes", "vp", "--samplers", "em", "--nfe", "5"]
     argv += ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]

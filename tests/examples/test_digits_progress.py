@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from splitsde.cli import main
-from splitsde.examples import digits
+from splitsde.apps.cli import main
+from splitsde.apps.examples import digits
 
 SMALL = {"processes": ("vp",), "samplers": ("em", "sscs"), "nfe": (5,), "classifier_steps": 4}
 

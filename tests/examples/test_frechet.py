@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from splitsde.examples.frechet import feature_statistics, frechet_distance
+from splitsde.apps.examples.frechet import feature_statistics, frechet_distance
 
 
 def test_one_dimensional_closed_form():

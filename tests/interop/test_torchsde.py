@@ -19,7 +19,7 @@ from splitsde.interop.torchsde import (
     pathwise_report,
     pathwise_strong_order,
 )
-from splitsde.solvers import EulerMaruyama
+from splitsde.symbolic.solvers import EulerMaruyama
 
 
 def _bm(batch: int, dim: int, t1: float, seed: int, levy: str = "none"):

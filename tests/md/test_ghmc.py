@@ -12,7 +12,7 @@ import torch
 from md_helpers import harmonic_stationary, harmonic_step, within
 
 import splitsde as sd
-from splitsde.stats import walker_batch_means
+from splitsde.base.stats import walker_batch_means
 
 
 def _exact_acceptance(h: float, omega: float, m: float, kT: float = 1.0) -> float:

@@ -13,7 +13,7 @@ from md_helpers import harmonic_openmm_system, harmonic_stationary, within
 
 import splitsde as sd
 from splitsde.backends.openmm import BOLTZMANN, LangevinSplittingIntegrator, make_context
-from splitsde.stats import walker_batch_means
+from splitsde.base.stats import walker_batch_means
 
 K_SLOW, K_FAST, M, GAMMA, H = 0.25, 4.0, 1.0, 1.0, 0.9
 KS = {"B0": K_SLOW, "B1": K_FAST, "B": K_SLOW + K_FAST}

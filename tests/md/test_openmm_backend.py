@@ -23,7 +23,7 @@ from splitsde.backends.openmm import (
     make_context,
     openmm_langevin,
 )
-from splitsde.stats import walker_batch_means
+from splitsde.base.stats import walker_batch_means
 
 KT1 = 1.0 / BOLTZMANN  # temperature (K) at which kT = 1 kJ/mol
 

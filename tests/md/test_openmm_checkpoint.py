@@ -18,7 +18,7 @@ from splitsde.backends.openmm import (
     make_context,
     save_checkpoint,
 )
-from splitsde.checkpoint import CheckpointWarning
+from splitsde.runtime.checkpoint import CheckpointWarning
 
 N = 20
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from splitsde.examples.cache import CacheError, load_or_train
+from splitsde.apps.examples.cache import CacheError, load_or_train
 from splitsde.langevin import potentials
 
 

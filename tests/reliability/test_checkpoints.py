@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import splitsde as sd
-from splitsde.checkpoint import CheckpointWarning, read_checkpoint
-from splitsde.fingerprint import Unidentifiable, callable_digest
+from splitsde.runtime.checkpoint import CheckpointWarning, read_checkpoint
+from splitsde.runtime.fingerprint import Unidentifiable, callable_digest
 
 # -- a force whose strength comes from a closure, a global, a module or an object -------------
 K = 1.0
@@ -329,7 +329,7 @@ def test_a_failed_write_mid_run_stops_with_the_result_attached(tmp_path):
 def test_a_failed_final_write_keeps_the_whole_result(tmp_path, monkeypatch):
     force = closure_force(1.0)
     full = _run(force, None, checkpoint_every=None)
-    import splitsde.checkpoint as ck
+    import splitsde.runtime.checkpoint as ck
 
     calls = {"n": 0}
     real = ck.os.fsync

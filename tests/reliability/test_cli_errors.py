@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import splitsde as sd
-from splitsde.cli import EXIT_STATUS, exit_status, main
-from splitsde.cli.common import SEED_MAX, writable_dir, writable_file
+from splitsde.apps.cli import EXIT_STATUS, exit_status, main
+from splitsde.apps.cli.common import SEED_MAX, writable_dir, writable_file
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_unwritable_output_paths_are_refused_before_any_computation(
     tmp_path, a_file, capsys, monkeypatch
 ):
     import splitsde.analysis.certify as certify
-    import splitsde.demo as demo
+    import splitsde.apps.demo as demo
     import splitsde.diffusion as dm
 
     def never(*args, **kwargs):
@@ -185,7 +185,7 @@ def test_impossible_runs_are_refused_in_one_line_before_allocating(argv, message
 def test_errors_during_a_run_map_to_the_documented_status(
     raised, status, message, capsys, monkeypatch
 ):
-    import splitsde.cli.sample as sample
+    import splitsde.apps.cli.sample as sample
 
     def fail(args):
         raise raised
@@ -199,7 +199,7 @@ def test_errors_during_a_run_map_to_the_documented_status(
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
-    import splitsde.cli.sample as sample
+    import splitsde.apps.cli.sample as sample
 
     def bug(args):
         return 1 / 0

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import splitsde as sd
-from splitsde.cli import main
-from splitsde.divergence import DivergenceError, linear_stability
-from splitsde.stats import z_score
+from splitsde.apps.cli import main
+from splitsde.base.stats import z_score
+from splitsde.runtime.divergence import DivergenceError, linear_stability
 
 
 def baoab_matrix(h: float, omega: float, gamma: float) -> np.ndarray:
@@ -150,16 +150,16 @@ def test_sample_json_z_scores(capsys):
 def test_sample_refuses_non_finite_statistics(capsys, monkeypatch):
     """The last line of defence (the checks above stop diverging runs first): statistics that
     are not finite are never printed."""
-    import splitsde.stats
+    import splitsde.base.stats
 
-    real = splitsde.stats.walker_batch_means
+    real = splitsde.base.stats.walker_batch_means
 
     def overflowed(mean, mean_sq, batches=64):
         out = real(mean, mean_sq, batches)
         out["var"] = out["var"] * math.inf
         return out
 
-    monkeypatch.setattr(splitsde.stats, "walker_batch_means", overflowed)
+    monkeypatch.setattr(splitsde.base.stats, "walker_batch_means", overflowed)
     assert main(["sample", "--steps", "50", "--walkers", "8"]) != 0
     captured = capsys.readouterr()
     assert "the statistics are not finite (var of q = [inf])" in captured.err

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import splitsde as sd
-import splitsde.compose.schedule as schedule
+import splitsde.runtime.schedule as schedule
 from splitsde.symbolic.expint import ExponentialMultistep
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import splitsde as sd
-from splitsde.integrate import IntegratorTypeError
+from splitsde.runtime.integrate import IntegratorTypeError
 
 
 @pytest.fixture(scope="module")

@@ -213,145 +213,15 @@ class PoissonMidpoint:
         what = f"Poisson midpoint (K = {self.K}, option {self.option})"
         base_solver = self.base.derive(flow)
         base = _affine_base(base_solver, what)
-        values = _BaseValues(base)
-        K, n, nu, nxi = self.K, values.n, values.nu, values.nxi
-        keys = [("S", i, r, k) for i in range(1, K) for r in range(n) for k in range(nu)]
-        keys += [("Q", r) for r in range(n)]
-        for i in range(K):
-            keys += [("a", i, r, c) for r in range(n) for c in range(n)]
-            keys += [("b", i, r, k) for r in range(n) for k in range(nu)]
-            keys += [("c", i, r, j) for r in range(n) for j in range(nxi)]
-            keys += [("d", i, r) for r in range(n)]
-        memo: dict[tuple, dict] = {}
-
-        def evaluate(t0: np.ndarray, s: np.ndarray, params: Mapping[Parameter, Any]) -> dict:
-            # the same grid is evaluated again by every probe of the exact moment analysis
-            key = (
-                t0.tobytes(),
-                s.tobytes(),
-                tuple(sorted((p.name, float(v)) for p, v in params.items() if np.ndim(v) == 0)),
-            )
-            if key not in memo:
-                if len(memo) > 4:
-                    memo.clear()
-                memo[key] = self._coefficients(values, t0, s, params)
-            return memo[key]
-
-        group = NumericCoefficients(
-            tuple(keys),
-            evaluate,
-            method=f"{K} sub-steps of {base_solver.method}",
-            autonomous=False,
+        step = _MidpointStep(self, base, _BaseValues(base), base_solver.method)
+        u0 = step.field_at_start()
+        zhat, gauss = step.frozen_chain(u0)
+        sel_terms = step.selections(u0, zhat)
+        exprs = step.corrected(zhat, gauss, sel_terms)
+        upd = Update(
+            base.blocks, tuple(exprs), (*step.noises, *step.uniforms), tuple(step.lets), step.coefs
         )
-        coefs: dict[Coefficient, CoefficientDef] = {}
-
-        def coef(key: tuple) -> Coefficient:
-            sym = Coefficient("P_" + "_".join(map(str, key)))
-            coefs[sym] = CoefficientDef(numeric=group, key=key, method=group.method)
-            return sym
-
-        Z = base.blocks
-        # Gaussians of the K fine steps (each standing for its part of the slice)
-        noises: list[tuple[NoiseSymbol, NoiseSpec]] = []
-        Zs = []
-        for i in range(K):
-            row = []
-            for xi, spec in base.noises:
-                sym = NoiseSymbol(f"{xi.name}_s{i}")
-                noises.append((sym, NoiseSpec(spec.like, Fraction(i, K), Fraction(i + 1, K))))
-                row.append(sym)
-            Zs.append(row)
-        # the field at the slice start, evaluated once
-        lets: list[tuple[Temporary, sympy.Expr]] = []
-        u0 = []
-        for k, app in enumerate(base.apps):
-            tmp = Temporary(f"u0_{k}")
-            lets.append((tmp, app))
-            u0.append(tmp)
-        # the frozen-drift chain (and its Gaussian part for the variance reduction)
-        zhat: list[list[sympy.Expr]] = [list(Z)]
-        gauss: list[list[sympy.Expr]] = [[sympy.Integer(0)] * n]
-        for i in range(K):
-            new, newg = [], []
-            for r in range(n):
-                e = sum((coef(("a", i, r, c)) * zhat[i][c] for c in range(n)), sympy.Integer(0))
-                e += sum((coef(("b", i, r, k)) * u0[k] for k in range(nu)), sympy.Integer(0))
-                noise = sum((coef(("c", i, r, j)) * Zs[i][j] for j in range(nxi)), sympy.Integer(0))
-                e += noise + coef(("d", i, r))
-                tmp = Temporary(f"zh{i + 1}_{Z[r].name}")
-                lets.append((tmp, e))
-                new.append(tmp)
-                if self.variance_reduction:
-                    g = sum(
-                        (coef(("a", i, r, c)) * gauss[i][c] for c in range(n)), sympy.Integer(0)
-                    )
-                    gt = Temporary(f"g{i + 1}_{Z[r].name}")
-                    lets.append((gt, g + noise))
-                    newg.append(gt)
-            zhat.append(new)
-            gauss.append(newg)
-        # selections and the correction
-        corr = [sympy.Integer(0)] * n
-        sel_terms: list[tuple[list[sympy.Expr], list[sympy.Expr]]] = []  # (S_i Δu_i, B_i)
-        uniforms: list[tuple[NoiseSymbol, NoiseSpec]] = []
-        like = Z[0]
-        autonomous = not any(field_of(a)[0].time for a in base.apps)
-        if self.option == 1:
-            for i in range(1, K):
-                u = NoiseSymbol(f"sel_{i}")
-                uniforms.append((u, NoiseSpec(like, kind="uniform")))
-                lo, hi = sympy.Integer(0), sympy.Rational(1, K)
-                sel_terms.append(self._midpoint_terms(base, u0, zhat[i], i, u, lo, hi, coef))
-        elif autonomous and K > 1:
-            u = NoiseSymbol("sel")
-            uniforms.append((u, NoiseSpec(like, kind="uniform")))
-            ind = [Indicator(u, sympy.Rational(i, K), sympy.Rational(i + 1, K)) for i in range(K)]
-            zsel = []
-            for r in range(n):
-                tmp = Temporary(f"zsel_{Z[r].name}")
-                lets.append(
-                    (tmp, sum((ind[i] * zhat[i][r] for i in range(1, K)), sympy.Integer(0)))
-                )
-                zsel.append(tmp)
-            picked = Indicator(u, sympy.Rational(1, K), sympy.Integer(1))
-            evals = [
-                Selected(
-                    self._at(app, base.blocks, zsel, None),
-                    u,
-                    sympy.Rational(1, K),
-                    sympy.Integer(1),
-                )
-                for app in base.apps
-            ]
-            for i in range(1, K):
-                S = [[coef(("S", i, r, k)) for k in range(nu)] for r in range(n)]
-                terms = [
-                    sum(
-                        (S[r][k] * ind[i] * (evals[k] - picked * u0[k]) for k in range(nu)),
-                        sympy.Integer(0),
-                    )
-                    for r in range(n)
-                ]
-                sel_terms.append((terms, [ind[i]] * n))
-        else:
-            u = NoiseSymbol("sel")
-            if K > 1:
-                uniforms.append((u, NoiseSpec(like, kind="uniform")))
-            for i in range(1, K):
-                lo, hi = sympy.Rational(i, K), sympy.Rational(i + 1, K)
-                sel_terms.append(self._midpoint_terms(base, u0, zhat[i], i, u, lo, hi, coef))
-        for terms, _ in sel_terms:
-            corr = [corr[r] + terms[r] for r in range(n)]
-        exprs = []
-        for r in range(n):
-            e = zhat[K][r] + corr[r]
-            if self.variance_reduction and sel_terms:
-                vhat = sum((term[r] ** 2 for term, _ in sel_terms), sympy.Integer(0))
-                ratio = 1 - (1 - sympy.Rational(1, K)) * vhat / coef(("Q", r))
-                scale = sympy.sqrt((ratio + sympy.Abs(ratio)) / 2)
-                e += (scale - 1) * gauss[K][r]
-            exprs.append(e)
-        upd = Update(Z, tuple(exprs), (*noises, *uniforms), tuple(lets), coefs)
+        K = self.K
         notes = [
             f"approximates {K} steps of {base_solver.method} with step h/{K}",
             f"field evaluations per step and walker: 2 - 1/K = {self.expected_evaluations:g} "
@@ -365,7 +235,7 @@ class PoissonMidpoint:
             reason=f"randomized midpoints of {K} frozen-drift sub-steps of {base_solver.method}",
             update=upd,
             weak_order=base_solver.weak_order or 1,
-            time=group.method,
+            time=step.group.method,
             notes=tuple(notes),
         )
 
@@ -439,3 +309,199 @@ class PoissonMidpoint:
         for r in range(n):
             out[("Q", r)] = np.where(Q[:, r] > 0, Q[:, r], 1.0)  # no noise: nothing to scale
         return out
+
+
+class _MidpointStep:
+    r"""The symbolic update of one Poisson midpoint step, assembled in named parts.
+
+    The parts, in order: the Gaussians of the :math:`K` fine steps (:meth:`__init__`), the
+    field at the slice start (:meth:`field_at_start`), the frozen-drift chain
+    :math:`\hat Z_{i+1} = a_i \hat Z_i + b_i u_0 + c_i \xi_i + d_i`
+    (:meth:`frozen_chain`), the randomly selected midpoint corrections
+    :math:`S_i (u(\hat Z_i) - u_0)` (:meth:`selections`) and the corrected, optionally
+    variance-reduced, end state (:meth:`corrected`). Every coefficient is one entry of a
+    single numeric group evaluated in float64 per slice.
+    """
+
+    def __init__(
+        self, spec: PoissonMidpoint, base: _AffineBase, values: _BaseValues, method: str
+    ) -> None:
+        self.spec, self.base = spec, base
+        K, n, nu, nxi = spec.K, values.n, values.nu, values.nxi
+        self.K, self.n, self.nu, self.nxi = K, n, nu, nxi
+        memo: dict[tuple, dict] = {}
+
+        def evaluate(t0: np.ndarray, s: np.ndarray, params: Mapping[Parameter, Any]) -> dict:
+            # the same grid is evaluated again by every probe of the exact moment analysis
+            key = (
+                t0.tobytes(),
+                s.tobytes(),
+                tuple(sorted((p.name, float(v)) for p, v in params.items() if np.ndim(v) == 0)),
+            )
+            if key not in memo:
+                if len(memo) > 4:
+                    memo.clear()
+                memo[key] = spec._coefficients(values, t0, s, params)
+            return memo[key]
+
+        self.group = NumericCoefficients(
+            self._keys(), evaluate, method=f"{K} sub-steps of {method}", autonomous=False
+        )
+        self.coefs: dict[Coefficient, CoefficientDef] = {}
+        self.lets: list[tuple[Temporary, sympy.Expr]] = []
+        self.uniforms: list[tuple[NoiseSymbol, NoiseSpec]] = []
+        # Gaussians of the K fine steps (each standing for its part of the slice)
+        self.noises: list[tuple[NoiseSymbol, NoiseSpec]] = []
+        self.fine_noises: list[list[NoiseSymbol]] = []
+        for i in range(K):
+            row = []
+            for xi, nspec in base.noises:
+                sym = NoiseSymbol(f"{xi.name}_s{i}")
+                self.noises.append((sym, NoiseSpec(nspec.like, Fraction(i, K), Fraction(i + 1, K))))
+                row.append(sym)
+            self.fine_noises.append(row)
+
+    def _keys(self) -> tuple[tuple, ...]:
+        K, n, nu, nxi = self.K, self.n, self.nu, self.nxi
+        keys = [("S", i, r, k) for i in range(1, K) for r in range(n) for k in range(nu)]
+        keys += [("Q", r) for r in range(n)]
+        for i in range(K):
+            keys += [("a", i, r, c) for r in range(n) for c in range(n)]
+            keys += [("b", i, r, k) for r in range(n) for k in range(nu)]
+            keys += [("c", i, r, j) for r in range(n) for j in range(nxi)]
+            keys += [("d", i, r) for r in range(n)]
+        return tuple(keys)
+
+    def coef(self, key: tuple) -> Coefficient:
+        """The coefficient symbol of one entry of the numeric group."""
+        sym = Coefficient("P_" + "_".join(map(str, key)))
+        self.coefs[sym] = CoefficientDef(numeric=self.group, key=key, method=self.group.method)
+        return sym
+
+    def _sum(self, terms: Any) -> sympy.Expr:
+        return sum(terms, sympy.Integer(0))
+
+    def field_at_start(self) -> list[Temporary]:
+        """The field at the slice start, evaluated once: :math:`u_0`."""
+        u0 = []
+        for k, app in enumerate(self.base.apps):
+            tmp = Temporary(f"u0_{k}")
+            self.lets.append((tmp, app))
+            u0.append(tmp)
+        return u0
+
+    def frozen_chain(
+        self, u0: list[Temporary]
+    ) -> tuple[list[list[sympy.Expr]], list[list[sympy.Expr]]]:
+        """The frozen-drift chain :math:`\\hat Z_0, \\dots, \\hat Z_K` and, with variance
+        reduction, its Gaussian part."""
+        Z, n, nu, nxi, coef = self.base.blocks, self.n, self.nu, self.nxi, self.coef
+        zhat: list[list[sympy.Expr]] = [list(Z)]
+        gauss: list[list[sympy.Expr]] = [[sympy.Integer(0)] * n]
+        for i in range(self.K):
+            new, newg = [], []
+            for r in range(n):
+                e = self._sum(coef(("a", i, r, c)) * zhat[i][c] for c in range(n))
+                e += self._sum(coef(("b", i, r, k)) * u0[k] for k in range(nu))
+                noise = self._sum(coef(("c", i, r, j)) * self.fine_noises[i][j] for j in range(nxi))
+                e += noise + coef(("d", i, r))
+                tmp = Temporary(f"zh{i + 1}_{Z[r].name}")
+                self.lets.append((tmp, e))
+                new.append(tmp)
+                if self.spec.variance_reduction:
+                    g = self._sum(coef(("a", i, r, c)) * gauss[i][c] for c in range(n))
+                    gt = Temporary(f"g{i + 1}_{Z[r].name}")
+                    self.lets.append((gt, g + noise))
+                    newg.append(gt)
+            zhat.append(new)
+            gauss.append(newg)
+        return zhat, gauss
+
+    def _uniform(self, name: str) -> NoiseSymbol:
+        u = NoiseSymbol(name)
+        self.uniforms.append((u, NoiseSpec(self.base.blocks[0], kind="uniform")))
+        return u
+
+    def selections(
+        self, u0: list[Temporary], zhat: list[list[sympy.Expr]]
+    ) -> list[tuple[list[sympy.Expr], list[sympy.Expr]]]:
+        """The selected midpoint corrections ``(S_i Δu_i, indicator)`` per midpoint: option 1
+        draws one uniform per midpoint (Bernoulli :math:`1/K`); option 2 one uniform per step,
+        with a single selected evaluation when the field does not depend on time."""
+        K, spec = self.K, self.spec
+        autonomous = not any(field_of(a)[0].time for a in self.base.apps)
+        if spec.option == 1:
+            terms = []
+            for i in range(1, K):
+                u = self._uniform(f"sel_{i}")
+                lo, hi = sympy.Integer(0), sympy.Rational(1, K)
+                terms.append(spec._midpoint_terms(self.base, u0, zhat[i], i, u, lo, hi, self.coef))
+            return terms
+        if autonomous and K > 1:
+            return self._one_selected_evaluation(u0, zhat)
+        u = NoiseSymbol("sel")
+        if K > 1:
+            self.uniforms.append((u, NoiseSpec(self.base.blocks[0], kind="uniform")))
+        return [
+            spec._midpoint_terms(
+                self.base,
+                u0,
+                zhat[i],
+                i,
+                u,
+                sympy.Rational(i, K),
+                sympy.Rational(i + 1, K),
+                self.coef,
+            )
+            for i in range(1, K)
+        ]
+
+    def _one_selected_evaluation(
+        self, u0: list[Temporary], zhat: list[list[sympy.Expr]]
+    ) -> list[tuple[list[sympy.Expr], list[sympy.Expr]]]:
+        """Option 2 on an autonomous field: the selected state first, then one evaluation."""
+        K, n, nu, Z = self.K, self.n, self.nu, self.base.blocks
+        u = self._uniform("sel")
+        ind = [Indicator(u, sympy.Rational(i, K), sympy.Rational(i + 1, K)) for i in range(K)]
+        zsel = []
+        for r in range(n):
+            tmp = Temporary(f"zsel_{Z[r].name}")
+            self.lets.append((tmp, self._sum(ind[i] * zhat[i][r] for i in range(1, K))))
+            zsel.append(tmp)
+        picked = Indicator(u, sympy.Rational(1, K), sympy.Integer(1))
+        evals = [
+            Selected(self.spec._at(app, Z, zsel, None), u, sympy.Rational(1, K), sympy.Integer(1))
+            for app in self.base.apps
+        ]
+        out = []
+        for i in range(1, K):
+            S = [[self.coef(("S", i, r, k)) for k in range(nu)] for r in range(n)]
+            terms = [
+                self._sum(S[r][k] * ind[i] * (evals[k] - picked * u0[k]) for k in range(nu))
+                for r in range(n)
+            ]
+            out.append((terms, [ind[i]] * n))
+        return out
+
+    def corrected(
+        self,
+        zhat: list[list[sympy.Expr]],
+        gauss: list[list[sympy.Expr]],
+        sel_terms: list[tuple[list[sympy.Expr], list[sympy.Expr]]],
+    ) -> list[sympy.Expr]:
+        """The end state :math:`\\hat Z_K + \\sum_i S_i \\Delta u_i`, with variance reduction
+        the Gaussian part scaled by :math:`\\sqrt{(1 - (1 - 1/K)\\hat v / Q)_+}`."""
+        n, K = self.n, self.K
+        corr = [sympy.Integer(0)] * n
+        for terms, _ in sel_terms:
+            corr = [corr[r] + terms[r] for r in range(n)]
+        exprs = []
+        for r in range(n):
+            e = zhat[K][r] + corr[r]
+            if self.spec.variance_reduction and sel_terms:
+                vhat = self._sum(term[r] ** 2 for term, _ in sel_terms)
+                ratio = 1 - (1 - sympy.Rational(1, K)) * vhat / self.coef(("Q", r))
+                scale = sympy.sqrt((ratio + sympy.Abs(ratio)) / 2)
+                e += (scale - 1) * gauss[K][r]
+            exprs.append(e)
+        return exprs

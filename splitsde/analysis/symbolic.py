@@ -48,6 +48,7 @@ import sympy
 from sympy.polys.matrices import DomainMatrix
 
 from splitsde.analysis.affine import AffineMap, BlockLayout, NotAffineError
+from splitsde.compose.builder import build_program
 from splitsde.compose.program import (
     Assign,
     Draw,
@@ -56,7 +57,6 @@ from splitsde.compose.program import (
     Mark,
     Program,
     Recall,
-    build_program,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.errors import SplitsdeError

@@ -25,6 +25,7 @@ import numpy as np
 import sympy
 import torch
 
+from splitsde.compose.builder import build_program
 from splitsde.compose.codegen import (
     CoefficientTable,
     LoweredStep,
@@ -44,7 +45,6 @@ from splitsde.compose.program import (
     Program,
     Recall,
     SubstepInfo,
-    build_program,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.schedule import CHUNK, CoefficientSchedule, Window

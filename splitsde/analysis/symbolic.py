@@ -49,6 +49,7 @@ from sympy.polys.matrices import DomainMatrix
 
 from splitsde.analysis.affine import AffineMap, BlockLayout, NotAffineError
 from splitsde.base.errors import SplitsdeError
+from splitsde.compose.builder import build_program
 from splitsde.compose.program import (
     Assign,
     Draw,
@@ -57,7 +58,6 @@ from splitsde.compose.program import (
     Mark,
     Program,
     Recall,
-    build_program,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.symbolic.field import field_applications, field_of

@@ -19,7 +19,7 @@ letter   sub-flow over a slice of length :math:`s`        OpenMM computation
 =======  ==============================================  =====================================
 
 The OpenMM program is **translated from the same symbolic step program** the torch backend
-lowers (:func:`splitsde.compose.program.build_program`): each ``Assign`` becomes a per-DOF
+lowers (:func:`splitsde.compose.builder.build_program`): each ``Assign`` becomes a per-DOF
 computation after substituting :math:`p = m v`, :math:`M = m`, :math:`h = dt`. The word grammar,
 the letter-count weights and the evaluation-reuse rules are therefore identical in both
 backends; a program that OpenMM cannot express (a force reused after the positions moved, as

@@ -1,6 +1,6 @@
 r"""A Langevin step program translated to OpenMM ``CustomIntegrator`` computations.
 
-The symbolic step program of a word (:func:`splitsde.compose.program.build_program`, the one the
+The symbolic step program of a word (:func:`splitsde.compose.builder.build_program`, the one the
 torch backend lowers) is walked statement by statement: each ``Assign`` becomes a per-DOF
 computation after substituting :math:`p = m v`, :math:`M = m`, :math:`h = dt`; state-free
 coefficients are hoisted into constants recomputed only when ``kT``, ``gamma`` or ``dt``
@@ -19,6 +19,7 @@ from typing import Any
 import sympy
 
 from splitsde.backends.openmm_lepton import lepton
+from splitsde.compose.builder import build_program
 from splitsde.compose.presets import word as parse_word
 from splitsde.compose.program import (
     Assign,
@@ -29,7 +30,6 @@ from splitsde.compose.program import (
     Mark,
     Metropolis,
     Program,
-    build_program,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import Word, WordError

@@ -20,14 +20,15 @@ Long runs write checkpoints (``checkpoint=``, ``checkpoint_every=``; see
 :mod:`splitsde.runtime.checkpoint`) and resume from them bit for bit (``resume=True``); saved
 states can stream to disk in chunks (``trajectory=``; see :mod:`splitsde.runtime.trajectory`).
 
-The loop itself only steps; each other job is one object with one concern, called at the steps
-that need it: :class:`~splitsde.runtime.observers.ObserverSet` (observers and their records),
+The loop itself only steps; each other job is one object with one concern, called at the steps that
+need it: :class:`~splitsde.runtime.observers.ObserverSet` (observers and their records),
 :class:`~splitsde.runtime.trajectory.Saver` (saved states),
-:class:`~splitsde.runtime.checkpoint.Checkpointer` (fingerprint, rotation, resume), :class:`~splitsde.runtime.divergence.FinitenessCheck` (checks,
-replay, explanation) and :class:`~splitsde.base.progress.Progress`. Between those events the steps
-run back to back. Everything a run changes -- field-evaluation counters, Metropolis acceptance
-counts -- lives on its :class:`~splitsde.runtime.integrator.PreparedRun` and is returned in the
-:class:`Result`; the integrator is never modified, so one integrator serves any number of runs.
+:class:`~splitsde.runtime.checkpoint.Checkpointer` (fingerprint, rotation, resume),
+:class:`~splitsde.runtime.divergence.FinitenessCheck` (checks, replay, explanation) and
+:class:`~splitsde.base.progress.Progress`. Between those events the steps run back to back.
+Everything a run changes -- field-evaluation counters, Metropolis acceptance counts -- lives on its
+:class:`~splitsde.runtime.integrator.PreparedRun` and is returned in the :class:`Result`; the
+integrator is never modified, so one integrator serves any number of runs.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import sympy
 import torch
 
 from splitsde.base.errors import SplitsdeError
+from splitsde.compose.builder import build_program
 from splitsde.compose.codegen import (
     CoefficientTable,
     LoweredStep,
@@ -45,7 +46,6 @@ from splitsde.compose.program import (
     Program,
     Recall,
     SubstepInfo,
-    build_program,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.word import MAX_OCCURRENCES, Word, WordError

@@ -539,23 +539,10 @@ def estimate_weak_order(
         this process alone).
     """
     started = time.perf_counter()
-    if mode not in ("stationary", "final"):
-        raise LadderError(f"mode must be 'stationary' or 'final', got {mode!r}")
-    if isinstance(reference, str) and reference not in ("fine", "extrapolated"):
-        raise LadderError(
-            f"reference must be a number, an Estimate, 'fine' or 'extrapolated', got {reference!r}"
-        )
-    ladder = sorted(float(x) for x in hs)
-    if len(set(ladder)) != len(ladder) or not all(x > 0 and math.isfinite(x) for x in ladder):
-        raise LadderError(f"the steps must be distinct, positive and finite, got {list(hs)}")
-    if int(fine_factor) != fine_factor or fine_factor < 2:
-        raise LadderError(f"fine_factor must be an integer >= 2, got {fine_factor}")
+    ladder, runs, h_fine = _checked_ladder(
+        hs, reference, mode, T, burn_in_time, sample_time, fine_factor
+    )
     world = world or current_world()
-    use_fine = reference == "fine"
-    h_fine = ladder[0] / fine_factor if use_fine else None
-    runs = ([h_fine] if use_fine else []) + ladder
-    for x in runs:
-        _steps(x, mode, T, burn_in_time, sample_time)  # validate before computing
 
     def integrator_for(x: float) -> Any:
         return make_integrator if hasattr(make_integrator, "program") else make_integrator(x)
@@ -567,15 +554,7 @@ def estimate_weak_order(
     W = _walkers(state_for(runs[0]))
     if W // world.size < 1:
         raise LadderError(f"{W} walkers cannot be shared by {world.size} processes")
-    levels: tuple[float, ...] = ()
-    if common_noise:
-        dt, L = fine_step(first, _common_grid(runs))
-        # a nested ladder refines level by level (coarse runs generate only what they use);
-        # otherwise one level above the fine grid, a common multiple of every step
-        levels = brownian_levels([max(runs), *(x / L for x in runs)]) or (
-            _common_multiple(runs, dt),
-            dt,
-        )
+    levels = _noise_levels(first, runs) if common_noise else ()
     stream = rank_seed(seed, world.rank)
     total = ladder_cost(
         ladder,
@@ -584,7 +563,7 @@ def estimate_weak_order(
         T=T,
         burn_in_time=burn_in_time,
         sample_time=sample_time,
-        fine_factor=fine_factor if use_fine else None,
+        fine_factor=fine_factor if h_fine is not None else None,
     )
     bar = progress_bar(
         total,
@@ -600,39 +579,14 @@ def estimate_weak_order(
     try:
         for i, x in enumerate(runs):
             integ = integrator_for(x)
-            start = _shard(state_for(x), world)
             n_steps, burn = _steps(x, mode, T, burn_in_time, sample_time)
             if common_noise:
                 noise: Any = CommonNoise(integ, seed=stream, dt=levels[-1], h=x, levels=levels)
             else:
-                dev = next(iter(start.values())).device
-                gen = torch.Generator(device=dev)
-                gen.manual_seed(rank_seed(seed, world.rank, "step", i))
-                noise = GaussianNoise(gen)
-            message = ""
-            values = None
-            try:
-                if mode == "stationary":
-                    obs = Running(
-                        lambda t, s: _per_walker(observable(s)), "phi", burn_in=burn, every=every
-                    )
-                    res = integrate(
-                        integ,
-                        start,
-                        h=x,
-                        steps=n_steps,
-                        noise=noise,
-                        observers=[obs],
-                        progress=False,
-                    )
-                    values = res.finals["phi"]["mean"]
-                else:
-                    res = integrate(integ, start, h=x, steps=n_steps, noise=noise, progress=False)
-                    values = _per_walker(observable(res.final))
-                values = values.detach().to("cpu", torch.float64).numpy()
-                message = _diverged(values)
-            except NonFiniteError as err:
-                message = str(err)
+                noise = _independent_noise(state_for(x), seed, world, i)
+            values, message = _run_point(
+                integ, _shard(state_for(x), world), x, n_steps, burn, every, noise, mode, observable
+            )
             walker_steps += W * n_steps
             if bar is not None:
                 bar.update(W * n_steps)
@@ -647,24 +601,12 @@ def estimate_weak_order(
             assert values is not None
             columns.append(values)
             column_h.append(x)
-            status = "reference" if x == h_fine else "ok"
-            points[x] = LadderPoint(x, status, None, n_steps)
+            points[x] = LadderPoint(x, "reference" if x == h_fine else "ok", None, n_steps)
     finally:
         if bar is not None:
             bar.close()
 
-    n_pts = len(columns)
-    cov = np.zeros((n_pts, n_pts))
-    mu = np.zeros(n_pts)
-    if n_pts:
-        rows = _batch_rows(np.stack(columns, axis=1), batches, W)
-        nb = float(world.sum(np.array([len(rows)]))[0])
-        if nb < 2:
-            raise LadderError("error bars need at least two walkers (batches)")
-        mu = world.sum(rows.sum(axis=0)) / nb
-        d = rows - mu
-        cov = world.sum(d.T @ d) / (nb - 1) / nb
-        samples = int(nb)
+    mu, cov, samples = _ladder_moments(columns, batches, W, world)
     for j, x in enumerate(column_h):
         p = points[x]
         points[x] = LadderPoint(
@@ -675,48 +617,21 @@ def estimate_weak_order(
     fit_h = np.array(column_h)
     if isinstance(reference, str) or reference is None:
         ref_arg: float | Estimate | None = None
-        kind = "fine" if use_fine else "extrapolated"
+        kind = "fine" if h_fine is not None else "extrapolated"
     else:
         ref_arg = reference
         kind = "estimate" if isinstance(reference, Estimate) else "exact"
-    fit = independent = None
-    fit_error = ""
-    bias_se = np.zeros(0)
-    if n_pts:
-        try:
-            fit = fit_order(
-                fit_h,
-                mu,
-                cov,
-                ref_arg,
-                level=level,
-                alpha=alpha,
-                next_term=next_term,
-                select=select,
-                samples=samples,
-                reference_kind=kind,
-            )
-        except ValueError as err:
-            fit_error = str(err)
-        if fit is not None:
-            bias_se = _bias_se(fit, fit_h, cov)
-            if common_noise:
-                try:
-                    independent = fit_order(
-                        fit_h,
-                        mu,
-                        np.sqrt(np.diag(cov)),
-                        ref_arg,
-                        level=level,
-                        alpha=alpha,
-                        next_term=next_term,
-                        select=select,
-                        samples=samples,
-                        reference_kind=kind,
-                    )
-                except ValueError:
-                    independent = None
-    reduction = _variance_reduction(cov) if common_noise and n_pts >= 2 else None
+    fit_options = dict(
+        level=level,
+        alpha=alpha,
+        next_term=next_term,
+        select=select,
+        samples=samples,
+        reference_kind=kind,
+    )
+    fit, independent, fit_error = _fit_ladder(fit_h, mu, cov, ref_arg, fit_options, common_noise)
+    bias_se = _bias_se(fit, fit_h, cov) if fit is not None else np.zeros(0)
+    reduction = _variance_reduction(cov) if common_noise and len(columns) >= 2 else None
     return WeakOrderResult(
         hs=np.array([p.h for p in ok]),
         estimates=[p.estimate for p in ok if p.estimate is not None],
@@ -726,7 +641,7 @@ def estimate_weak_order(
         fit_hs=fit_h,
         cov=cov,
         reference_kind=kind,
-        fine=points.get(h_fine) if use_fine else None,
+        fine=points.get(h_fine) if h_fine is not None else None,
         common_noise=common_noise,
         variance_reduction=reduction,
         independent_fit=independent,
@@ -741,6 +656,129 @@ def estimate_weak_order(
         bias_se=bias_se,
         extra={"fit_error": fit_error} if fit_error else {},
     )
+
+
+def _checked_ladder(
+    hs: Sequence[float],
+    reference: Any,
+    mode: str,
+    T: float | None,
+    burn_in_time: float,
+    sample_time: float | None,
+    fine_factor: int,
+) -> tuple[list[float], list[float], float | None]:
+    """The sorted ladder, the runs (the fine reference step first when asked) and that fine
+    step; every argument is checked before anything is computed."""
+    if mode not in ("stationary", "final"):
+        raise LadderError(f"mode must be 'stationary' or 'final', got {mode!r}")
+    if isinstance(reference, str) and reference not in ("fine", "extrapolated"):
+        raise LadderError(
+            f"reference must be a number, an Estimate, 'fine' or 'extrapolated', got {reference!r}"
+        )
+    ladder = sorted(float(x) for x in hs)
+    if len(set(ladder)) != len(ladder) or not all(x > 0 and math.isfinite(x) for x in ladder):
+        raise LadderError(f"the steps must be distinct, positive and finite, got {list(hs)}")
+    if int(fine_factor) != fine_factor or fine_factor < 2:
+        raise LadderError(f"fine_factor must be an integer >= 2, got {fine_factor}")
+    h_fine = ladder[0] / fine_factor if reference == "fine" else None
+    runs = ([h_fine] if h_fine is not None else []) + ladder
+    for x in runs:
+        _steps(x, mode, T, burn_in_time, sample_time)
+    return ladder, runs, h_fine
+
+
+def _noise_levels(first: Any, runs: list[float]) -> tuple[float, ...]:
+    """Levels of the common Brownian path: a nested ladder refines level by level (coarse runs
+    generate only what they use); otherwise one level above the fine grid, a common multiple
+    of every step."""
+    dt, L = fine_step(first, _common_grid(runs))
+    return brownian_levels([max(runs), *(x / L for x in runs)]) or (
+        _common_multiple(runs, dt),
+        dt,
+    )
+
+
+def _independent_noise(
+    state: Mapping[str, torch.Tensor], seed: int, world: World, i: int
+) -> GaussianNoise:
+    """Independent noise for run ``i`` of the ladder (no common random numbers)."""
+    dev = next(iter(state.values())).device
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(rank_seed(seed, world.rank, "step", i))
+    return GaussianNoise(gen)
+
+
+def _run_point(
+    integ: Any,
+    start: Mapping[str, torch.Tensor],
+    x: float,
+    n_steps: int,
+    burn: int,
+    every: int,
+    noise: Any,
+    mode: str,
+    observable: Observable,
+) -> tuple[np.ndarray | None, str]:
+    """Per-walker values of the observable at step ``x`` (time averages in ``"stationary"``
+    mode, final values otherwise) and a divergence message (empty when the run is fine)."""
+    try:
+        if mode == "stationary":
+            obs = Running(lambda t, s: _per_walker(observable(s)), "phi", burn_in=burn, every=every)
+            res = integrate(
+                integ, start, h=x, steps=n_steps, noise=noise, observers=[obs], progress=False
+            )
+            values = res.finals["phi"]["mean"]
+        else:
+            res = integrate(integ, start, h=x, steps=n_steps, noise=noise, progress=False)
+            values = _per_walker(observable(res.final))
+        out = values.detach().to("cpu", torch.float64).numpy()
+    except NonFiniteError as err:
+        return None, str(err)
+    return out, _diverged(out)
+
+
+def _ladder_moments(
+    columns: list[np.ndarray], batches: int | None, W: int, world: World
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Means over the walkers (batch means across every process), the covariance of those
+    means between steps, and the number of batches."""
+    n_pts = len(columns)
+    if not n_pts:
+        return np.zeros(0), np.zeros((0, 0)), 0
+    rows = _batch_rows(np.stack(columns, axis=1), batches, W)
+    nb = float(world.sum(np.array([len(rows)]))[0])
+    if nb < 2:
+        raise LadderError("error bars need at least two walkers (batches)")
+    mu = world.sum(rows.sum(axis=0)) / nb
+    d = rows - mu
+    cov = world.sum(d.T @ d) / (nb - 1) / nb
+    return mu, cov, int(nb)
+
+
+def _fit_ladder(
+    fit_h: np.ndarray,
+    mu: np.ndarray,
+    cov: np.ndarray,
+    ref_arg: float | Estimate | None,
+    options: dict[str, Any],
+    common_noise: bool,
+) -> tuple[Any, Any, str]:
+    """The order fit with the correlated covariance, and (with common noise) the fit that
+    ignores the correlation, for the variance-reduction report; a fit that cannot be made
+    gives its reason instead."""
+    if not len(mu):
+        return None, None, ""
+    try:
+        fit = fit_order(fit_h, mu, cov, ref_arg, **options)
+    except ValueError as err:
+        return None, None, str(err)
+    independent = None
+    if common_noise:
+        try:
+            independent = fit_order(fit_h, mu, np.sqrt(np.diag(cov)), ref_arg, **options)
+        except ValueError:
+            independent = None
+    return fit, independent, ""
 
 
 @dataclass

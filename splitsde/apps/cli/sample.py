@@ -116,98 +116,29 @@ def _check_stable(integ: Any, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitsde.base.stats import walker_batch_means, z_score
     from splitsde.compose.presets import word as parse_word
-    from splitsde.langevin import Reporter, underdamped
-    from splitsde.runtime.integrate import integrate
-    from splitsde.runtime.integrator import NonFiniteError
-    from splitsde.runtime.observers import Running
+    from splitsde.langevin import underdamped
 
-    if args.walkers < 2:
-        raise CLIError("--walkers must be at least 2 (error bars come from independent walkers)")
-    if args.dim is not None and args.system == "muller-brown":
-        raise CLIError(
-            "--dim applies to the 1-D systems (harmonic, double-well); muller-brown is 2-D"
-        )
-    coords = 2 if args.system == "muller-brown" else (args.dim or 1)
-    itemsize = torch.finfo(DTYPES[args.dtype]).bits // 8
-    check_memory(
-        STATE_COPIES * 2 * args.walkers * coords * itemsize,
-        f"{args.walkers} walkers with {coords} coordinate(s) each",
-        "use fewer --walkers or a smaller --dim",
-    )
+    _check_args(args)
     pot = _potential(args)
     system = underdamped(pot, gamma=args.gamma, kT=args.kT, mass=args.mass)
     integ = system.integrator(parse_word(args.word))
     if args.system == "harmonic":
         _check_stable(integ, args)
-    dtype = DTYPES[args.dtype]
     burn = args.steps // 5 if args.burn_in is None else args.burn_in
     y0 = system.initial_state(
         args.walkers,
         dim=args.dim,
-        dtype=dtype,
+        dtype=DTYPES[args.dtype],
         generator=torch.Generator().manual_seed(args.seed + 1),
     )
     try:
         mom = pot.moments(args.kT)
     except NotImplementedError:
         mom = None
-    scale = max(
-        math.sqrt(args.kT * args.mass),
-        math.sqrt(float(np.max(mom["var"]))) if mom is not None else 0.0,
-        *(float(x.abs().max()) for x in y0.values()),
-    )
-    obs = [
-        Running(lambda t, s: s["q"], "q", burn_in=burn),
-        Running(lambda t, s: s["p"], "p", burn_in=burn),
-    ]
-    if args.log_every is not None and args.log is None:
-        raise CLIError("--log-every needs --log FILE")
-    if args.log is not None:
-        every = args.log_every or max(1, (burn + args.steps) // 100)
-        obs.append(Reporter(args.log, system, every=every))
-    try:
-        res = integrate(
-            integ,
-            y0,
-            h=args.h,
-            steps=burn + args.steps,
-            seed=args.seed,
-            observers=obs,
-            max_abs=DIVERGED * scale,
-        )
-    except NonFiniteError as err:
-        raise CLIError(f"the run diverged: {err}") from None
-    blocks = {}
-    for name in ("q", "p"):
-        acc = res.finals[name]
-        st = walker_batch_means(acc["mean"], acc["mean_sq"])
-        blocks[name] = {
-            k: np.atleast_1d(st[k]).reshape(-1) for k in ("mean", "mean_se", "var", "var_se")
-        }
-        for k, v in blocks[name].items():
-            if not np.all(np.isfinite(v)):
-                raise CLIError(
-                    f"the statistics are not finite ({k} of {name} = {v.tolist()}): the run "
-                    f"diverged; choose a smaller --h (now {args.h:g})"
-                )
-    exact = {}
-    if mom is not None:
-        exact = {
-            "q": {
-                "mean": np.broadcast_to(mom["mean"], blocks["q"]["mean"].shape),
-                "var": np.broadcast_to(mom["var"], blocks["q"]["var"].shape),
-            },
-            "p": {
-                "mean": np.zeros_like(blocks["p"]["mean"]),
-                "var": np.full_like(blocks["p"]["var"], args.kT * args.mass),
-            },
-        }
-        for name, b in blocks.items():
-            b["var_z"] = [
-                z_score(v, e, se) for v, e, se in zip(b["var"], exact[name]["var"], b["var_se"])
-            ]
+    res = _run(args, system, integ, y0, burn, mom)
+    blocks, batches = _block_statistics(res, args)
+    exact = _exact_moments(mom, blocks, args)
     out = {
         "system": args.system,
         "word": str(integ.word),
@@ -228,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         "nfe": res.nfe,
         "blocks": blocks,
         "exact": exact,
-        "batches": st["batches"],
+        "batches": batches,
         "wall_time": res.wall_time,
     }
     if args.json:
@@ -239,6 +170,123 @@ def run(args: argparse.Namespace) -> int:
         f"{args.walkers} walkers x {args.steps} steps "
         f"(burn-in {burn}), NFE/step = {res.nfe_per_step:g}"
     )
+    _print_table(blocks, exact)
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse inconsistent options and walker counts that do not fit in memory, before any
+    work."""
+    if args.walkers < 2:
+        raise CLIError("--walkers must be at least 2 (error bars come from independent walkers)")
+    if args.dim is not None and args.system == "muller-brown":
+        raise CLIError(
+            "--dim applies to the 1-D systems (harmonic, double-well); muller-brown is 2-D"
+        )
+    if args.log_every is not None and args.log is None:
+        raise CLIError("--log-every needs --log FILE")
+    coords = 2 if args.system == "muller-brown" else (args.dim or 1)
+    itemsize = torch.finfo(DTYPES[args.dtype]).bits // 8
+    check_memory(
+        STATE_COPIES * 2 * args.walkers * coords * itemsize,
+        f"{args.walkers} walkers with {coords} coordinate(s) each",
+        "use fewer --walkers or a smaller --dim",
+    )
+
+
+def _run(
+    args: argparse.Namespace,
+    system: Any,
+    integ: Any,
+    y0: dict[str, torch.Tensor],
+    burn: int,
+    mom: dict[str, Any] | None,
+) -> Any:
+    """The run with running means of ``q`` and ``p`` (and the optional log); a state beyond
+    :data:`DIVERGED` times the system's natural scale counts as diverged."""
+    from splitsde.langevin import Reporter
+    from splitsde.runtime.integrate import integrate
+    from splitsde.runtime.integrator import NonFiniteError
+    from splitsde.runtime.observers import Running
+
+    scale = max(
+        math.sqrt(args.kT * args.mass),
+        math.sqrt(float(np.max(mom["var"]))) if mom is not None else 0.0,
+        *(float(x.abs().max()) for x in y0.values()),
+    )
+    obs = [
+        Running(lambda t, s: s["q"], "q", burn_in=burn),
+        Running(lambda t, s: s["p"], "p", burn_in=burn),
+    ]
+    if args.log is not None:
+        every = args.log_every or max(1, (burn + args.steps) // 100)
+        obs.append(Reporter(args.log, system, every=every))
+    try:
+        return integrate(
+            integ,
+            y0,
+            h=args.h,
+            steps=burn + args.steps,
+            seed=args.seed,
+            observers=obs,
+            max_abs=DIVERGED * scale,
+        )
+    except NonFiniteError as err:
+        raise CLIError(f"the run diverged: {err}") from None
+
+
+def _block_statistics(
+    res: Any, args: argparse.Namespace
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Mean and variance of each block with batch-means standard errors; non-finite
+    statistics mean the run diverged."""
+    from splitsde.base.stats import walker_batch_means
+
+    blocks: dict[str, dict[str, Any]] = {}
+    batches = 0
+    for name in ("q", "p"):
+        acc = res.finals[name]
+        st = walker_batch_means(acc["mean"], acc["mean_sq"])
+        batches = st["batches"]
+        blocks[name] = {
+            k: np.atleast_1d(st[k]).reshape(-1) for k in ("mean", "mean_se", "var", "var_se")
+        }
+        for k, v in blocks[name].items():
+            if not np.all(np.isfinite(v)):
+                raise CLIError(
+                    f"the statistics are not finite ({k} of {name} = {v.tolist()}): the run "
+                    f"diverged; choose a smaller --h (now {args.h:g})"
+                )
+    return blocks, batches
+
+
+def _exact_moments(
+    mom: dict[str, Any] | None, blocks: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> dict[str, dict[str, np.ndarray]]:
+    """The exact Boltzmann moments where the potential knows them; adds the variance z-scores
+    to ``blocks``."""
+    from splitsde.base.stats import z_score
+
+    if mom is None:
+        return {}
+    exact = {
+        "q": {
+            "mean": np.broadcast_to(mom["mean"], blocks["q"]["mean"].shape),
+            "var": np.broadcast_to(mom["var"], blocks["q"]["var"].shape),
+        },
+        "p": {
+            "mean": np.zeros_like(blocks["p"]["mean"]),
+            "var": np.full_like(blocks["p"]["var"], args.kT * args.mass),
+        },
+    }
+    for name, b in blocks.items():
+        b["var_z"] = [
+            z_score(v, e, se) for v, e, se in zip(b["var"], exact[name]["var"], b["var_se"])
+        ]
+    return exact
+
+
+def _print_table(blocks: dict[str, dict[str, Any]], exact: dict[str, Any]) -> None:
     print(f"{'':6}{'mean':>12}{'± se':>10}{'var':>12}{'± se':>10}{'exact var':>12}{'bias/se':>9}")
     for name, b in blocks.items():
         for i in range(len(b["mean"])):
@@ -250,7 +298,6 @@ def run(args: argparse.Namespace) -> int:
                 f"{label:6}{b['mean'][i]:12.5f}{b['mean_se'][i]:10.5f}{b['var'][i]:12.5f}"
                 f"{b['var_se'][i]:10.5f}{ev_i:12.5f}{_z(z):>9}"
             )
-    return 0
 
 
 def _z(z: float | None) -> str:

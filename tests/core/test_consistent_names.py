@@ -6,6 +6,7 @@ per clock."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 
@@ -178,9 +179,9 @@ def _subclasses(cls: type) -> set[type]:
 
 def test_observers_have_one_signature():
     """``fn(t, state)`` for observe/Running; every Observer's ``on_step(step, t, state)``."""
-    import splitsde.diffusion.kdiffusion  # noqa: F401  (registers its observer class)
-    import splitsde.langevin  # noqa: F401
-    import splitsde.work  # noqa: F401
+    # the modules that define Observer subclasses
+    for module in ("splitsde.diffusion.kdiffusion", "splitsde.langevin", "splitsde.work"):
+        importlib.import_module(module)
     from splitsde.observers import Observer
 
     subs = _subclasses(Observer)

@@ -53,7 +53,6 @@ from splitsde.analysis.montecarlo import (
     final_average,
     ladder_cost,
     stationary_average,
-    weak_order,
 )
 from splitsde.analysis.plot import plot_certificate, plot_fit
 from splitsde.analysis.randomized import propagate_moments, selection_cells
@@ -129,5 +128,15 @@ __all__ = [
     "stationary_moments",
     "symbolic_step",
     "weak_error_ladder",
-    "weak_order",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``weak_order`` is the declared order (a property of integrators and plans); the Monte
+    # Carlo estimate of it was once also called ``weak_order``
+    if name == "weak_order":
+        raise AttributeError(
+            "splitsde.analysis.weak_order is now estimate_weak_order (weak_order is the "
+            "declared order, a property of integrators and plans)"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -228,7 +228,8 @@ def _propagate_carried(
                 flat.append(x.detach().cpu().numpy().reshape(B, -1))
         return np.concatenate(flat, axis=1) if flat else np.zeros((B, 0))
 
-    tensors = tuple(x.clone() for x in integrator.check_state(dict(zip(integrator.blocks, state))))
+    named = dict(zip(integrator.block_names, state))
+    tensors = tuple(x.clone() for x in integrator.check_state(named))
     run = integrator.prepare(tensors, times, FixedNoise(noise))
     mean = np.concatenate([m, np.zeros(Dc)])
     cov = np.zeros((D + Dc, D + Dc))

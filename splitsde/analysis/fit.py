@@ -75,6 +75,8 @@ import numpy as np
 import scipy.optimize
 import scipy.stats
 
+from splitsde.base.stats import Estimate
+
 __all__ = [
     "ALPHA",
     "Estimate",
@@ -89,22 +91,6 @@ __all__ = [
 ALPHA = 0.01
 
 _P_MIN, _P_MAX = 0.2, 8.0  # search range of the order
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A Monte Carlo average with its standard error."""
-
-    value: float
-    se: float
-    samples: int = 0
-
-    def interval(self, level: float = 0.95) -> tuple[float, float]:
-        z = float(scipy.stats.norm.ppf(0.5 + level / 2))
-        return self.value - z * self.se, self.value + z * self.se
-
-    def __str__(self) -> str:
-        return f"{self.value:.6g} ± {self.se:.2g}"
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,6 @@ __all__ = [
     "fit_order",
     "ladder_cost",
     "stationary_average",
-    "weak_order",
 ]
 
 Observable = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
@@ -841,10 +840,6 @@ class MonteCarloOptions:
             world=world,
             observable_name=self.observable_name,
         )
-
-
-#: The name used before :func:`estimate_weak_order`; the same function.
-weak_order = estimate_weak_order
 
 
 def _variance_reduction(cov: np.ndarray) -> float | None:

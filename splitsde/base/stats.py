@@ -9,17 +9,54 @@ the autocorrelation time.
 :func:`z_score` compares an estimate with a reference in units of its standard error, and
 refuses (returns ``None``) when that unit is zero or not finite: a bias over a zero or infinite
 error bar means nothing.
+
+:class:`Estimate` is the one type of a Monte Carlo number with its error bar, used by the
+weak-order fits (:mod:`splitsde.analysis`) and the diffusion sample metrics
+(:mod:`splitsde.diffusion.metrics`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["walker_batch_means", "z_score"]
+__all__ = ["Estimate", "walker_batch_means", "z_score"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    r"""A Monte Carlo estimate :math:`\hat\mu` with its standard error :math:`s`.
+
+    Attributes
+    ----------
+    value:
+        The estimate :math:`\hat\mu`.
+    se:
+        Its standard error :math:`s` (``nan`` when it could not be estimated, e.g. from a
+        single batch).
+    samples:
+        How many samples it averages (``0``: not recorded).
+    """
+
+    value: float
+    se: float
+    samples: int = 0
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        r"""The normal confidence interval :math:`\hat\mu \pm z_{(1+\ell)/2}\, s` at level
+        :math:`\ell` (``level``, in :math:`(0, 1)`)."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        return self.value - z * self.se, self.value + z * self.se
+
+    def __str__(self) -> str:
+        return f"{self.value:.6g} ± {self.se:.2g}"
 
 
 def walker_batch_means(

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from splitsde.base.stats import Estimate
+
 if TYPE_CHECKING:
     from splitsde.diffusion.protocols import PlanProtocol
     from splitsde.diffusion.targets import GaussianMixture
@@ -50,17 +52,6 @@ __all__ = [
     "mode_weight_error",
     "sliced_wasserstein",
 ]
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A Monte Carlo estimate with its standard error."""
-
-    value: float
-    se: float
-
-    def __str__(self) -> str:
-        return f"{self.value:.4g} ± {self.se:.2g}"
 
 
 @dataclass(frozen=True)
@@ -176,7 +167,7 @@ def _batched(
     ys = torch.chunk(fresh, batches)
     vals = np.array([metric(a, b) for a, b in zip(xs, ys)])
     se = vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else float("nan")
-    return Estimate(float(vals.mean()), float(se))
+    return Estimate(float(vals.mean()), float(se), int(x.shape[0]))
 
 
 def mixture_metrics(

@@ -373,7 +373,7 @@ class PFODESampler:
             ts = check_grid(proc, grid, eps)
         return PFODEPlan(self, proc, score, ts, nfe, denoise)
 
-    def weak_order(self, process: ForwardProcess) -> int | None:
+    def weak_order_for(self, process: ForwardProcess) -> int | None:
         """The declared order of the method (the same on every process)."""
         return self.order
 

@@ -187,8 +187,10 @@ class SamplerProtocol(Protocol):
         """Raise ``ValueError`` if the sampler cannot run on ``process``."""
         ...
 
-    def weak_order(self, process: Any) -> int | None:
-        """The declared weak order on ``process``."""
+    def weak_order_for(self, process: Any) -> int | None:
+        """The declared weak order on ``process`` (``None``: none claimed). A method, not the
+        property ``weak_order``, because it depends on the process; a compiled plan has the
+        property :attr:`PlanProtocol.weak_order`."""
         ...
 
     def configure(self, **options: Any) -> SamplerProtocol:

@@ -22,7 +22,8 @@ name               split     word / rule                                        
 =================  ========  =====================================================  ==========
 
 All of them have finite-time weak order 1 (Euler-type treatment of the score; the reduction
-rule caps the order at 1); :attr:`Sampler.weak_order` reads it off the compiled integrator.
+rule caps the order at 1); :meth:`Sampler.weak_order_for` reads it off the integrator compiled
+for a process, and a compiled plan has it as the property :attr:`Plan.weak_order`.
 
 The splitting samplers follow Pandey, Rudolph & Mandt, *Towards fast stochastic sampling in
 diffusion generative models* (2024) and *Efficient integrators for diffusion generative models*
@@ -178,8 +179,9 @@ class Sampler:
         :math:`\\lambda = 1`, as in the reference implementations)."""
         return _denoise.denoiser(process, score, **kwargs)
 
-    def weak_order(self, process: ForwardProcess) -> int | None:
-        """Declared finite-time weak order, read off the compiled integrator."""
+    def weak_order_for(self, process: ForwardProcess) -> int | None:
+        """Declared finite-time weak order on ``process``, read off the integrator compiled
+        for it (the word drops letters whose flow vanishes, so it depends on the process)."""
         return self.integrator(process, _never).weak_order
 
     def with_options(self, **changes: Any) -> Sampler:

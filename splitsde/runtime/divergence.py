@@ -245,7 +245,7 @@ class FinitenessCheck:
                     step=k,
                 ) from exc
             if self.max_abs is not None:
-                for name, x in zip(integ.blocks, state):
+                for name, x in zip(integ.block_names, state):
                     m = float(x.abs().max())
                     if m > self.max_abs:
                         err = DivergenceError(

@@ -474,7 +474,7 @@ def run_fingerprint(
     noise_type = type(noise)
     out.update(
         {
-            "blocks": repr([(n, tuple(x.shape)) for n, x in zip(integrator.blocks, y0)]),
+            "blocks": repr([(n, tuple(x.shape)) for n, x in zip(integrator.block_names, y0)]),
             "dtype": str(y0[0].dtype),
             "device": y0[0].device.type,
             "initial state": _digest(*y0),

@@ -275,7 +275,7 @@ def integrate(
     """
     _check_integrator(integrator)
     initial = integrator.check_state(y0)
-    for name, x in zip(integrator.blocks, initial):
+    for name, x in zip(integrator.block_names, initial):
         if not bool(torch.isfinite(x).all()):
             raise StateError(f"the initial state has non-finite values in block {name}")
     state = tuple(x.detach().clone() for x in initial)
@@ -295,7 +295,7 @@ def integrate(
         seed,
         generator,
     )
-    names = integrator.blocks
+    names = integrator.block_names
     save_names = tuple(save) if save is not None else names
     bad = set(save_names) - set(names)
     if bad:
@@ -366,7 +366,7 @@ def _check_options(
     if max_abs is not None:
         if not (isinstance(max_abs, int | float) and max_abs > 0 and not math.isnan(max_abs)):
             raise ValueError(f"max_abs must be a positive number, got {max_abs!r}")
-        for name, x in zip(integrator.blocks, initial):
+        for name, x in zip(integrator.block_names, initial):
             if float(x.abs().max()) > max_abs:
                 raise StateError(f"the initial state exceeds max_abs = {max_abs:g} in block {name}")
     if noise is not None and (seed is not None or generator is not None):
@@ -435,7 +435,7 @@ class _TimeLoop:
         self.started = _time.perf_counter()
 
     def as_map(self, state: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        return dict(zip(self.integrator.blocks, state))
+        return dict(zip(self.integrator.block_names, state))
 
     def run_from(
         self,

@@ -55,7 +55,7 @@ from splitsde.runtime.timegrid import TimeGrid, time_grid
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import SolverStrategy
-from splitsde.symbolic.symbols import Parameter
+from splitsde.symbolic.symbols import Block, Parameter
 
 __all__ = ["BoundField", "Integrator", "NonFiniteError", "PreparedRun", "StateError"]
 
@@ -299,11 +299,11 @@ class Integrator:
 
     # -- properties -----------------------------------------------------------------------------
     @property
-    def blocks(self) -> tuple[str, ...]:
-        """Block names, in the SDE's order. Transitional: ``.blocks`` is the
-        :class:`~splitsde.symbolic.symbols.Block` symbols everywhere else and names are
-        ``.block_names``; use :attr:`block_names` for names."""
-        return self.block_names
+    def blocks(self) -> tuple[Block, ...]:
+        """The state's blocks as :class:`~splitsde.symbolic.symbols.Block` symbols, in the
+        SDE's order (as ``SDE.blocks`` and ``Program.blocks``); their names, the keys of a
+        state mapping, are :attr:`block_names`."""
+        return tuple(self.sde.blocks)
 
     @property
     def block_names(self) -> tuple[str, ...]:
@@ -411,18 +411,24 @@ class Integrator:
             raise StateError(
                 f"a state is a mapping block name -> tensor, got a {type(state).__name__}"
             )
-        unknown = set(state) - set(self.blocks)
+        names = self.block_names
+        unknown = set(state) - set(names)
         if unknown:
-            raise StateError(
-                f"unknown block(s) {sorted(map(str, unknown))}; blocks: {', '.join(self.blocks)}"
+            hint = (
+                " (a state is keyed by block names, .block_names; .blocks are the Block symbols)"
+                if any(isinstance(k, Block) for k in unknown)
+                else ""
             )
-        missing = [b for b in self.blocks if b not in state]
+            raise StateError(
+                f"unknown block(s) {sorted(map(str, unknown))}; blocks: {', '.join(names)}{hint}"
+            )
+        missing = [b for b in self.block_names if b not in state]
         if missing:
             raise StateError(f"state misses block(s) {', '.join(missing)}")
-        tensors = tuple(state[b] for b in self.blocks)
+        tensors = tuple(state[b] for b in self.block_names)
         first = tensors[0]
-        head = self.blocks[0]
-        for name, x in zip(self.blocks, tensors):
+        head = self.block_names[0]
+        for name, x in zip(self.block_names, tensors):
             if not isinstance(x, torch.Tensor):
                 raise StateError(f"block {name} is a {type(x).__name__}, not a tensor")
             if x.device.type == "meta":
@@ -464,7 +470,7 @@ class Integrator:
             if isinstance(v, torch.Tensor):
                 if v.device != first.device:
                     raise StateError(f"parameter {p} is on {v.device}, the state on {first.device}")
-                for name, x in zip(self.blocks, tensors):
+                for name, x in zip(self.block_names, tensors):
                     try:
                         torch.broadcast_shapes(v.shape, x.shape)
                     except RuntimeError:
@@ -607,7 +613,7 @@ class Integrator:
         run = self.prepare(tensors, np.array([t0, t0 + h], dtype=np.float64), noise)
         with torch.no_grad():
             out, _ = run.call(0, tensors, None, checked=True)
-        return dict(zip(self.blocks, out))
+        return dict(zip(self.block_names, out))
 
 
 def _reuses_moved_evaluations(program: Program) -> bool:

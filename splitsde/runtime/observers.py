@@ -213,17 +213,17 @@ class ObserverSet:
     records, and dispatches sub-step callbacks of the hooked step variant.
 
     ``points`` are the sub-steps and Metropolis groups of the program, in the numbering of the
-    step's ``on_substep`` callback; ``blocks`` names the state's blocks. :attr:`step` is the
+    step's ``on_substep`` callback; ``block_names`` names the state's blocks. :attr:`step` is the
     index of the step being run, set by the time loop before each hooked step.
     """
 
     def __init__(
-        self, observers: Sequence[Observer], blocks: Sequence[str], points: Sequence[Any]
+        self, observers: Sequence[Observer], block_names: Sequence[str], points: Sequence[Any]
     ) -> None:
         self.observers = list(observers)
         if len({o.name for o in self.observers}) != len(self.observers):
             raise ValueError("observer names must be distinct")
-        self.blocks = tuple(blocks)
+        self.block_names = tuple(block_names)
         self.points = list(points)
         self.substep_observers = [o for o in self.observers if o.substeps]
         self.records: dict[str, list[Any]] = {o.name: [] for o in self.observers}
@@ -239,7 +239,7 @@ class ObserverSet:
 
     def on_substep(self, i: int, state: tuple[torch.Tensor, ...]) -> None:
         """The step's callback after sub-step (or Metropolis test) ``i``."""
-        m = dict(zip(self.blocks, state))
+        m = dict(zip(self.block_names, state))
         for o in self.substep_observers:
             o.on_substep(self.step, self.points[i], m)
 

@@ -156,7 +156,7 @@ def _event_shape(value: Any, block: str) -> tuple[int, ...]:
 def layout_of(integrator: Any, shapes: Mapping[str, Any] | None = None) -> tuple[BlockLayout, ...]:
     """The flat layout of the integrator's blocks with per-walker ``shapes`` (default: scalar
     blocks, event shape ``()``)."""
-    names = tuple(integrator.blocks)
+    names = tuple(integrator.block_names)
     shapes = dict(shapes or {})
     unknown = set(shapes) - set(names)
     if unknown:
@@ -230,7 +230,7 @@ class _Prober:
     def run(self, times: np.ndarray) -> list[np.ndarray]:
         """Outputs ``(B, D)`` of one step for every interval of ``times`` (one lowering)."""
         integ = self.integ
-        state = dict(zip(integ.blocks, self.state))
+        state = dict(zip(integ.block_names, self.state))
         tensors = tuple(x.clone() for x in integ.check_state(state))
         run = integ.prepare(
             tensors, np.asarray(times, np.float64), FixedNoise(self.noise, self.uniforms)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -207,19 +206,9 @@ class Trajectory:
         if not meta_path.exists():
             raise FileNotFoundError(f"{self.directory} is not a splitsde trajectory (no {_META})")
         meta = json.loads(meta_path.read_text())
-        #: Names of the blocks written (``.blocks`` is reserved for Block symbols).
+        #: Names of the blocks written (a trajectory keeps names only, no Block symbols).
         self.block_names: tuple[str, ...] = tuple(meta["blocks"])
         self.chunk = int(meta["chunk"])
-
-    @property
-    def blocks(self) -> tuple[str, ...]:
-        """Deprecated alias of :attr:`block_names`."""
-        warnings.warn(
-            "Trajectory.blocks is deprecated; use Trajectory.block_names",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.block_names
 
     @property
     def chunks(self) -> list[Path]:

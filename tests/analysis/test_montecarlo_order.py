@@ -11,11 +11,11 @@ import torch
 from splitsde import problems
 from splitsde.analysis import (
     Estimate,
+    estimate_weak_order,
     final_average,
     fit_order,
     propagate,
     stationary_average,
-    weak_order,
 )
 
 
@@ -66,7 +66,7 @@ def test_finite_time_order_on_the_ou_process_by_monte_carlo():
     T = 1.0
     m, S = prob.law(T, 2.0, 0.0)
     y0 = {"x": torch.full((200_000,), 2.0)}
-    res = weak_order(
+    res = estimate_weak_order(
         prob.integrator("BO"),
         [0.02, 0.04, 0.05, 0.1],
         y0,
@@ -88,7 +88,7 @@ def test_baoab_quartic_stationary_order_two():
     ~1e8 walker-steps per point are what resolves it."""
     prob = problems.quartic(gamma=1.0, kT=1.0)
     ref = prob.stationary_moments_exact()["q2"]
-    res = weak_order(
+    res = estimate_weak_order(
         lambda h: prob.integrator("BAOAB"),
         [0.15, 0.2, 0.25, 0.3, 0.35],
         lambda h: prob.initial_state(400_000, torch.Generator().manual_seed(7)),

@@ -40,7 +40,7 @@ def branch_law(integ, h: float, y0: np.ndarray, K: int, option: int):
                 integ,
                 0.0,
                 h,
-                {b: () for b in integ.blocks},
+                {b: () for b in integ.block_names},
                 uniforms=[0.0 if s else 0.99 for s in pat],
             )
             means.append(amap.apply(y0))

@@ -18,7 +18,7 @@ from splitsde.symbolic.solvers import Auto, Custom, EulerMaruyama, Exact, Expone
 
 def probe(integ: sd.Integrator, t0: float, h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(Phi, c, Q) of one step of a linear system with scalar blocks, by probing the step."""
-    names = integ.blocks
+    names = integ.block_names
     d = len(names)
     draws = integ.program.draws
     k = len(draws)

@@ -49,7 +49,7 @@ def test_exact_law_converges_to_the_marginal_with_the_declared_order(
     proc_name, name, data, processes
 ):
     proc = processes[proc_name]
-    order = dm.sampler(name).weak_order(proc)
+    order = dm.sampler(name).weak_order_for(proc)
     assert order == 1
     steps = np.array([160, 320, 640])
     errs = np.array([_law_error(proc, data, name, int(n), 0.05) for n in steps])

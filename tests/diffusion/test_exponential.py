@@ -137,7 +137,7 @@ def test_stochastic_ddim_step_has_the_closed_form_law():
     eps(x) = sigma C^-1 (x - alpha mu), C = alpha^2 Sigma + sigma^2 I."""
     eta, t_a, t_b = 0.5, 0.6, 0.35
     s = dm.ddim(eta)
-    assert s.name == "ddim-eta0.5" and s.weak_order(dm.process("vp")) == 1
+    assert s.name == "ddim-eta0.5" and s.weak_order_for(dm.process("vp")) == 1
     proc = dm.vp(beta_min=0.1, beta_max=20.0)
     data = dm.GaussianData.random(2, seed=0, condition=10.0)
     mu, Sigma = data.mean.numpy(), data.cov.numpy()
@@ -261,7 +261,7 @@ def test_reference_matches_the_closed_form_flow(pf_problem):
     ],
 )
 def test_deis_multistep_orders(pf_problem, name, order):
-    assert dm.sampler(name).weak_order(pf_problem[0]) == order
+    assert dm.sampler(name).weak_order_for(pf_problem[0]) == order
     slope, errs = _slope(name, pf_problem)
     assert abs(slope - order) <= 0.3, (slope, errs)
 
@@ -271,7 +271,7 @@ def test_deis_multistep_orders(pf_problem, name, order):
     [("rhork-euler", 1), ("rhork-heun", 2), ("rhork-kutta3", 3), ("rhork-rk4", 4)],
 )
 def test_rho_runge_kutta_orders(pf_problem, name, order):
-    assert dm.sampler(name).weak_order(pf_problem[0]) == order
+    assert dm.sampler(name).weak_order_for(pf_problem[0]) == order
     slope, errs = _slope(name, pf_problem, steps=[24, 32, 48, 64, 96])
     assert abs(slope - order) <= 0.3, (slope, errs)
 
@@ -333,7 +333,7 @@ def test_ipndm_equals_rho_adams_bashforth_on_equal_rho_steps():
 
 
 def test_ipndm_order(pf_problem):
-    assert dm.sampler("ipndm").weak_order(pf_problem[0]) == 2
+    assert dm.sampler("ipndm").weak_order_for(pf_problem[0]) == 2
     slope, errs = _slope("ipndm", pf_problem)
     assert abs(slope - 2) <= 0.3, (slope, errs)
 
@@ -509,7 +509,7 @@ def test_stochastic_samplers_converge_in_law_with_weak_order_one(name):
     proc = dm.process("vp")
     data = dm.GaussianData.random(2, seed=0, condition=10.0)
     s = dm.poisson_midpoint(4, 2) if name == "pmm2-k4" else dm.sampler(name)
-    assert s.weak_order(proc) == 1
+    assert s.weak_order_for(proc) == 1
     errs = []
     steps = [80, 160, 320] if name.startswith("pmm") else [160, 320, 640]
     for n in steps:

@@ -65,7 +65,7 @@ def test_every_sampler_and_its_plan_satisfy_the_protocols(name, data):
     assert s.name == name and s.description and s.reference
     assert isinstance(s.stepwise, bool) and isinstance(s.reconstructed, bool)
     proc = _process_for(s)
-    order = s.weak_order(proc)
+    order = s.weak_order_for(proc)
     assert isinstance(order, int) and order >= 1
     score = Counted(data.score(proc))
     adaptive = name == "pf-dopri5"

@@ -47,7 +47,7 @@ def test_measured_nfe_per_step(name, ring):
     assert sampling.nfe == 6 * per == res.nfe_steps
     assert denoise.nfe == 1 == res.nfe_denoise
     assert res.nfe == 6 * per + 1
-    assert dm.sampler(name).weak_order(dm.process(PSLD)) == 1
+    assert dm.sampler(name).weak_order_for(dm.process(PSLD)) == 1
 
 
 @pytest.mark.parametrize(

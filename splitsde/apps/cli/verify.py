@@ -244,14 +244,14 @@ def _parse_y0(text: str | None, integ: Any, walkers: int, device: Any) -> dict[s
     from splitsde.analysis.affine import layout_of
     from splitsde.apps.cli import CLIError
 
-    values = dict.fromkeys(integ.blocks, 0.0)
+    values = dict.fromkeys(integ.block_names, 0.0)
     if text:
         for item in text.split(","):
             name, sep, val = item.partition("=")
             name = name.strip()
             if not sep or name not in values:
                 raise CLIError(
-                    f"--y0 takes block=value pairs for blocks {', '.join(integ.blocks)}; "
+                    f"--y0 takes block=value pairs for blocks {', '.join(integ.block_names)}; "
                     f"got {item!r}"
                 )
             try:
@@ -272,7 +272,7 @@ def _observable(text: str | None, integ: Any, prob: Any) -> tuple[Any, str, Any]
     from splitsde.apps.cli import CLIError
     from splitsde.symbolic.parse import parse_expression
 
-    first = integ.blocks[0]
+    first = integ.block_names[0]
     if text is None:
         text = f"{first}**2"
     if prob is not None and hasattr(prob, "observables") and text in prob.observables:
@@ -333,7 +333,7 @@ def _monte_carlo_options(args: argparse.Namespace, integ: Any, prob: Any, world:
     if ref is None:
         ref = "exact" if (mode == "stationary" and quad is not None) else "fine"
         if mode == "final" and prob is not None and hasattr(prob, "law") and args.sde is None:
-            ref = "exact" if args.observable in (None, f"{integ.blocks[0]}**2") else "fine"
+            ref = "exact" if args.observable in (None, f"{integ.block_names[0]}**2") else "fine"
     if ref == "exact":
         if mode == "stationary":
             if quad is None:
@@ -350,7 +350,7 @@ def _monte_carlo_options(args: argparse.Namespace, integ: Any, prob: Any, world:
                 )
             import numpy as np
 
-            m0 = np.array([float(y0[b].flatten()[0]) for b in integ.blocks])
+            m0 = np.array([float(y0[b].flatten()[0]) for b in integ.block_names])
             m, S = prob.law(T, m0, 0.0)
             ref = float(S[0, 0] + m[0] ** 2)
     elif ref not in ("fine", "extrapolated"):

@@ -14,6 +14,8 @@ exponential             :mod:`splitsde.diffusion.exponential` (``ddim``, ``deis-
 integrators             ``rhork-*``, ``ipndm``, ``ei-sde``, ``ddpm``)
 conjugate exponential   :mod:`splitsde.diffusion.conjugate` (``cddim``, ``cddim-sde``,
 integrators             ``cdeis1..3``)
+conjugate splitting     :mod:`splitsde.diffusion.conjsplit` (``conj-op``,
+                        ``conj-reduced-op``)
 Poisson midpoint        :mod:`splitsde.diffusion.midpoint` (``pmm1-k20``, ...)
 probability-flow ODE    :mod:`splitsde.diffusion.pfode` (``pf-dopri5``, ``pf-rk4``)
 ======================  =================================================================
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from splitsde.diffusion.conjsplit import CONJUGATE_SPLITTING_SAMPLERS
 from splitsde.diffusion.conjugate import CONJUGATE_SAMPLERS
 from splitsde.diffusion.exponential import EXPONENTIAL_SAMPLERS
 from splitsde.diffusion.midpoint import POISSON_SAMPLERS
@@ -44,6 +47,7 @@ SAMPLER_FAMILIES: Mapping[str, Mapping[str, SamplerProtocol]] = MappingProxyType
         "splitting": MappingProxyType(SPLITTING_SAMPLERS),
         "exponential": MappingProxyType(EXPONENTIAL_SAMPLERS),
         "conjugate": MappingProxyType(CONJUGATE_SAMPLERS),
+        "conjugate-splitting": MappingProxyType(CONJUGATE_SPLITTING_SAMPLERS),
         "poisson-midpoint": MappingProxyType(POISSON_SAMPLERS),
         "pf-ode": MappingProxyType(PFODE_SAMPLERS),
     }

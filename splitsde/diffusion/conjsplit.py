@@ -71,7 +71,6 @@ import numpy as np
 import scipy.linalg
 import sympy
 
-from splitsde.compose.integrator import Integrator
 from splitsde.compose.word import Word
 from splitsde.diffusion.conjugate import (
     ConjugateDEIS,
@@ -82,6 +81,7 @@ from splitsde.diffusion.conjugate import (
 from splitsde.diffusion.epsilon import EpsilonField, epsilon_params, epsilon_sde
 from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.samplers import REDUCED, Sampler
+from splitsde.runtime.integrator import Integrator
 from splitsde.symbolic.expint import _semilinear
 from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.flow import Flow

@@ -113,7 +113,7 @@ def test_convergence_order_on_gaussian_data(name):
         m, c = exact_law(p, m0, c0)
         errs.append(float((m - me).abs().max() + (c - ce).abs().max()))
     slope = -np.polyfit(np.log(Ns), np.log(errs), 1)[0]
-    declared = dm.sampler(name).weak_order(proc)
+    declared = dm.sampler(name).weak_order_for(proc)
     assert declared == p.weak_order == 1
     assert abs(slope - declared) < 0.3, (errs, slope)
 

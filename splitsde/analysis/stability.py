@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from splitsde.analysis.affine import affine_steps
+from splitsde.runtime.probe import stability_bound
 
 __all__ = [
     "bisection_rounds",
@@ -37,32 +38,6 @@ def _rho(Phi: np.ndarray) -> float:
 
 def _unstable(rho: float) -> bool:
     return not rho < 1.0 - _TOL
-
-
-def stability_bound(
-    phi_of_h: Callable[[float], np.ndarray], h_min: float, h_max: float, points: int = 240
-) -> float | None:
-    r"""The smallest :math:`h \in [h_{min}, h_{max}]` with :math:`\rho(\Phi(h)) \ge 1`, scanned
-    on a log grid and bisected; ``None`` if the scheme is stable on the whole range."""
-
-    def unstable(x: float) -> bool:
-        return _unstable(_rho(phi_of_h(x)))
-
-    grid = np.geomspace(h_min, h_max, points)
-    prev = None
-    for x in grid:
-        if unstable(x):
-            if prev is None:
-                return float(x)
-            lo, hi = prev, float(x)
-            for _ in range(60):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (lo, mid) if unstable(mid) else (mid, hi)
-                if hi - lo <= _TOL * hi:
-                    break
-            return hi
-        prev = float(x)
-    return None
 
 
 def spectral_radii(

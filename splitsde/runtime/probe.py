@@ -372,7 +372,8 @@ def stability_bound(
     on a log grid and bisected; ``None`` if the scheme is stable on the whole range."""
 
     def unstable(x: float) -> bool:
-        rho = float(np.max(np.abs(np.linalg.eigvals(phi_of_h(x)))))
+        phi = phi_of_h(x)
+        rho = float(np.max(np.abs(np.linalg.eigvals(phi)))) if phi.size else 0.0
         return not rho < 1.0 - 1e-12
 
     grid = np.geomspace(h_min, h_max, points)

@@ -59,7 +59,8 @@ import torch
 
 from splitsde.compose.expressions import lower_expressions
 from splitsde.compose.integrator import Integrator, _definition_callable
-from splitsde.compose.program import Draw, Mark, Program
+from splitsde.compose.program import Draw, Program
+from splitsde.compose.visitor import draws_by_substep
 from splitsde.layout import StateLayout
 from splitsde.noise import NoiseSource
 from splitsde.symbolic.field import Field, field_applications, field_of
@@ -276,13 +277,7 @@ class PathwiseDraw:
 
 
 def _draws_by_substep(program: Program) -> list[tuple[Draw, int]]:
-    out, k = [], 0
-    for s in program.statements:
-        if isinstance(s, Draw):
-            out.append((s, k))
-        elif isinstance(s, Mark):
-            k = s.substep + 1
-    return out
+    return draws_by_substep(program.statements)
 
 
 def pathwise_report(integrator: Integrator) -> list[PathwiseDraw]:

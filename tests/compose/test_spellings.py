@@ -100,3 +100,21 @@ def test_lepton_spellings():
     for v in (-2.0, 0.0, 3.0):
         step = lambda a: 1.0 if a >= 0 else 0.0  # noqa: E731
         assert eval(text, {"step": step, "x": v}) == float(np.sign(v))
+
+
+def test_field_definitions_use_the_table():
+    import splitsde as sd
+
+    z = sd.Block("z")
+    refused = sd.Field("F", [z], definition=sympy.erfi(z))
+    with pytest.raises(UnsupportedFunctionError, match="erfi cannot be expressed in the torch"):
+        sd.Integrator(sd.SDE([z], {"N": sd.Flow({z: refused()})}), "N", {})
+    # erf on a batch of walkers (math.erf would take one number only); one Euler step
+    field = sd.Field("F", [z], definition=sympy.erf(z))
+    integ = sd.Integrator(sd.SDE([z], {"N": sd.Flow({z: field()})}), "N", {})
+    z0 = [-0.8, 0.1, 1.7]
+    out = sd.integrate(
+        integ, {"z": torch.tensor([[v] for v in z0], dtype=torch.float64)}, h=0.1, steps=1
+    )
+    want = [v + 0.1 * math.erf(v) for v in z0]
+    assert out.final["z"][:, 0].tolist() == pytest.approx(want, rel=1e-15)

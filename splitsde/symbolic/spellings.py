@@ -179,14 +179,20 @@ def namespace(backend: str) -> dict[str, Callable[..., Any]]:
 
 def check_functions(exprs: sympy.Basic | Sequence[sympy.Basic], backend: str) -> None:
     """Raise :class:`UnsupportedFunctionError` if an expression uses a function ``backend``
-    cannot spell (undefined functions -- field applications -- are the caller's business)."""
+    cannot spell."""
     items = [exprs] if isinstance(exprs, sympy.Basic) else list(exprs)
     for e in items:
         if not isinstance(e, sympy.Basic):
             continue
         for f in e.atoms(sympy.Function):
             name = type(f).__name__
-            if isinstance(f, sympy.core.function.AppliedUndef) or name in _STRUCTURAL:
+            # field applications are the caller's; implemented functions carry their own
+            # callable (``_imp_``, used by ``lambdify``)
+            if (
+                isinstance(f, sympy.core.function.AppliedUndef)
+                or hasattr(type(f), "_imp_")
+                or name in _STRUCTURAL
+            ):
                 continue
             spelling(backend, name)
 

@@ -118,3 +118,10 @@ def test_field_definitions_use_the_table():
     )
     want = [v + 0.1 * math.erf(v) for v in z0]
     assert out.final["z"][:, 0].tolist() == pytest.approx(want, rel=1e-15)
+
+
+def test_implemented_functions_keep_their_own_callable():
+    from sympy.utilities.lambdify import implemented_function
+
+    g = implemented_function("g_table", lambda v: 2.0 * v)
+    assert lambdify([x], g(x) + sympy.exp(x), "numpy")(0.5) == pytest.approx(1.0 + math.exp(0.5))

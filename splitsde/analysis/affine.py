@@ -33,6 +33,7 @@ import scipy.linalg
 import torch
 
 from splitsde.base.errors import SplitsdeError
+from splitsde.compose.visitor import StatementVisitor
 from splitsde.runtime.integrate import make_grid
 from splitsde.runtime.noise import FixedNoise
 from splitsde.runtime.probe import (
@@ -149,12 +150,36 @@ def stationary(amap: AffineMap) -> tuple[np.ndarray, np.ndarray]:
     return mean, 0.5 * (cov + cov.T)
 
 
+class _CarriedFields(StatementVisitor[None]):
+    """The field of every value a program defines: evaluations, recalled past values and the
+    values a Metropolis test keeps or restores."""
+
+    consumer = "the carried-value layout of the numeric analysis"
+
+    def __init__(self) -> None:
+        self.evals: dict[Any, Any] = {}
+        self.recalls: dict[Any, Any] = {}
+
+    def visit_eval(self, s: Any) -> None:
+        self.evals[s.outs] = s.field
+
+    def visit_recall(self, s: Any) -> None:
+        self.recalls[s.outs] = s.like
+
+    def visit_metropolis(self, s: Any) -> None:
+        for m in s.merges:
+            self.evals[m.outs] = m.field
+
+    # the other statements define no field value
+    visit_draw = visit_let = visit_assign = StatementVisitor.skip
+    visit_mark = visit_group_begin = StatementVisitor.skip
+
+
 def _carry_fields(program: Any) -> list[Any]:
     """The field whose value each carry entry holds (an evaluation or a recalled past value)."""
-    from splitsde.compose.program import Eval, Recall
-
-    evals = {s.outs: s.field for s in program.statements if isinstance(s, Eval)}
-    recalls = {s.outs: s.like for s in program.statements if isinstance(s, Recall)}
+    v = _CarriedFields()
+    v.walk(program.statements)
+    evals, recalls = v.evals, v.recalls
     return [evals[outs] if outs in evals else evals[recalls[outs]] for outs in program.carry]
 
 

@@ -62,7 +62,7 @@ from splitsde.analysis.symbolic import (
 from splitsde.base.errors import SplitsdeError
 from splitsde.base.progress import progress_bar
 from splitsde.compose.reduce import Reduction
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
+from splitsde.symbolic.spellings import lambdify as _spell_lambdify
 from splitsde.symbolic.symbols import h as H
 
 __all__ = [
@@ -276,7 +276,7 @@ def _measured_nfe(integ: Any, like: Mapping[str, torch.Tensor] | None = None) ->
 def _lambdified_phi(step: Any, values: dict[str, float]) -> Callable[[float], np.ndarray]:
     rep = {p: sympy.Float(values[p.name], 17) for p in step.parameters if p.name in values}
     Phi = step.Phi.xreplace(rep)
-    fn = sympy.lambdify([H], Phi, modules=[NUMPY_FUNCTIONS, "numpy"])
+    fn = _spell_lambdify([H], Phi, "numpy")
     return lambda x: np.asarray(fn(x), dtype=np.float64)
 
 
@@ -619,10 +619,8 @@ def _harmonic_certificate(
     # stationary bias over a ladder of steps (for the plot)
     stat_ladder: dict[str, list[float]] = {"hs": [], **{k: [] for k in keys}}
     fns = {
-        k: sympy.lambdify(
-            [H],
-            cov_f[_MOMENT_NAMES[k]].xreplace({s: v for s, v in rep.items() if s != H}),
-            modules=[NUMPY_FUNCTIONS, "numpy"],
+        k: _spell_lambdify(
+            [H], cov_f[_MOMENT_NAMES[k]].xreplace({s: v for s, v in rep.items() if s != H}), "numpy"
         )
         for k in keys
     }

@@ -55,7 +55,8 @@ import sympy
 import torch
 
 from splitsde.base.errors import SplitsdeError
-from splitsde.compose.program import Draw, Mark
+from splitsde.compose.program import Draw
+from splitsde.compose.visitor import draws_by_substep
 from splitsde.runtime.noise import NoiseSource
 from splitsde.symbolic.symbols import h as H
 from splitsde.symbolic.symbols import t as T
@@ -86,13 +87,11 @@ def derived_seed(*parts: int | str) -> int:
 
 def _draw_letters(program: Any) -> list[tuple[Draw, str]]:
     """Every normal draw of the program with the letter of the sub-step it belongs to."""
-    out, k = [], 0
-    for s in program.statements:
-        if isinstance(s, Draw) and s.kind == "normal":
-            out.append((s, program.substeps[k].occurrence.letter))
-        elif isinstance(s, Mark):
-            k = s.substep + 1
-    return out
+    return [
+        (s, program.substeps[k].occurrence.letter)
+        for s, k in draws_by_substep(program.statements)
+        if s.kind == "normal"
+    ]
 
 
 def draw_fractions(integrator: Any) -> list[tuple[str, str, Fraction, Fraction]]:

@@ -44,15 +44,32 @@ from splitsde.analysis.affine import (
     is_autonomous,
     layout_of,
 )
+from splitsde.compose.visitor import StatementVisitor, computed_expressions
 from splitsde.runtime.integrate import make_grid
 
 __all__ = ["propagate_moments", "selection_cells"]
 
 
+class _Masks(StatementVisitor[Any]):
+    """The selection ``(u, lo, hi)`` of a masked evaluation; ``None`` for other statements
+    (selections inside expressions are found through :func:`computed_expressions`)."""
+
+    consumer = "the selection cells of the randomized analysis"
+
+    def visit_eval(self, s: Any) -> Any:
+        return s.mask
+
+    # a Metropolis test's uniform decides acceptance, it selects no evaluation
+    visit_draw = visit_recall = visit_let = visit_assign = StatementVisitor.skip
+    visit_mark = visit_group_begin = visit_metropolis = StatementVisitor.skip
+
+
+_MASKS = _Masks()
+
+
 def selection_cells(program: Any) -> list[list[tuple[float, float]]]:
     """For every uniform draw of ``program`` (program order), the cells ``(value, probability)``
     in which the step does not depend on the draw (from the selections' breakpoints)."""
-    from splitsde.compose.program import Assign, Eval, Let
     from splitsde.symbolic.selection import Indicator
 
     cuts: dict[Any, set[Fraction]] = {
@@ -64,16 +81,15 @@ def selection_cells(program: Any) -> list[list[tuple[float, float]]]:
             cuts[u] |= {Fraction(str(lo)), Fraction(str(hi))}
 
     for s in program.statements:
-        if isinstance(s, Eval) and s.mask is not None:
-            add(*s.mask)
-        exprs = (s.expr,) if isinstance(s, Let) else s.exprs if isinstance(s, Assign) else ()
-        for e in exprs:
+        mask = _MASKS.visit(s)
+        if mask is not None:
+            add(*mask)
+        for e in computed_expressions(s):
             for node in e.atoms(Indicator):
                 add(*node.args)
     for d in program.uniform_draws:
         for s in program.statements:
-            exprs = (s.expr,) if isinstance(s, Let) else s.exprs if isinstance(s, Assign) else ()
-            for e in exprs:
+            for e in computed_expressions(s):
                 plain = e.xreplace({n: sympy.Integer(0) for n in e.atoms(Indicator)})
                 if d.symbol in plain.free_symbols:
                     raise NotAffineError(

@@ -54,15 +54,18 @@ from splitsde.compose.program import (
     Assign,
     Draw,
     Eval,
+    GroupBegin,
     Let,
-    Mark,
+    Metropolis,
     Program,
     Recall,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
+from splitsde.compose.visitor import StatementVisitor
 from splitsde.symbolic.field import field_applications, field_of
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
+from splitsde.symbolic.numeric import phi1
 from splitsde.symbolic.sde import SDE
+from splitsde.symbolic.spellings import lambdify as _spell_lambdify
 from splitsde.symbolic.symbols import Block, NoiseSymbol, Parameter, h, t
 
 __all__ = [
@@ -129,50 +132,76 @@ def _slice_definition(pc: Any) -> sympy.Expr:
     return d.expr.xreplace({t: t + off * h, h: w * h})
 
 
+_ONE_STEP_ONLY = (
+    "the symbolic analysis covers one-step schemes with Gaussian noise; this program carries "
+    "past field values (a multistep solver) or draws random selections -- use "
+    "splitsde.analysis.propagate (multistep) or splitsde.analysis.propagate_moments (randomized)"
+)
+
+
+class _Executor(StatementVisitor[None]):
+    """Runs the statements with sympy: block expressions, values of temporaries and field
+    outputs, and the normal draws in program order."""
+
+    consumer = "the symbolic analysis"
+    error = SymbolicError
+
+    def __init__(self, program: Program) -> None:
+        self.env: dict[sympy.Basic, sympy.Expr] = {b: b for b in program.blocks}
+        self.values: dict[sympy.Basic, sympy.Expr] = {
+            pc.symbol: _slice_definition(pc) for pc in program.coefficients
+        }
+        self.draws: list[NoiseSymbol] = []
+
+    def now(self, e: sympy.Expr) -> sympy.Expr:
+        return e.xreplace({**self.env, **self.values})
+
+    def visit_eval(self, s: Eval) -> None:
+        if s.mask is not None:
+            self.refuse(s, _ONE_STEP_ONLY)
+        f = s.field
+        if f.definition is None:
+            raise SymbolicError(
+                f"field {f.name} has no symbolic definition; give one "
+                f"(Field({f.name!r}, ..., definition=...)) or use the numeric analysis"
+            )
+        args = tuple(self.now(a) for a in s.args)
+        for i, out in enumerate(s.outs):
+            self.values[out] = f.defined_output(i, args)
+
+    def visit_recall(self, s: Recall) -> None:
+        self.refuse(s, _ONE_STEP_ONLY)
+
+    def visit_draw(self, s: Draw) -> None:
+        if s.kind == "uniform":
+            self.refuse(s, _ONE_STEP_ONLY)
+        self.draws.append(s.symbol)
+
+    def visit_let(self, s: Let) -> None:
+        self.values[s.symbol] = self.now(s.expr)
+
+    def visit_assign(self, s: Assign) -> None:
+        new = [self.now(e) for e in s.exprs]
+        for b, e in zip(s.targets, new):
+            self.env[b] = e
+
+    visit_mark = StatementVisitor.skip
+
+    def _metropolized(self, s: GroupBegin | Metropolis) -> None:
+        self.refuse(
+            s,
+            "a Metropolized group's accept/reject step is not an affine map of the state and "
+            "the noise; analyse the word without its { } group",
+        )
+
+    visit_group_begin = visit_metropolis = _metropolized
+
+
 def _execute(program: Program) -> tuple[dict[Block, sympy.Expr], list[NoiseSymbol]]:
     """Run the statements with sympy; return the blocks' final expressions and the draws."""
-    env: dict[sympy.Basic, sympy.Expr] = {b: b for b in program.blocks}
-    values: dict[sympy.Basic, sympy.Expr] = {
-        pc.symbol: _slice_definition(pc) for pc in program.coefficients
-    }
-    draws: list[NoiseSymbol] = []
-
-    def now(e: sympy.Expr) -> sympy.Expr:
-        return e.xreplace({**env, **values})
-
-    for s in program.statements:
-        if (
-            isinstance(s, Recall)
-            or (isinstance(s, Draw) and s.kind == "uniform")
-            or (isinstance(s, Eval) and s.mask is not None)
-        ):
-            raise SymbolicError(
-                "the symbolic analysis covers one-step schemes with Gaussian noise; this "
-                "program carries past field values (a multistep solver) or draws random "
-                "selections -- use splitsde.analysis.propagate (multistep) or "
-                "splitsde.analysis.propagate_moments (randomized)"
-            )
-        if isinstance(s, Eval):
-            f = s.field
-            if f.definition is None:
-                raise SymbolicError(
-                    f"field {f.name} has no symbolic definition; give one "
-                    f"(Field({f.name!r}, ..., definition=...)) or use the numeric analysis"
-                )
-            args = tuple(now(a) for a in s.args)
-            for i, out in enumerate(s.outs):
-                values[out] = f.defined_output(i, args)
-        elif isinstance(s, Draw):
-            draws.append(s.symbol)
-        elif isinstance(s, Let):
-            values[s.symbol] = now(s.expr)
-        elif isinstance(s, Assign):
-            new = [now(e) for e in s.exprs]
-            for b, e in zip(s.targets, new):
-                env[b] = e
-        elif not isinstance(s, Mark):  # pragma: no cover - the statement kinds are closed
-            raise TypeError(f"unknown statement {s!r}")
-    return {b: env[b] for b in program.blocks}, draws
+    run = _Executor(program)
+    run.walk(program.statements)
+    return {b: run.env[b] for b in program.blocks}, run.draws
 
 
 def _affine_parts(
@@ -267,7 +296,7 @@ class SymbolicStep:
             free = M.free_symbols
             if free:
                 raise ValueError(f"missing values for {sorted(map(str, free))}")
-            fn = sympy.lambdify([], M, modules=[NUMPY_FUNCTIONS, "numpy"])
+            fn = _spell_lambdify([], M, "numpy")
             mats.append(np.asarray(fn(), dtype=np.float64))
         layout = tuple(BlockLayout(b.name, slice(i, i + 1), ()) for i, b in enumerate(self.blocks))
         return AffineMap(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sympy
 from sympy.printing.str import StrPrinter
 
+from splitsde.symbolic.spellings import lepton_call
+
 __all__ = ["lepton"]
 
 
@@ -37,10 +39,9 @@ class _LeptonPrinter(StrPrinter):
     def _print_Float(self, expr: sympy.Float) -> str:
         return repr(float(expr))
 
-    def _print_phi1(self, expr: sympy.Expr) -> str:
-        # phi1(a) = (e^a - 1)/a with its limit 1 at a = 0 (friction zero stays exact)
-        a = self._print(expr.args[0])
-        return f"select({a}, (exp({a}) - 1)/({a}), 1)"
+    def _print_Function(self, expr: sympy.Expr) -> str:
+        # elementary functions (phi1 included) from the one table of spellings
+        return lepton_call(type(expr).__name__, [self._print(a) for a in expr.args])
 
     def _print_Exp1(self, expr: sympy.Expr) -> str:
         return "exp(1)"

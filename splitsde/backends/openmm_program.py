@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import sympy
 
@@ -27,11 +26,12 @@ from splitsde.compose.program import (
     Eval,
     GroupBegin,
     Let,
-    Mark,
     Metropolis,
     Program,
+    Recall,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
+from splitsde.compose.visitor import StatementVisitor, computed_expressions
 from splitsde.compose.word import Word, WordError
 from splitsde.langevin.dynamics import langevin_sde
 from splitsde.symbolic.energy import ElementSum
@@ -137,8 +137,14 @@ def _kinetic(sde: SDE) -> str:
     return lepton(sympy.simplify(e))
 
 
-class _Translator:
-    """Walks a Langevin step program and emits OpenMM computations."""
+class _Translator(StatementVisitor[None]):
+    """Walks a Langevin step program and emits OpenMM computations.
+
+    Statement kinds OpenMM cannot express (past field values of a multistep solver, random
+    selections) are refused with a :class:`WordError` naming the kind."""
+
+    consumer = "the OpenMM backend"
+    error = WordError
 
     def __init__(self, program: Program, build: _Build, kinetic: str, measure: bool) -> None:
         self.program = program
@@ -161,7 +167,7 @@ class _Translator:
         self.value_name: dict[FieldValue, str] = {}
         self.uses = Counter()
         for s in program.statements:
-            for e in _expressions(s):
+            for e in computed_expressions(s):
                 for sym in e.free_symbols:
                     if isinstance(sym, NoiseSymbol):
                         self.uses[sym] += 1
@@ -240,28 +246,30 @@ class _Translator:
 
     # -- statements -------------------------------------------------------------------------
     def run(self) -> None:
-        program = self.program
-        for s in program.statements:
-            if isinstance(s, Eval):
-                self._eval(s)
-            elif isinstance(s, Draw):
-                if self.uses[s.symbol] > 1:
-                    name = self.b.dof(f"xi{len(self.noise)}")
-                    self.noise[s.symbol] = sympy.Symbol(name, real=True)
-                    self.b.ops.append(Op("perdof", name, "gaussian"))
-            elif isinstance(s, Let):
-                self._let(s)
-            elif isinstance(s, Assign):
-                self._assign(s)
-            elif isinstance(s, GroupBegin):
-                self._group_begin(s)
-            elif isinstance(s, Metropolis):
-                self._metropolis(s)
-            elif isinstance(s, Mark):
-                pass
+        self.walk(self.program.statements)
 
-    def _eval(self, s: Eval) -> None:
+    def visit_draw(self, s: Draw) -> None:
+        if s.kind != "normal":
+            self.refuse(s, f"the uniform draw {s.symbol} of a random selection")
+        if self.uses[s.symbol] > 1:
+            name = self.b.dof(f"xi{len(self.noise)}")
+            self.noise[s.symbol] = sympy.Symbol(name, real=True)
+            self.b.ops.append(Op("perdof", name, "gaussian"))
+
+    def visit_recall(self, s: Recall) -> None:
+        self.refuse(
+            s,
+            f"the value of {', '.join(map(str, s.like))} {s.lag} step(s) ago (a multistep "
+            "solver); OpenMM evaluates forces at the current positions only",
+        )
+
+    # a sub-step end needs no computation (no observers inside an OpenMM step)
+    visit_mark = StatementVisitor.skip
+
+    def visit_eval(self, s: Eval) -> None:
         f = s.field
+        if s.mask is not None:
+            self.refuse(s, f"{f.name} evaluated on a random selection of walkers")
         group = f.name[1:]
         if tuple(s.args) != tuple(f.depends):  # pragma: no cover - Langevin fields are plain
             raise WordError(f"cannot express {f.name} at {s.args} in OpenMM")
@@ -269,7 +277,7 @@ class _Translator:
             self.value_version[o] = self.q_version
             self.value_name[o] = ("f" if f.name.startswith("F") else "energy") + group
 
-    def _let(self, s: Let) -> None:
+    def visit_let(self, s: Let) -> None:
         e = s.expr
         repl = {}
         for es in e.atoms(ElementSum):
@@ -282,7 +290,7 @@ class _Translator:
         self.temps[s.symbol] = sympy.Symbol(name, real=True)
         self.b.ops.append(Op("global", name, lepton(e)))
 
-    def _assign(self, s: Assign) -> None:
+    def visit_assign(self, s: Assign) -> None:
         if len(s.targets) != 1:  # pragma: no cover - Langevin updates change one block
             raise WordError("the OpenMM backend needs one block per sub-step")
         (target,), (expr,) = s.targets, s.exprs
@@ -313,7 +321,7 @@ class _Translator:
                 self.b.ops.append(Op("sum", "ke_after", self.kinetic))
                 self.b.ops.append(Op("global", "heat_step", "heat_step + ke_after - ke_before"))
 
-    def _group_begin(self, s: GroupBegin) -> None:
+    def visit_group_begin(self, s: GroupBegin) -> None:
         g = self.program.groups[s.group]
         note = f"Metropolized group {g.letter}: keep the state"
         for bk in s.saved:
@@ -322,7 +330,7 @@ class _Translator:
             self.b.ops.append(Op("perdof", name, var, note=note))
             note = ""
 
-    def _metropolis(self, s: Metropolis) -> None:
+    def visit_metropolis(self, s: Metropolis) -> None:
         g = s.group
         acc = self.b.glob(f"accept{g}")
         self.b.glob(f"naccept{g}")
@@ -358,20 +366,12 @@ class _Translator:
                 self.value_name[o] = self.value_name[a]
 
 
-def _expressions(s: Any) -> tuple[sympy.Expr, ...]:
-    if isinstance(s, Assign):
-        return s.exprs
-    if isinstance(s, Let):
-        return (s.expr,)
-    return ()
-
-
 def _parameters(program: Program) -> set[sympy.Symbol]:
     from splitsde.symbolic.symbols import Parameter
 
     out: set[sympy.Symbol] = set()
     for s in program.statements:
-        for e in _expressions(s):
+        for e in computed_expressions(s):
             out |= {x for x in e.free_symbols if isinstance(x, Parameter)}
     for sub in program.substeps:
         for e in sub.solver.update.all_expressions():

@@ -36,9 +36,11 @@ from splitsde.compose.program import (
     Program,
     Recall,
 )
+from splitsde.compose.visitor import StatementVisitor
 from splitsde.symbolic.energy import ElementSum
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS, phi1
 from splitsde.symbolic.selection import Indicator
+from splitsde.symbolic.spellings import lambdify as _spell_lambdify
+from splitsde.symbolic.spellings import spelling
 from splitsde.symbolic.symbols import (
     Block,
     Coefficient,
@@ -130,19 +132,34 @@ def _linear_combination(e: sympy.Expr) -> sympy.Expr:
     return sympy.Add(*[c * s for s, c in terms.items()])
 
 
+class _HoistStatements(StatementVisitor[Any]):
+    """Each statement with its state-free sub-expressions replaced by coefficients."""
+
+    consumer = "the coefficient hoisting of the torch lowering"
+
+    def __init__(self) -> None:
+        self.hz = _Hoister()
+
+    def visit_let(self, s: Let) -> Let:
+        return Let(s.symbol, self.hz.hoist(s.expr))
+
+    def visit_assign(self, s: Assign) -> Assign:
+        self.hz.substep = s.substep
+        exprs = tuple(self.hz.hoist(_linear_combination(e)) for e in s.exprs)
+        return Assign(s.targets, exprs, s.substep)
+
+    def _unchanged(self, s: Any) -> Any:
+        # bounds of draws and masks, and evaluation arguments, are printed as they are
+        return s
+
+    visit_eval = visit_draw = visit_recall = visit_mark = _unchanged
+    visit_group_begin = visit_metropolis = _unchanged
+
+
 def hoist_program(program: Program) -> HoistedProgram:
-    hz = _Hoister()
-    out: list[Any] = []
-    for s in program.statements:
-        if isinstance(s, Let):
-            out.append(Let(s.symbol, hz.hoist(s.expr)))
-        elif isinstance(s, Assign):
-            hz.substep = s.substep
-            exprs = tuple(hz.hoist(_linear_combination(e)) for e in s.exprs)
-            out.append(Assign(s.targets, exprs, s.substep))
-        else:
-            out.append(s)
-    return HoistedProgram(program, out, hz.order)
+    v = _HoistStatements()
+    out = v.walk(program.statements)
+    return HoistedProgram(program, out, v.hz.order)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,13 +185,10 @@ class CoefficientTable:
         for pc in self.prog_coefs:
             d = pc.definition
             if d.expr is not None:
-                self._expr_fns[pc.symbol] = sympy.lambdify(
-                    [t, h, *P], d.expr, modules=[NUMPY_FUNCTIONS, "numpy"]
-                )
+                self._expr_fns[pc.symbol] = _spell_lambdify([t, h, *P], d.expr, "numpy")
         prog_syms = [pc.symbol for pc in self.prog_coefs]
         self._hoisted_fns = [
-            sympy.lambdify([t, h, *P, *prog_syms], e, modules=[NUMPY_FUNCTIONS, "numpy"])
-            for _, e, _ in hp.hoisted
+            _spell_lambdify([t, h, *P, *prog_syms], e, "numpy") for _, e, _ in hp.hoisted
         ]
         self.history = max(
             (pc.definition.numeric.history for pc in self.prog_coefs if pc.definition.numeric),
@@ -302,20 +316,9 @@ def _short(v: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # Source generation
 # ---------------------------------------------------------------------------------------------
-_FUNCS = {
-    sympy.exp: "torch.exp",
-    sympy.log: "torch.log",
-    sympy.sin: "torch.sin",
-    sympy.cos: "torch.cos",
-    sympy.tan: "torch.tan",
-    sympy.tanh: "torch.tanh",
-    sympy.sinh: "torch.sinh",
-    sympy.cosh: "torch.cosh",
-    sympy.atan: "torch.atan",
-    sympy.Abs: "torch.abs",
-    sympy.sign: "torch.sign",
-    ElementSum: "_esum",
-}
+#: Library functions the step namespace binds (elementary functions: :mod:`~splitsde.symbolic.
+#: spellings`).
+_HELPERS = {ElementSum: "_esum", Indicator: "_ind"}
 
 
 class _Printer:
@@ -344,19 +347,19 @@ class _Printer:
             b, x = e.args
             tensor = _is_tensor(b)
             if x == sympy.Rational(1, 2):
-                return f"torch.sqrt({self(b)})" if tensor else f"math.sqrt({self(b)})"
+                return f"{spelling('torch' if tensor else 'math', 'sqrt')}({self(b)})"
             if x == -1:
                 return f"torch.reciprocal({self(b)})" if tensor else f"(1.0 / {self(b)})"
             if x == 2:
                 return f"torch.square({self(b)})" if tensor else f"({self(b)} ** 2)"
             return f"({self(b)} ** {self(x)})"
-        if isinstance(e, phi1):
-            raise NotImplementedError("phi1 of a state-dependent argument is not supported")
-        if isinstance(e, Indicator):
-            return f"_ind({', '.join(self(a) for a in e.args)})"
-        fn = _FUNCS.get(e.func)
-        if fn is not None:
-            return f"{fn}({', '.join(self(a) for a in e.args)})"
+        args = ", ".join(self(a) for a in e.args)
+        helper = _HELPERS.get(e.func)
+        if helper is not None:
+            return f"{helper}({args})"
+        if isinstance(e, sympy.Function):
+            # state-free calls were hoisted into float64 coefficients: this one acts on tensors
+            return f"{spelling('torch', e.func.__name__)}({args})"
         raise NotImplementedError(f"cannot lower {e} ({e.func}) to torch")
 
 
@@ -430,88 +433,15 @@ def _step_source(
     coef_syms = [pc.symbol for pc in program.coefficients] + [c for c, _, _ in hp.hoisted]
     for i, c in enumerate(coef_syms):
         names[c] = f"c{i}"
-    counter = itertools.count()
-    for s in hp.statements:
-        if isinstance(s, Eval | Recall):
-            for o in s.outs:
-                names[o] = f"v{next(counter)}"
-        elif isinstance(s, Draw):
-            names[s.symbol] = f"n{next(counter)}"
-        elif isinstance(s, Let):
-            names[s.symbol] = f"k{next(counter)}"
-        elif isinstance(s, Metropolis):
-            names[s.uniform] = f"u{s.group}"
-            for m in s.merges:
-                for o in m.outs:
-                    names[o] = f"v{next(counter)}"
+    _Namer(names).walk(hp.statements)
     pr = _Printer(names)
-    n_sub = len(program.substeps)
-    field_index = {f: i for i, f in enumerate(program.fields)}
-    map_index = {f: i for i, f in enumerate(program.flow_maps)}
 
     def body(mode: str) -> list[str]:
-        L: list[str] = []
-        draw_i = 0
-        uniform_i = 0
-        upcoming = 0  # the sub-step an evaluation serves (for error messages)
-        for s in hp.statements:
-            if isinstance(s, Mark):
-                upcoming = s.substep + 1
-            if isinstance(s, Eval) and s.field in map_index:
-                # a flow map counts the real fields it evaluates itself
-                outs = ", ".join(names[o] for o in s.outs) + ("," if len(s.outs) > 1 else "")
-                args = ", ".join(pr(a) for a in s.args)
-                L.append(f"{outs} = _map{map_index[s.field]}({args})")
-            elif isinstance(s, Eval) and s.mask is not None:
-                L.extend(_masked_eval(s, field_index[s.field], names, pr, mode, upcoming))
-            elif isinstance(s, Recall):
-                for o, cur in zip(s.outs, s.like):
-                    L.append(
-                        f"{names[o]} = torch.zeros_like({names[cur]}) if _carry is None "
-                        f"else _carry[{s.slot}]"
-                        + ("" if len(s.outs) == 1 else f"[{s.outs.index(o)}]")
-                    )
-            elif isinstance(s, Draw) and s.kind == "uniform":
-                L.append(f"{names[s.symbol]} = _uniform{uniform_i}()")
-                uniform_i += 1
-            elif isinstance(s, Eval):
-                i = field_index[s.field]
-                outs = ", ".join(names[o] for o in s.outs)
-                call = f"_f{i}({', '.join(pr(a) for a in s.args)})"
-                lines = [f"{outs} = {call}", f"_nfe[{i}] += 1"]
-                if mode == "checked":
-                    deps = ", ".join(pr(a) for a in s.args[: len(s.field.depends)])
-                    dep_tuple = f"({deps}{',' if deps else ''})"
-                    lines.append(f"_check_field({i}, ({outs},), {dep_tuple}, {upcoming})")
-                if s.carry is not None:
-                    L.append("if _carry is None:")
-                    L.extend("    " + x for x in lines)
-                    L.append("else:")
-                    L.append(f"    {outs} = _carry[{s.carry}]")
-                else:
-                    L.extend(lines)
-            elif isinstance(s, Draw):
-                args = f"{pr(s.start)}, {pr(s.stop)}" if draws_take_times else ""
-                L.append(f"{names[s.symbol]} = _draw{draw_i}({args})")
-                draw_i += 1
-            elif isinstance(s, Let):
-                L.append(f"{names[s.symbol]} = {pr(s.expr)}")
-            elif isinstance(s, Assign):
-                L.extend(_assign(s, names, pr, tensor_coefficients, inplace))
-                if mode == "checked":
-                    tg = ", ".join(names[b] for b in s.targets)
-                    bn = ", ".join(repr(b.name) for b in s.targets)
-                    L.append(f"_check_state({s.substep}, ({bn},), ({tg},))")
-            elif isinstance(s, Mark) and mode != "fast":
-                L.append(f"_hook({s.substep}, ({', '.join(names[b] for b in program.blocks)},))")
-            elif isinstance(s, GroupBegin):
-                L.extend(f"_s{s.group}_{b.name} = {names[b]}.clone()" for b in s.saved)
-            elif isinstance(s, Metropolis):
-                L.extend(_metropolis(s, names, inplace))
-                if mode != "fast":
-                    state = ", ".join(names[b] for b in program.blocks)
-                    L.append(f"_hook({n_sub + s.group}, ({state},))")
-        return L
+        writer = _BodyWriter(
+            program, names, pr, mode, tensor_coefficients, inplace, draws_take_times
+        )
+        writer.walk(hp.statements)
+        return writer.lines
 
     blocks = ", ".join(names[b] for b in program.blocks)
     head = [f"    {blocks}, = _state"]
@@ -530,6 +460,138 @@ def _step_source(
         src.append(ret)
         src.append("")
     return "\n".join(src)
+
+
+class _Namer(StatementVisitor[None]):
+    """Python names for the values the statements define (``v`` field values, ``n`` draws,
+    ``k`` temporaries, ``u`` Metropolis uniforms), in program order."""
+
+    consumer = "the torch lowering (naming)"
+
+    def __init__(self, names: dict[sympy.Basic, str]) -> None:
+        self.names = names
+        self.counter = itertools.count()
+
+    def _outs(self, s: Eval | Recall) -> None:
+        for o in s.outs:
+            self.names[o] = f"v{next(self.counter)}"
+
+    visit_eval = visit_recall = _outs
+
+    def visit_draw(self, s: Draw) -> None:
+        self.names[s.symbol] = f"n{next(self.counter)}"
+
+    def visit_let(self, s: Let) -> None:
+        self.names[s.symbol] = f"k{next(self.counter)}"
+
+    def visit_metropolis(self, s: Metropolis) -> None:
+        self.names[s.uniform] = f"u{s.group}"
+        for m in s.merges:
+            for o in m.outs:
+                self.names[o] = f"v{next(self.counter)}"
+
+    # blocks, saved copies and sub-step ends define no new value
+    visit_assign = visit_mark = visit_group_begin = StatementVisitor.skip
+
+
+class _BodyWriter(StatementVisitor[None]):
+    """The source lines of one step variant (``mode``: fast, checked or hooked)."""
+
+    consumer = "the torch lowering"
+
+    def __init__(
+        self,
+        program: Program,
+        names: Mapping[sympy.Basic, str],
+        pr: _Printer,
+        mode: str,
+        tensor_coefficients: set[Coefficient],
+        inplace: bool,
+        draws_take_times: bool,
+    ) -> None:
+        self.program = program
+        self.names = names
+        self.pr = pr
+        self.mode = mode
+        self.tensor_coefficients = tensor_coefficients
+        self.inplace = inplace
+        self.draws_take_times = draws_take_times
+        self.field_index = {f: i for i, f in enumerate(program.fields)}
+        self.map_index = {f: i for i, f in enumerate(program.flow_maps)}
+        self.lines: list[str] = []
+        self.draw_i = 0
+        self.uniform_i = 0
+        self.upcoming = 0  # the sub-step an evaluation serves (for error messages)
+
+    def visit_eval(self, s: Eval) -> None:
+        names, pr, L = self.names, self.pr, self.lines
+        if s.field in self.map_index:
+            # a flow map counts the real fields it evaluates itself
+            outs = ", ".join(names[o] for o in s.outs) + ("," if len(s.outs) > 1 else "")
+            args = ", ".join(pr(a) for a in s.args)
+            L.append(f"{outs} = _map{self.map_index[s.field]}({args})")
+            return
+        i = self.field_index[s.field]
+        if s.mask is not None:
+            L.extend(_masked_eval(s, i, names, pr, self.mode, self.upcoming))
+            return
+        outs = ", ".join(names[o] for o in s.outs)
+        call = f"_f{i}({', '.join(pr(a) for a in s.args)})"
+        lines = [f"{outs} = {call}", f"_nfe[{i}] += 1"]
+        if self.mode == "checked":
+            deps = ", ".join(pr(a) for a in s.args[: len(s.field.depends)])
+            dep_tuple = f"({deps}{',' if deps else ''})"
+            lines.append(f"_check_field({i}, ({outs},), {dep_tuple}, {self.upcoming})")
+        if s.carry is not None:
+            L.append("if _carry is None:")
+            L.extend("    " + x for x in lines)
+            L.append("else:")
+            L.append(f"    {outs} = _carry[{s.carry}]")
+        else:
+            L.extend(lines)
+
+    def visit_recall(self, s: Recall) -> None:
+        names = self.names
+        for o, cur in zip(s.outs, s.like):
+            self.lines.append(
+                f"{names[o]} = torch.zeros_like({names[cur]}) if _carry is None "
+                f"else _carry[{s.slot}]" + ("" if len(s.outs) == 1 else f"[{s.outs.index(o)}]")
+            )
+
+    def visit_draw(self, s: Draw) -> None:
+        if s.kind == "uniform":
+            self.lines.append(f"{self.names[s.symbol]} = _uniform{self.uniform_i}()")
+            self.uniform_i += 1
+            return
+        args = f"{self.pr(s.start)}, {self.pr(s.stop)}" if self.draws_take_times else ""
+        self.lines.append(f"{self.names[s.symbol]} = _draw{self.draw_i}({args})")
+        self.draw_i += 1
+
+    def visit_let(self, s: Let) -> None:
+        self.lines.append(f"{self.names[s.symbol]} = {self.pr(s.expr)}")
+
+    def visit_assign(self, s: Assign) -> None:
+        names = self.names
+        self.lines.extend(_assign(s, names, self.pr, self.tensor_coefficients, self.inplace))
+        if self.mode == "checked":
+            tg = ", ".join(names[b] for b in s.targets)
+            bn = ", ".join(repr(b.name) for b in s.targets)
+            self.lines.append(f"_check_state({s.substep}, ({bn},), ({tg},))")
+
+    def visit_mark(self, s: Mark) -> None:
+        self.upcoming = s.substep + 1
+        if self.mode != "fast":
+            state = ", ".join(self.names[b] for b in self.program.blocks)
+            self.lines.append(f"_hook({s.substep}, ({state},))")
+
+    def visit_group_begin(self, s: GroupBegin) -> None:
+        self.lines.extend(f"_s{s.group}_{b.name} = {self.names[b]}.clone()" for b in s.saved)
+
+    def visit_metropolis(self, s: Metropolis) -> None:
+        self.lines.extend(_metropolis(s, self.names, self.inplace))
+        if self.mode != "fast":
+            state = ", ".join(self.names[b] for b in self.program.blocks)
+            self.lines.append(f"_hook({len(self.program.substeps) + s.group}, ({state},))")
 
 
 def _masked_eval(

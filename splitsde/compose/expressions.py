@@ -21,8 +21,8 @@ import torch
 
 from splitsde.compose.codegen import _Hoister, _Printer
 from splitsde.symbolic.field import Field, field_applications, field_of
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
 from splitsde.symbolic.parse import as_expression
+from splitsde.symbolic.spellings import lambdify as _spell_lambdify
 from splitsde.symbolic.symbols import (
     Block,
     Coefficient,
@@ -159,10 +159,7 @@ def lower_expressions(
     coefficients = [(c, e) for c, e, _ in hz.order]
     for i, (c, _) in enumerate(coefficients):
         names[c] = f"_C[{i}]"
-    coef_fns = [
-        sympy.lambdify([t, *scalar_ps], e, modules=[NUMPY_FUNCTIONS, "numpy"])
-        for _, e in coefficients
-    ]
+    coef_fns = [_spell_lambdify([t, *scalar_ps], e, "numpy") for _, e in coefficients]
     pr = _Printer(names)
     field_list: list[Field] = []
     lines = [

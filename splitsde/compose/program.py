@@ -19,6 +19,7 @@ from fractions import Fraction
 import sympy
 
 from splitsde.compose.reduce import Reduction
+from splitsde.compose.visitor import StatementVisitor
 from splitsde.compose.word import Occurrence, Word
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.flowmap import FlowMap
@@ -287,61 +288,78 @@ class Program:
 
     def listing(self) -> str:
         """A readable listing of the step program."""
-        lines = []
-        for s in self.statements:
-            if isinstance(s, Eval):
-                outs = ", ".join(map(str, s.outs))
-                carry = (
-                    f"   [carried from the previous step if available: slot {s.carry}]"
-                    if s.carry is not None
-                    else ""
-                )
-                if isinstance(s.field, FlowMap):
-                    carry = f"   [{s.field.description or 'flow map'}]"
-                elif s.mask is not None:
-                    u, lo, hi = s.mask
-                    carry = f"   [only walkers with {lo} <= {u} < {hi}; 0 elsewhere]"
-                lines.append(f"  {outs} = {s.field.name}({', '.join(map(str, s.args))}){carry}")
-            elif isinstance(s, Recall):
-                outs = ", ".join(map(str, s.outs))
-                cur = ", ".join(map(str, s.like))
-                lines.append(
-                    f"  {outs} = value of {cur} {s.lag} step(s) ago   [history slot {s.slot}; "
-                    "0 before]"
-                )
-            elif isinstance(s, Draw) and s.kind == "uniform":
-                lines.append(f"  {s.symbol} ~ U(0, 1) per walker")
-            elif isinstance(s, Draw):
-                lines.append(f"  {s.symbol} ~ N(0, 1) like {s.like}   [{s.start}, {s.stop}]")
-            elif isinstance(s, Let):
-                lines.append(f"  {s.symbol} = {s.expr}")
-            elif isinstance(s, Assign):
-                for tgt, e in zip(s.targets, s.exprs):
-                    lines.append(f"  {tgt} <- {e}")
-            elif isinstance(s, GroupBegin):
-                g = self.groups[s.group]
-                kept = ", ".join(map(str, s.saved))
-                lines.append(f"  -- Metropolized group {g.letter}: keep {kept}")
-            elif isinstance(s, Metropolis):
-                kept = ", ".join(map(str, s.saved))
-                flip = ", ".join(map(str, s.momenta))
-                lines.append(
-                    f"  {s.uniform} ~ U(0, 1) per walker; accept where "
-                    f"{s.uniform} < exp(-{s.work}),"
-                    f" else restore {kept} and flip {flip or 'nothing'}"
-                )
-                for m in s.merges:
-                    for o, a, r in zip(m.outs, m.accepted, m.rejected):
-                        lines.append(f"  {o} = {a} if accepted else {r}")
-            elif isinstance(s, Mark):
-                sub = self.substeps[s.substep]
-                o = sub.occurrence
-                lines.append(
-                    f"  -- end of sub-step {s.substep}: {o.letter}[{o.weight}] over "
-                    f"[{sub.start}, {sub.stop}] ({sub.solver.method})"
-                )
+        lister = _Lister(self)
+        lines = [line for s in self.statements for line in lister.visit(s)]
         if self.carry:
             lines.append(
                 "  carry to next step: " + ", ".join(",".join(map(str, c)) for c in self.carry)
             )
         return "\n".join(lines)
+
+
+class _Lister(StatementVisitor[list[str]]):
+    """The lines of :meth:`Program.listing` for one statement."""
+
+    consumer = "the program listing"
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+
+    def visit_eval(self, s: Eval) -> list[str]:
+        outs = ", ".join(map(str, s.outs))
+        carry = (
+            f"   [carried from the previous step if available: slot {s.carry}]"
+            if s.carry is not None
+            else ""
+        )
+        if isinstance(s.field, FlowMap):
+            carry = f"   [{s.field.description or 'flow map'}]"
+        elif s.mask is not None:
+            u, lo, hi = s.mask
+            carry = f"   [only walkers with {lo} <= {u} < {hi}; 0 elsewhere]"
+        return [f"  {outs} = {s.field.name}({', '.join(map(str, s.args))}){carry}"]
+
+    def visit_recall(self, s: Recall) -> list[str]:
+        outs = ", ".join(map(str, s.outs))
+        cur = ", ".join(map(str, s.like))
+        return [
+            f"  {outs} = value of {cur} {s.lag} step(s) ago   [history slot {s.slot}; 0 before]"
+        ]
+
+    def visit_draw(self, s: Draw) -> list[str]:
+        if s.kind == "uniform":
+            return [f"  {s.symbol} ~ U(0, 1) per walker"]
+        return [f"  {s.symbol} ~ N(0, 1) like {s.like}   [{s.start}, {s.stop}]"]
+
+    def visit_let(self, s: Let) -> list[str]:
+        return [f"  {s.symbol} = {s.expr}"]
+
+    def visit_assign(self, s: Assign) -> list[str]:
+        return [f"  {tgt} <- {e}" for tgt, e in zip(s.targets, s.exprs)]
+
+    def visit_group_begin(self, s: GroupBegin) -> list[str]:
+        g = self.program.groups[s.group]
+        kept = ", ".join(map(str, s.saved))
+        return [f"  -- Metropolized group {g.letter}: keep {kept}"]
+
+    def visit_metropolis(self, s: Metropolis) -> list[str]:
+        kept = ", ".join(map(str, s.saved))
+        flip = ", ".join(map(str, s.momenta))
+        lines = [
+            f"  {s.uniform} ~ U(0, 1) per walker; accept where {s.uniform} < exp(-{s.work}),"
+            f" else restore {kept} and flip {flip or 'nothing'}"
+        ]
+        for m in s.merges:
+            for o, a, r in zip(m.outs, m.accepted, m.rejected):
+                lines.append(f"  {o} = {a} if accepted else {r}")
+        return lines
+
+    def visit_mark(self, s: Mark) -> list[str]:
+        sub = self.program.substeps[s.substep]
+        o = sub.occurrence
+        return [
+            f"  -- end of sub-step {s.substep}: {o.letter}[{o.weight}] over "
+            f"[{sub.start}, {sub.stop}] ({sub.solver.method})"
+        ]
+
+

@@ -96,8 +96,8 @@ from splitsde.diffusion.processes import ForwardProcess
 from splitsde.symbolic.expint import GridTooShortError, _semilinear
 from splitsde.symbolic.field import field_of
 from splitsde.symbolic.history import Lagged
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
 from splitsde.symbolic.solve import Solver, noise_symbol
+from splitsde.symbolic.spellings import lambdify_modules
 from splitsde.symbolic.symbols import Coefficient, t
 from splitsde.symbolic.update import CoefficientDef, NoiseSpec, NumericCoefficients, Update
 
@@ -162,7 +162,7 @@ class PointFlowFrame:
         subs = {p: v for p, v in process.params.items()}
         F = process.drift.xreplace(subs)
         g2 = [sympy.expand(g**2).xreplace(subs) for g in process.diffusion]
-        mods = [NUMPY_FUNCTIONS, "numpy"]
+        mods = lambdify_modules("numpy")
         self._F = [[sympy.lambdify([t], e, modules=mods) for e in row] for row in F.tolist()]
         self._g2 = [sympy.lambdify([t], e, modules=mods) for e in g2]
         self._v0 = np.diag(process.initial_variance)

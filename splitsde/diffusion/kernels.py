@@ -30,7 +30,7 @@ import numpy as np
 import sympy
 
 from splitsde.base.errors import SplitsdeError
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
+from splitsde.symbolic.spellings import lambdify as _spell_lambdify
 from splitsde.symbolic.symbols import Block, Coefficient, Parameter, h, t
 from splitsde.symbolic.update import Update
 
@@ -50,7 +50,7 @@ __all__ = [
 
 
 def _lambdify(args: list[sympy.Basic], expr: Any):
-    return sympy.lambdify(args, expr, modules=[NUMPY_FUNCTIONS, "numpy"])
+    return _spell_lambdify(args, expr, "numpy")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ torchdiffeq (NeurIPS 2018).
 
 from __future__ import annotations
 
-import math
 import time as _time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -44,6 +43,7 @@ from splitsde.diffusion.processes import ForwardProcess
 from splitsde.diffusion.processes import process as get_process
 from splitsde.diffusion.protocols import BudgetError, Law, SampleResult
 from splitsde.symbolic.field import field_applications, field_of
+from splitsde.symbolic.spellings import lambdify as _spell_lambdify
 from splitsde.symbolic.symbols import t
 
 __all__ = ["METHODS", "PFODE_SAMPLERS", "PFODEPlan", "PFODESampler", "ProbabilityFlow", "reference"]
@@ -56,11 +56,6 @@ METHODS: dict[str, int | None] = {
     "rk4": 4,
     "midpoint": 2,
     "euler": 1,
-}
-
-_MATH = {
-    name: getattr(math, name)
-    for name in ("exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "atan")
 }
 
 
@@ -88,9 +83,7 @@ class ProbabilityFlow:
             for app in field_applications(e):
                 repl[app] = score_syms[field_of(app)[1]]
             exprs.append(e.xreplace(repl).xreplace(values))
-        self._fns = [
-            sympy.lambdify([t, *blocks, *score_syms], e, modules=[_MATH, "math"]) for e in exprs
-        ]
+        self._fns = [_spell_lambdify([t, *blocks, *score_syms], e, "math") for e in exprs]
 
     def __call__(self, tau: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple:
         tau_f = float(tau)

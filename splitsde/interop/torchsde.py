@@ -59,7 +59,8 @@ import sympy
 import torch
 
 from splitsde.compose.expressions import lower_expressions
-from splitsde.compose.program import Draw, Mark, Program
+from splitsde.compose.program import Draw, Program
+from splitsde.compose.visitor import draws_by_substep
 from splitsde.runtime.integrator import Integrator, _definition_callable
 from splitsde.runtime.layout import StateLayout
 from splitsde.runtime.noise import NoiseSource
@@ -278,13 +279,7 @@ class PathwiseDraw:
 
 
 def _draws_by_substep(program: Program) -> list[tuple[Draw, int]]:
-    out, k = [], 0
-    for s in program.statements:
-        if isinstance(s, Draw):
-            out.append((s, k))
-        elif isinstance(s, Mark):
-            k = s.substep + 1
-    return out
+    return draws_by_substep(program.statements)
 
 
 def pathwise_report(integrator: Integrator) -> list[PathwiseDraw]:

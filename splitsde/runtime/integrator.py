@@ -43,11 +43,13 @@ from splitsde.compose.program import (
     Draw,
     Eval,
     Let,
+    Metropolis,
     Program,
     Recall,
     SubstepInfo,
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
+from splitsde.compose.visitor import StatementVisitor
 from splitsde.compose.word import MAX_OCCURRENCES, Word, WordError
 from splitsde.runtime.noise import FixedNoise, GaussianNoise, NoiseSource
 from splitsde.runtime.schedule import CHUNK, CoefficientSchedule, Window
@@ -55,6 +57,7 @@ from splitsde.runtime.timegrid import TimeGrid, time_grid
 from splitsde.symbolic.field import Field
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import SolverStrategy
+from splitsde.symbolic.spellings import check_functions, namespace
 from splitsde.symbolic.symbols import Block, Parameter
 
 __all__ = ["BoundField", "Integrator", "NonFiniteError", "PreparedRun", "StateError"]
@@ -107,22 +110,12 @@ def _dispatch(tfn: Callable[..., Any], mfn: Callable[..., Any]) -> Callable[...,
     return lambda *a: tfn(*a) if any(isinstance(x, torch.Tensor) for x in a) else mfn(*a)
 
 
-#: Elementwise functions for lowering symbolic field definitions (tensors or Python floats).
+#: Elementwise functions for lowering symbolic field definitions (tensors or Python floats):
+#: the torch spelling on tensors, the math one on floats.
 _ELEMENTWISE = {
-    name: _dispatch(getattr(torch, tname), getattr(math, mname))
-    for name, tname, mname in [
-        ("exp", "exp", "exp"),
-        ("log", "log", "log"),
-        ("sqrt", "sqrt", "sqrt"),
-        ("sin", "sin", "sin"),
-        ("cos", "cos", "cos"),
-        ("tan", "tan", "tan"),
-        ("tanh", "tanh", "tanh"),
-        ("sinh", "sinh", "sinh"),
-        ("cosh", "cosh", "cosh"),
-        ("atan", "atan", "atan"),
-        ("Abs", "abs", "fabs"),
-    ]
+    name: _dispatch(fn, namespace("math")[name])
+    for name, fn in namespace("torch").items()
+    if name in namespace("math")
 }
 
 
@@ -135,6 +128,7 @@ def _definition_callable(f: Field, params: Mapping[Parameter, Any]) -> Callable[
     scalar = {p: params[p] for p in ps if not isinstance(params[p], torch.Tensor)}
     tensor_ps = [p for p in ps if p not in scalar]
     exprs = [e.xreplace({p: sympy.Float(v) for p, v in scalar.items()}) for e in exprs]
+    check_functions(exprs, "torch")  # the arguments are tensors
     fns = [sympy.lambdify([*f.args, *tensor_ps], e, modules=[_ELEMENTWISE, "math"]) for e in exprs]
     values = [params[p] for p in tensor_ps]
 
@@ -616,29 +610,124 @@ class Integrator:
         return dict(zip(self.block_names, out))
 
 
+class _MovedReuse(StatementVisitor[bool]):
+    """Whether a statement uses a field value evaluated on a block that has changed since."""
+
+    consumer = "the moved-evaluation check"
+
+    def __init__(self, program: Program) -> None:
+        self.versions = dict.fromkeys(program.blocks, 0)
+        self.taken: dict[Any, dict[Any, int]] = {}
+
+    def visit_eval(self, s: Eval) -> bool:
+        snap = {a: self.versions[a] for a in s.args if isinstance(a, Block)}
+        for o in s.outs:
+            self.taken[o] = snap
+        return False
+
+    def _moved(self, exprs: Any) -> bool:
+        for e in exprs:
+            for sym in e.free_symbols:
+                snap = self.taken.get(sym)
+                if snap is not None and any(self.versions[b] != v for b, v in snap.items()):
+                    return True
+        return False
+
+    def visit_let(self, s: Let) -> bool:
+        return self._moved((s.expr,))
+
+    def visit_assign(self, s: Assign) -> bool:
+        if self._moved(s.exprs):
+            return True
+        for b in s.targets:
+            self.versions[b] += 1
+        return False
+
+    def _no(self, s: Any) -> bool:
+        # draws, recalled past values (a multistep solver's history, not a moved-state reuse),
+        # sub-step ends and Metropolis brackets use no field value on moved blocks
+        return False
+
+    visit_draw = visit_recall = visit_mark = visit_group_begin = visit_metropolis = _no
+
+
 def _reuses_moved_evaluations(program: Program) -> bool:
     """Whether a field value is used after a block it was evaluated on has changed (the
     ``per_step`` reuse of a moved-state evaluation, which costs an order)."""
-    from splitsde.symbolic.symbols import Block
+    check = _MovedReuse(program)
+    return any(check.visit(s) for s in program.statements)
 
-    versions = dict.fromkeys(program.blocks, 0)
-    taken: dict[Any, dict[Any, int]] = {}
-    for s in program.statements:
-        if isinstance(s, Eval):
-            snap = {a: versions[a] for a in s.args if isinstance(a, Block)}
-            for o in s.outs:
-                taken[o] = snap
-        elif isinstance(s, Let | Assign):
-            exprs = (s.expr,) if isinstance(s, Let) else s.exprs
-            for e in exprs:
-                for sym in e.free_symbols:
-                    snap = taken.get(sym)
-                    if snap is not None and any(versions[b] != v for b, v in snap.items()):
-                        return True
-            if isinstance(s, Assign):
-                for b in s.targets:
-                    versions[b] += 1
-    return False
+
+class _Shapes(StatementVisitor[None]):
+    """Propagates tensor shapes through the statements and refuses an assignment whose value
+    does not broadcast to its target block (see :func:`_check_update_shapes`)."""
+
+    consumer = "the block-shape check"
+
+    def __init__(self, program: Program, state: Mapping[Any, torch.Tensor]) -> None:
+        self.program = program
+        self.shape: dict[Any, tuple[int, ...]] = {b: tuple(x.shape) for b, x in state.items()}
+        self.walkers = next(iter(self.shape.values()))[:1]
+
+    def of(self, expr: Any) -> list[tuple[Any, tuple[int, ...]]]:
+        return [(s, self.shape[s]) for s in expr.free_symbols if s in self.shape]
+
+    def visit_eval(self, s: Eval) -> None:
+        shape = self.shape
+        likes = getattr(s.field, "like", None) or (None,) * len(s.outs)
+        for o, like in zip(s.outs, likes):
+            shape[o] = shape[like] if like in shape else self.walkers
+
+    def visit_let(self, s: Let) -> None:
+        parts = self.of(s.expr)
+        if parts:
+            try:
+                self.shape[s.symbol] = tuple(torch.broadcast_shapes(*(p for _, p in parts)))
+            except RuntimeError:
+                self.shape[s.symbol] = parts[0][1]  # reported where it meets a block
+
+    def visit_assign(self, s: Assign) -> None:
+        program, subs = self.program, self.program.substeps
+        for target, expr in zip(s.targets, s.exprs):
+            want = self.shape.get(target)
+            for sym, got in self.of(expr):
+                try:
+                    ok = tuple(torch.broadcast_shapes(want, got)) == want
+                except RuntimeError:
+                    ok = False
+                if not ok:
+                    o = subs[s.substep].occurrence if s.substep < len(subs) else None
+                    where = f" in sub-step {s.substep} ({o.letter}[{o.weight}])" if o else ""
+                    source = (
+                        f"block {sym}"
+                        if isinstance(sym, Block)
+                        else "a value computed from "
+                        + ", ".join(sorted(str(b) for b in _blocks_of(program, sym) if b != target))
+                    )
+                    raise StateError(
+                        f"block {target} of shape {want} is updated from {source} of shape "
+                        f"{got}{where}, which does not broadcast to {want}; give the blocks "
+                        "matching shapes"
+                    )
+
+    def visit_recall(self, s: Recall) -> None:
+        for o, like in zip(s.outs, s.like):
+            if like in self.shape:
+                self.shape[o] = self.shape[like]
+
+    def visit_draw(self, s: Draw) -> None:
+        if s.like in self.shape:
+            like = self.shape[s.like]  # a uniform selection is one value per walker
+            self.shape[s.symbol] = like if s.kind == "normal" else like[:1] + (1,) * (len(like) - 1)
+
+    def visit_metropolis(self, s: Metropolis) -> None:
+        # a value kept or restored by the test has the shape of the value it keeps
+        for m in s.merges:
+            for o, a in zip(m.outs, m.accepted):
+                if a in self.shape:
+                    self.shape[o] = self.shape[a]
+
+    visit_mark = visit_group_begin = StatementVisitor.skip
 
 
 def _check_update_shapes(program: Program, state: Mapping[Any, torch.Tensor]) -> None:
@@ -649,71 +738,39 @@ def _check_update_shapes(program: Program, state: Mapping[Any, torch.Tensor]) ->
     block (one value per walker without one), draws that of their block, temporaries the
     broadcast of what they are computed from.
     """
-    from splitsde.symbolic.symbols import Block
+    _Shapes(program, state).walk(program.statements)
 
-    shape: dict[Any, tuple[int, ...]] = {b: tuple(x.shape) for b, x in state.items()}
-    walkers = next(iter(shape.values()))[:1]
-    subs = program.substeps
 
-    def of(expr: Any) -> list[tuple[Any, tuple[int, ...]]]:
-        return [(s, shape[s]) for s in expr.free_symbols if s in shape]
+class _Definitions(StatementVisitor[None]):
+    """The symbols each temporary or field value is computed from."""
 
-    for s in program.statements:
-        if isinstance(s, Eval):
-            likes = getattr(s.field, "like", None) or (None,) * len(s.outs)
-            for o, like in zip(s.outs, likes):
-                shape[o] = shape[like] if like in shape else walkers
-        elif isinstance(s, Let):
-            parts = of(s.expr)
-            if parts:
-                try:
-                    shape[s.symbol] = tuple(torch.broadcast_shapes(*(p for _, p in parts)))
-                except RuntimeError:
-                    shape[s.symbol] = parts[0][1]  # reported where it meets a block
-        elif isinstance(s, Assign):
-            for target, expr in zip(s.targets, s.exprs):
-                want = shape.get(target)
-                for sym, got in of(expr):
-                    try:
-                        ok = tuple(torch.broadcast_shapes(want, got)) == want
-                    except RuntimeError:
-                        ok = False
-                    if not ok:
-                        o = subs[s.substep].occurrence if s.substep < len(subs) else None
-                        where = f" in sub-step {s.substep} ({o.letter}[{o.weight}])" if o else ""
-                        source = (
-                            f"block {sym}"
-                            if isinstance(sym, Block)
-                            else "a value computed from "
-                            + ", ".join(
-                                sorted(str(b) for b in _blocks_of(program, sym) if b != target)
-                            )
-                        )
-                        raise StateError(
-                            f"block {target} of shape {want} is updated from {source} of shape "
-                            f"{got}{where}, which does not broadcast to {want}; give the blocks "
-                            "matching shapes"
-                        )
-        elif isinstance(s, Recall):
-            for o, like in zip(s.outs, s.like):
-                if like in shape:
-                    shape[o] = shape[like]
-        elif isinstance(s, Draw) and s.like in shape:
-            like = shape[s.like]  # a uniform selection is one value per walker
-            shape[s.symbol] = like if s.kind == "normal" else like[:1] + (1,) * (len(like) - 1)
+    consumer = "the dependency listing of shape errors"
+
+    def __init__(self) -> None:
+        self.defs: dict[Any, Any] = {}
+
+    def visit_let(self, s: Let) -> None:
+        self.defs[s.symbol] = s.expr.free_symbols
+
+    def visit_eval(self, s: Eval) -> None:
+        for o in s.outs:
+            self.defs[o] = set().union(*(a.free_symbols for a in s.args)) if s.args else set()
+
+    def visit_metropolis(self, s: Metropolis) -> None:
+        for m in s.merges:
+            for o, a, r in zip(m.outs, m.accepted, m.rejected):
+                self.defs[o] = {a, r}
+
+    # recalled values come from earlier steps; the rest defines no value
+    visit_draw = visit_recall = visit_assign = StatementVisitor.skip
+    visit_mark = visit_group_begin = StatementVisitor.skip
 
 
 def _blocks_of(program: Program, sym: Any) -> set[Any]:
     """The blocks a temporary or field value is computed from (for error messages)."""
-    from splitsde.symbolic.symbols import Block
-
-    defs: dict[Any, Any] = {}
-    for s in program.statements:
-        if isinstance(s, Let):
-            defs[s.symbol] = s.expr.free_symbols
-        elif isinstance(s, Eval):
-            for o in s.outs:
-                defs[o] = set().union(*(a.free_symbols for a in s.args)) if s.args else set()
+    v = _Definitions()
+    v.walk(program.statements)
+    defs = v.defs
     out, stack, seen = set(), [sym], set()
     while stack:
         x = stack.pop()

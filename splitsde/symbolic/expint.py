@@ -57,7 +57,6 @@ import sympy
 from splitsde.base.errors import SplitsdeError
 from splitsde.symbolic.field import field_of
 from splitsde.symbolic.history import Lagged
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
 from splitsde.symbolic.numeric import gauss_legendre as _gauss_legendre
 from splitsde.symbolic.solve import (
     ExponentialEuler,
@@ -67,6 +66,7 @@ from splitsde.symbolic.solve import (
     _linear_form,
     _time_integral,
 )
+from splitsde.symbolic.spellings import lambdify as _spell_lambdify
 from splitsde.symbolic.symbols import Block, Coefficient, Parameter, Temporary, h, t
 from splitsde.symbolic.update import CoefficientDef, NumericCoefficients, Update
 
@@ -254,12 +254,9 @@ class _Propagator:
         dC, _ = _time_integral(c, TimeIntegration(nodes))
         self.n = len(sl.changed)
         self.zero = all(e == 0 for e in sl.A)
-        self._A0 = sympy.lambdify(P, A0, modules=[NUMPY_FUNCTIONS, "numpy"])
-        self._dC = sympy.lambdify([t, h, *P], dC, modules=[NUMPY_FUNCTIONS, "numpy"])
-        self._v = [
-            [sympy.lambdify([t, *P], e, modules=[NUMPY_FUNCTIONS, "numpy"]) for e in vk]
-            for vk in sl.v
-        ]
+        self._A0 = _spell_lambdify(P, A0, "numpy")
+        self._dC = _spell_lambdify([t, h, *P], dC, "numpy")
+        self._v = [[_spell_lambdify([t, *P], e, "numpy") for e in vk] for vk in sl.v]
 
     def values(self, params: Mapping[Parameter, Any]) -> list[float]:
         try:

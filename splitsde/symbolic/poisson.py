@@ -48,9 +48,9 @@ import numpy as np
 import sympy
 
 from splitsde.symbolic.field import field_of
-from splitsde.symbolic.numeric import NUMPY_FUNCTIONS
 from splitsde.symbolic.selection import Indicator, Selected
 from splitsde.symbolic.solve import ExponentialEuler, Solver, SolverStrategy
+from splitsde.symbolic.spellings import lambdify_modules
 from splitsde.symbolic.symbols import Block, Coefficient, NoiseSymbol, Parameter, Temporary, h, t
 from splitsde.symbolic.update import CoefficientDef, NoiseSpec, NumericCoefficients, Update
 
@@ -127,7 +127,7 @@ class _BaseValues:
             if dd.expr is not None:
                 params |= {s for s in dd.expr.free_symbols if isinstance(s, Parameter)}
         self.P = sorted(params, key=str)
-        mods = [NUMPY_FUNCTIONS, "numpy"]
+        mods = lambdify_modules("numpy")
         self._defs = [
             (
                 dd,

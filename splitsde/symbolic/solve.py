@@ -36,7 +36,6 @@ import sympy
 from splitsde.symbolic.field import Field, field_applications, field_of
 from splitsde.symbolic.flowmap import FlowMap
 from splitsde.symbolic.numeric import (
-    NUMPY_FUNCTIONS,
     forced_response,
     gauss_legendre,
     phi1,
@@ -44,6 +43,7 @@ from splitsde.symbolic.numeric import (
     van_loan,
 )
 from splitsde.symbolic.parse import as_expression
+from splitsde.symbolic.spellings import lambdify as _spell_lambdify
 from splitsde.symbolic.symbols import (
     Block,
     Coefficient,
@@ -448,7 +448,7 @@ def _scalar_update(
 
 
 def _lambdify(args: list[sympy.Basic], expr: sympy.Expr):
-    return sympy.lambdify(args, expr, modules=[NUMPY_FUNCTIONS, "numpy"])
+    return _spell_lambdify(args, expr, "numpy")
 
 
 class _NumericLinear:

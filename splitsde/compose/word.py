@@ -49,6 +49,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from splitsde.base.caret import caret
 from splitsde.base.errors import SplitsdeError
@@ -187,6 +188,12 @@ class _Open:
 
 def _parse(text: str) -> tuple[_Node, ...]:
     """Parse ``text`` into a tree of letters, Metropolized groups and repeated groups."""
+    return _Parser(text).parse()
+
+
+def _source(text: Any) -> str:
+    """The text to parse, after the checks on the whole word: a string of bounded length,
+    not empty, ASCII, one case (an all-lower-case word reads as upper case)."""
     if not isinstance(text, str):
         raise WordError(f"a word must be a string, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:
@@ -204,129 +211,163 @@ def _parse(text: str) -> tuple[_Node, ...]:
         raise WordError(
             "mixed upper and lower case is ambiguous; write letters in upper case" + _caret(text, i)
         )
-    src = text.upper() if lower else text
-    stack = [_Open("", 0, [])]
-    can_weight = False
-    i = 0
+    return text.upper() if lower else text
 
-    def total() -> int:
-        return sum(o.size for o in stack)
 
-    while i < len(src):
-        c = src[i]
-        top = stack[-1]
-        if c in _SPACE:
-            i += 1
-        elif "A" <= c <= "Z":
-            j = i + 1
-            while j < len(src) and src[j] in _DIGITS:
-                j += 1
-            if total() == MAX_OCCURRENCES:
-                n = total() + sum(1 for ch in src[j:] if "A" <= ch <= "Z") + 1
-                raise _too_many(n, "has")
-            top.items.append(_Letter(src[i:j], None, i))
-            top.size += 1
-            can_weight = True
-            i = j
-        elif c == "[":
-            if not can_weight:
-                raise WordError("a weight must follow a letter" + _caret(text, i))
-            can_weight = False
-            end = src.find("]", i)
-            nxt = src.find("[", i + 1)
-            if end < 0 or (0 <= nxt < end):
-                raise WordError("unbalanced '[': missing ']'" + _caret(text, i))
-            w = _parse_weight(src[i + 1 : end], text, i)
-            last = top.items[-1]
-            assert isinstance(last, _Letter)
-            top.items[-1] = _Letter(last.letter, w, last.pos)
-            i = end + 1
-        elif c == "]":
-            raise WordError("unbalanced ']': no matching '['" + _caret(text, i))
-        elif c in "({":
-            if c == "{" and any(o.kind == "{" for o in stack):
-                raise WordError("nested '{' is not allowed" + _caret(text, i))
-            if len(stack) > MAX_DEPTH:
-                raise WordError(f"groups nest more than {MAX_DEPTH} levels deep" + _caret(text, i))
-            stack.append(_Open(c, i, []))
-            can_weight = False
-            i += 1
-        elif c in ")}":
-            want = "(" if c == ")" else "{"
-            if top.kind != want:
-                if top.kind:  # the innermost open bracket is of the other kind
-                    shut = ")" if top.kind == "(" else "}"
-                    raise WordError(
-                        f"unbalanced '{top.kind}': missing '{shut}'" + _caret(text, top.pos)
-                    )
-                raise WordError(f"unbalanced '{c}': no matching '{want}'" + _caret(text, i))
-            if not top.items:
-                raise WordError(f"empty '{want} {c}' group" + _caret(text, i))
-            stack.pop()
-            i += 1
-            can_weight = False
-            if c == "}":
-                stack[-1].items.append(_Metropolis(tuple(top.items)))
-                stack[-1].size += top.size
-                continue
-            j = i
-            while j < len(src) and src[j] in _SPACE:
-                j += 1
-            if j == len(src) or src[j] != "^":
-                raise WordError(
-                    "a group '( ... )' needs a repeat count: write it as (...)^n, e.g. "
-                    "(B A B)^2, or drop the parentheses" + _caret(text, i - 1)
+class _Parser:
+    """One left-to-right pass over a word with a stack of open brackets; each method reads
+    one construct at the current column and returns the column after it. Errors carry a
+    caret under the offending column of the text as written."""
+
+    def __init__(self, text: str) -> None:
+        self.src = _source(text)
+        self.text = text
+        self.stack = [_Open("", 0, [])]
+        self.can_weight = False
+
+    def error(self, message: str, pos: int) -> WordError:
+        return WordError(message + _caret(self.text, pos))
+
+    def total(self) -> int:
+        """Letter occurrences read so far, after expansion of closed repeated groups."""
+        return sum(o.size for o in self.stack)
+
+    def parse(self) -> tuple[_Node, ...]:
+        src, i = self.src, 0
+        while i < len(src):
+            c = src[i]
+            if c in _SPACE:
+                i += 1
+            elif "A" <= c <= "Z":
+                i = self.letter(i)
+            elif c == "[":
+                i = self.weight(i)
+            elif c == "]":
+                raise self.error("unbalanced ']': no matching '['", i)
+            elif c in "({":
+                i = self.open(i)
+            elif c in ")}":
+                i = self.close(i)
+            elif c == "^":
+                raise self.error(
+                    "'^' repeats a parenthesised group and must follow ')', e.g. (B A B)^2", i
                 )
-            hat = j
+            elif c in _DIGITS:
+                raise self.error("a digit must follow a letter (force groups: B0, B1)", i)
+            else:
+                raise self.error(f"unexpected character {c!r}", i)
+        if len(self.stack) > 1:
+            top = self.stack[-1]
+            shut = ")" if top.kind == "(" else "}"
+            raise self.error(f"unbalanced '{top.kind}': missing '{shut}'", top.pos)
+        if not self.stack[0].items:
+            raise WordError("empty word: give at least one letter, e.g. 'BAOAB'")
+        return tuple(self.stack[0].items)
+
+    def letter(self, i: int) -> int:
+        """A letter and its force-group digits (``B0``)."""
+        src, top = self.src, self.stack[-1]
+        j = i + 1
+        while j < len(src) and src[j] in _DIGITS:
             j += 1
-            while j < len(src) and src[j] in _SPACE:
-                j += 1
-            k = j
-            while k < len(src) and src[k] in _DIGITS:
-                k += 1
-            if k == j:
-                raise WordError(
-                    "'^' must be followed by a whole number of repetitions, e.g. (B A B)^2"
-                    + _caret(text, hat)
-                )
-            if k < len(src) and src[k] in "./":
-                while k < len(src) and src[k] in _DIGITS + "./":
-                    k += 1
-                raise WordError(
-                    f"repeat count {src[j:k]} is not a whole number; a group runs a whole "
-                    "number of times" + _caret(text, j)
-                )
-            digits = src[j:k].lstrip("0")
-            if not digits:
-                raise WordError(
-                    f"repeat count {src[j:k]}: a group runs at least once (^1 or more)"
-                    + _caret(text, j)
-                )
-            rest = total()  # occurrences outside this group (it was popped)
-            big = len(digits) > 12
-            count = 0 if big else int(digits)
-            if big or rest + top.size * count > MAX_OCCURRENCES:
-                n = "more than 10^12" if big else str(rest + top.size * count)
-                raise _too_many(n, f"reaches, with this group repeated {digits} times,", text, j)
-            stack[-1].items.append(_Repeat(tuple(top.items), count))
-            stack[-1].size += top.size * count
-            i = k
-        elif c == "^":
-            raise WordError(
-                "'^' repeats a parenthesised group and must follow ')', e.g. (B A B)^2"
-                + _caret(text, i)
+        if self.total() == MAX_OCCURRENCES:
+            n = self.total() + sum(1 for ch in src[j:] if "A" <= ch <= "Z") + 1
+            raise _too_many(n, "has")
+        top.items.append(_Letter(src[i:j], None, i))
+        top.size += 1
+        self.can_weight = True
+        return j
+
+    def weight(self, i: int) -> int:
+        """A weight ``[w]`` after a letter."""
+        src, top = self.src, self.stack[-1]
+        if not self.can_weight:
+            raise self.error("a weight must follow a letter", i)
+        self.can_weight = False
+        end = src.find("]", i)
+        nxt = src.find("[", i + 1)
+        if end < 0 or (0 <= nxt < end):
+            raise self.error("unbalanced '[': missing ']'", i)
+        w = _parse_weight(src[i + 1 : end], self.text, i)
+        last = top.items[-1]
+        assert isinstance(last, _Letter)
+        top.items[-1] = _Letter(last.letter, w, last.pos)
+        return end + 1
+
+    def open(self, i: int) -> int:
+        """An opening ``(`` (repeated group) or ``{`` (Metropolized group)."""
+        c = self.src[i]
+        if c == "{" and any(o.kind == "{" for o in self.stack):
+            raise self.error("nested '{' is not allowed", i)
+        if len(self.stack) > MAX_DEPTH:
+            raise self.error(f"groups nest more than {MAX_DEPTH} levels deep", i)
+        self.stack.append(_Open(c, i, []))
+        self.can_weight = False
+        return i + 1
+
+    def close(self, i: int) -> int:
+        """A closing ``}`` or ``)`` (the latter with its repeat count ``^n``)."""
+        c, top = self.src[i], self.stack[-1]
+        want = "(" if c == ")" else "{"
+        if top.kind != want:
+            if top.kind:  # the innermost open bracket is of the other kind
+                shut = ")" if top.kind == "(" else "}"
+                raise self.error(f"unbalanced '{top.kind}': missing '{shut}'", top.pos)
+            raise self.error(f"unbalanced '{c}': no matching '{want}'", i)
+        if not top.items:
+            raise self.error(f"empty '{want} {c}' group", i)
+        self.stack.pop()
+        self.can_weight = False
+        if c == "}":
+            self.stack[-1].items.append(_Metropolis(tuple(top.items)))
+            self.stack[-1].size += top.size
+            return i + 1
+        count, digits, j, k = self.repeat_count(i + 1)
+        rest = self.total()  # occurrences outside this group (it was popped)
+        if count is None or rest + top.size * count > MAX_OCCURRENCES:
+            n = "more than 10^12" if count is None else str(rest + top.size * count)
+            raise _too_many(n, f"reaches, with this group repeated {digits} times,", self.text, j)
+        self.stack[-1].items.append(_Repeat(tuple(top.items), count))
+        self.stack[-1].size += top.size * count
+        return k
+
+    def repeat_count(self, i: int) -> tuple[int | None, str, int, int]:
+        """The ``^n`` after a closed ``)`` at column ``i``: the count (``None`` when it has
+        more than 12 digits), its digits, and the columns where it starts and ends."""
+        src = self.src
+        j = i
+        while j < len(src) and src[j] in _SPACE:
+            j += 1
+        if j == len(src) or src[j] != "^":
+            raise self.error(
+                "a group '( ... )' needs a repeat count: write it as (...)^n, e.g. "
+                "(B A B)^2, or drop the parentheses",
+                i - 1,
             )
-        elif c in _DIGITS:
-            raise WordError("a digit must follow a letter (force groups: B0, B1)" + _caret(text, i))
-        else:
-            raise WordError(f"unexpected character {c!r}" + _caret(text, i))
-    if len(stack) > 1:
-        top = stack[-1]
-        shut = ")" if top.kind == "(" else "}"
-        raise WordError(f"unbalanced '{top.kind}': missing '{shut}'" + _caret(text, top.pos))
-    if not stack[0].items:
-        raise WordError("empty word: give at least one letter, e.g. 'BAOAB'")
-    return tuple(stack[0].items)
+        hat = j
+        j += 1
+        while j < len(src) and src[j] in _SPACE:
+            j += 1
+        k = j
+        while k < len(src) and src[k] in _DIGITS:
+            k += 1
+        if k == j:
+            raise self.error(
+                "'^' must be followed by a whole number of repetitions, e.g. (B A B)^2", hat
+            )
+        if k < len(src) and src[k] in "./":
+            while k < len(src) and src[k] in _DIGITS + "./":
+                k += 1
+            raise self.error(
+                f"repeat count {src[j:k]} is not a whole number; a group runs a whole "
+                "number of times",
+                j,
+            )
+        digits = src[j:k].lstrip("0")
+        if not digits:
+            raise self.error(f"repeat count {src[j:k]}: a group runs at least once (^1 or more)", j)
+        count = None if len(digits) > 12 else int(digits)
+        return count, digits, j, k
 
 
 def _expand(tree: tuple[_Node, ...]) -> list[_Token]:

@@ -22,7 +22,6 @@
 
 from splitsde.analysis.affine import (
     AffineMap,
-    BlockLayout,
     NotAffineError,
     UnstableError,
     affine_step,
@@ -75,7 +74,6 @@ from splitsde.analysis.symbolic import (
 __all__ = [
     "ALPHA",
     "AffineMap",
-    "BlockLayout",
     "Certificate",
     "CertificateError",
     "CommonNoise",

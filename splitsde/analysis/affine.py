@@ -19,8 +19,8 @@ From the maps:
   :math:`m = (I - \Phi)^{-1} c` (it exists iff the spectral radius :math:`\rho(\Phi) < 1`).
 
 States are flattened block by block in the integrator's block order; ``shapes`` gives the
-per-walker (event) shape of every block and :attr:`AffineMap.layout` records where each block
-lives in the flat vector.
+per-walker (event) shape of every block and :attr:`AffineMap.layout` (a
+:class:`~splitsde.runtime.layout.StateLayout`) records where each block lives in the flat vector.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ import torch
 from splitsde.base.errors import SplitsdeError
 from splitsde.compose.visitor import StatementVisitor
 from splitsde.runtime.integrate import make_grid
+from splitsde.runtime.layout import StateLayout
 from splitsde.runtime.noise import FixedNoise
 from splitsde.runtime.probe import (
     AFFINE_RTOL,
     AffineMap,
-    BlockLayout,
     NotAffineError,
     _as_mean_cov,
     _Prober,
@@ -51,7 +51,6 @@ from splitsde.runtime.probe import (
 
 __all__ = [
     "AffineMap",
-    "BlockLayout",
     "NotAffineError",
     "UnstableError",
     "affine_step",
@@ -98,7 +97,7 @@ def propagate(
     """
     times = make_grid(grid=np.asarray(grid, dtype=np.float64))
     layout = layout_of(integrator, shapes)
-    D = sum(lay.size for lay in layout)
+    D = layout.dim
     m, S = _as_mean_cov(mean0, cov0, D)
     if integrator.program.uniform_draws:
         raise NotAffineError(
@@ -183,7 +182,7 @@ def _carry_fields(program: Any) -> list[Any]:
     return [evals[outs] if outs in evals else evals[recalls[outs]] for outs in program.carry]
 
 
-def _carry_layout(integrator: Any, layout: tuple[BlockLayout, ...]) -> list[tuple[int, int, int]]:
+def _carry_layout(integrator: Any, layout: StateLayout) -> list[tuple[int, int, int]]:
     """``(slot, output index, size)`` of every carried field value, in carry order."""
     sizes = {lay.block: lay.size for lay in layout}
     out = []
@@ -196,14 +195,14 @@ def _carry_layout(integrator: Any, layout: tuple[BlockLayout, ...]) -> list[tupl
 def _propagate_carried(
     integrator: Any,
     times: np.ndarray,
-    layout: tuple[BlockLayout, ...],
+    layout: StateLayout,
     m: np.ndarray,
     S: np.ndarray,
     history: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Propagate the joint law of the state and the carried field values (multistep
     programs): every step is probed as :math:`(y, c) \mapsto M (y, c) + k + N\xi`."""
-    D = sum(lay.size for lay in layout)
+    D = layout.dim
     clay = _carry_layout(integrator, layout)
     Dc = sum(size for _, _, size in clay)
     shapes = {lay.block: lay.shape for lay in layout}

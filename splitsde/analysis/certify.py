@@ -712,12 +712,8 @@ def _linear_certificate(
     notes: list[str] = []
     D = ref.dim
     n_moments = 1 + D + D * (D + 1) // 2
-    draws = sum(
-        max(1, math.prod(lay.shape))
-        for d in integ.program.draws
-        for lay in layout_of(integ)
-        if lay.block == d.like.name
-    )
+    layout = layout_of(integ)
+    draws = sum(max(1, layout.entry(d.like.name).size) for d in integ.program.draws)
     A0, _, _ = ref.coefficients(0.0)
     rate = float(np.max(np.abs(np.linalg.eigvals(A0)))) or 1.0
     scale = 1.0 / rate

@@ -36,7 +36,6 @@ import torch
 
 from splitsde.analysis.affine import (
     AFFINE_RTOL,
-    BlockLayout,
     NotAffineError,
     UnstableError,
     _as_mean_cov,
@@ -45,6 +44,7 @@ from splitsde.analysis.affine import (
     propagate,
     stationary,
 )
+from splitsde.runtime.layout import StateLayout
 from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.numeric import forced_response, van_loan
 from splitsde.symbolic.symbols import Block, Parameter, t
@@ -69,17 +69,15 @@ class LinearSDE:
     """
 
     coefficients: Callable[[float], tuple[np.ndarray, np.ndarray, np.ndarray]]
-    layout: tuple[BlockLayout, ...]
+    layout: StateLayout
     autonomous: bool
 
     @property
     def dim(self) -> int:
-        return sum(lay.size for lay in self.layout)
+        return self.layout.dim
 
     @classmethod
-    def constant(
-        cls, A: Any, b: Any, K: Any, layout: tuple[BlockLayout, ...] | None = None
-    ) -> LinearSDE:
+    def constant(cls, A: Any, b: Any, K: Any, layout: StateLayout | None = None) -> LinearSDE:
         """A linear SDE with constant coefficients given as arrays."""
         A = np.asarray(A, np.float64)
         D = A.shape[0]
@@ -88,7 +86,7 @@ class LinearSDE:
         if K.ndim == 1:
             K = np.diag(K)
         if layout is None:
-            layout = tuple(BlockLayout(f"y{i}", slice(i, i + 1), ()) for i in range(D))
+            layout = StateLayout(tuple(f"y{i}" for i in range(D)), ((),) * D)
         return cls(lambda _t: (A, b, K), layout, True)
 
     def law(self, t0: float, t1: float, mean0: Any, cov0: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +160,7 @@ def linear_sde(integrator: Any, shapes: Mapping[str, Any] | None = None) -> Line
     """
     sde = integrator.sde
     layout = layout_of(integrator, shapes)
-    D = sum(lay.size for lay in layout)
+    D = layout.dim
     blocks: tuple[Block, ...] = tuple(sde.blocks)
     bound = {bf.field: bf.fn for bf in integrator.fields}
     params = _torch_params(integrator.params)

@@ -115,7 +115,7 @@ def propagate_moments(
     affine or the selections do not act additively."""
     times = make_grid(grid=np.asarray(grid, dtype=np.float64))
     layout = layout_of(integrator, shapes)
-    D = sum(lay.size for lay in layout)
+    D = layout.dim
     m, S = _as_mean_cov(mean0, cov0, D)
     cells = selection_cells(integrator.program)
     base = [c[0][0] for c in cells]

@@ -47,7 +47,7 @@ import numpy as np
 import sympy
 from sympy.polys.matrices import DomainMatrix
 
-from splitsde.analysis.affine import AffineMap, BlockLayout, NotAffineError
+from splitsde.analysis.affine import AffineMap, NotAffineError
 from splitsde.base.errors import SplitsdeError
 from splitsde.compose.builder import build_program
 from splitsde.compose.program import (
@@ -62,6 +62,7 @@ from splitsde.compose.program import (
 )
 from splitsde.compose.reduce import ReducedWord, Reduction
 from splitsde.compose.visitor import StatementVisitor
+from splitsde.runtime.layout import StateLayout
 from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.numeric import phi1
 from splitsde.symbolic.sde import SDE
@@ -298,7 +299,7 @@ class SymbolicStep:
                 raise ValueError(f"missing values for {sorted(map(str, free))}")
             fn = _spell_lambdify([], M, "numpy")
             mats.append(np.asarray(fn(), dtype=np.float64))
-        layout = tuple(BlockLayout(b.name, slice(i, i + 1), ()) for i, b in enumerate(self.blocks))
+        layout = StateLayout(tuple(b.name for b in self.blocks), ((),) * len(self.blocks))
         return AffineMap(
             mats[0],
             mats[1].reshape(-1),

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from splitsde.base.errors import SplitsdeError
+from splitsde.runtime.layout import StateLayout
 from splitsde.runtime.noise import FixedNoise
 from splitsde.symbolic.symbols import t
 
 __all__ = [
     "AFFINE_RTOL",
     "AffineMap",
-    "BlockLayout",
     "NotAffineError",
     "affine_step",
     "affine_steps",
@@ -51,30 +51,18 @@ class NotAffineError(SplitsdeError, ValueError):
 
 
 @dataclass(frozen=True)
-class BlockLayout:
-    """Where one block lives in the flat state vector."""
-
-    block: str
-    slice: slice
-    shape: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        return self.slice.stop - self.slice.start
-
-
-@dataclass(frozen=True)
 class AffineMap:
     r"""One step :math:`y \mapsto \Phi y + c + N\xi` of an integrator (float64).
 
     ``Phi`` is ``(D, D)``, ``c`` is ``(D,)``, ``noise`` is ``(D, K)`` with ``K`` the number of
-    scalar standard normals one step draws; ``layout`` says which entries belong to which block.
+    scalar standard normals one step draws; ``layout`` (a
+    :class:`~splitsde.runtime.layout.StateLayout`) says which entries belong to which block.
     """
 
     Phi: np.ndarray
     c: np.ndarray
     noise: np.ndarray
-    layout: tuple[BlockLayout, ...]
+    layout: StateLayout
     t0: float = 0.0
     h: float = 0.0
     check_error: float = field(default=0.0, compare=False)
@@ -106,10 +94,7 @@ class AffineMap:
 
     def index(self, block: str) -> slice:
         """The slice of the flat vector holding ``block``."""
-        for lay in self.layout:
-            if lay.block == block:
-                return lay.slice
-        raise KeyError(f"no block {block!r}; blocks: {', '.join(b.block for b in self.layout)}")
+        return self.layout.index(block)
 
     def apply(self, y: np.ndarray, xi: np.ndarray | None = None) -> np.ndarray:
         """The map applied to flat states ``y`` (``(D,)`` or ``(n, D)``) and noises ``xi``."""
@@ -119,21 +104,19 @@ class AffineMap:
         return out
 
     def flatten(self, state: Mapping[str, Any]) -> np.ndarray:
-        """A state mapping (block -> array ``(..., *shape)``) as flat vectors ``(..., D)``."""
-        parts = []
-        for lay in self.layout:
-            x = state[lay.block]
-            x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-            lead = x.shape[: x.ndim - len(lay.shape)]
-            parts.append(x.reshape(*lead, lay.size).astype(np.float64))
-        return np.concatenate(parts, axis=-1)
+        """A state mapping (block -> array or tensor ``(..., *shape)``) as float64 flat vectors
+        ``(..., D)`` (:meth:`StateLayout.flatten <splitsde.runtime.layout.StateLayout.flatten>`
+        on numpy copies)."""
+        return self.layout.flatten({b: _float64(state[b]) for b in self.layout.block_names})
 
     def unflatten(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """Flat vectors ``(..., D)`` as a state mapping of arrays ``(..., *shape)``."""
-        y = np.asarray(y)
-        return {
-            lay.block: y[..., lay.slice].reshape(*y.shape[:-1], *lay.shape) for lay in self.layout
-        }
+        return self.layout.unflatten(np.asarray(y))
+
+
+def _float64(x: Any) -> np.ndarray:
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return x.astype(np.float64)
 
 
 def _event_shape(value: Any, block: str) -> tuple[int, ...]:
@@ -153,9 +136,10 @@ def _event_shape(value: Any, block: str) -> tuple[int, ...]:
     return shape
 
 
-def layout_of(integrator: Any, shapes: Mapping[str, Any] | None = None) -> tuple[BlockLayout, ...]:
-    """The flat layout of the integrator's blocks with per-walker ``shapes`` (default: scalar
-    blocks, event shape ``()``)."""
+def layout_of(integrator: Any, shapes: Mapping[str, Any] | None = None) -> StateLayout:
+    """The flat :class:`~splitsde.runtime.layout.StateLayout` of the integrator's blocks with
+    per-walker ``shapes`` (an int or a tuple per block; default: scalar blocks, event shape
+    ``()``)."""
     names = tuple(integrator.block_names)
     shapes = dict(shapes or {})
     unknown = set(shapes) - set(names)
@@ -163,13 +147,7 @@ def layout_of(integrator: Any, shapes: Mapping[str, Any] | None = None) -> tuple
         raise ValueError(
             f"shapes name unknown block(s) {sorted(unknown)}; blocks: {', '.join(names)}"
         )
-    out, start = [], 0
-    for b in names:
-        shape = _event_shape(shapes.get(b), b)
-        size = math.prod(shape)
-        out.append(BlockLayout(b, slice(start, start + size), shape))
-        start += size
-    return tuple(out)
+    return StateLayout(names, tuple(_event_shape(shapes.get(b), b) for b in names))
 
 
 def is_autonomous(integrator: Any) -> bool:
@@ -188,19 +166,18 @@ class _Prober:
     def __init__(
         self,
         integrator: Any,
-        layout: tuple[BlockLayout, ...],
+        layout: StateLayout,
         seed: int = 12345,
         uniforms: Sequence[float] = (),
     ) -> None:
         self.integ = integrator
         self.uniforms = [float(u) for u in uniforms]
         self.layout = layout
-        self.D = sum(lay.size for lay in layout)
-        by_block = {lay.block: lay for lay in layout}
+        self.D = layout.dim
         self.draw_layout = []
         k = 0
         for d in integrator.program.draws:
-            lay = by_block[d.like.name]
+            lay = layout.entry(d.like.name)
             self.draw_layout.append((slice(k, k + lay.size), lay.shape))
             k += lay.size
         self.K = k

@@ -24,7 +24,7 @@ from splitsde.diffusion.samplers import Plan
 from splitsde.langevin.units import OPENMM_UNITS, REDUCED_UNITS, Units
 from splitsde.problems.harmonic import harmonic
 from splitsde.runtime.integrator import Integrator, StateError
-from splitsde.runtime.layout import StateLayout
+from splitsde.runtime.layout import BlockLayout, StateLayout
 from splitsde.runtime.timegrid import time_grid
 from splitsde.symbolic.symbols import Block
 
@@ -104,11 +104,50 @@ def test_one_state_layout_for_torch_and_numpy():
     assert torch.equal(back["q"], q) and torch.equal(back["p"], p)
     yn = lay.flatten({"q": q.numpy(), "p": p.numpy()})
     assert isinstance(yn, np.ndarray) and yn.tolist() == y.tolist()
+    assert lay.flatten({"q": q[1], "p": p[1]}).tolist() == y[1].tolist()  # one walker
     with pytest.raises(ValueError, match="block q has event shape"):
+        lay.flatten({"q": q[:, :, :2], "p": p})
+    with pytest.raises(ValueError, match="different leading"):
         lay.flatten({"q": q[:, 0], "p": p})
+    assert [(e.block, e.slice, e.shape, e.size) for e in lay] == [
+        ("q", slice(0, 6), (2, 3), 6),
+        ("p", slice(6, 7), (), 1),
+    ]
+    assert lay.entries() == tuple(lay) and lay.entry("q") == BlockLayout("q", slice(0, 6), (2, 3))
     from splitsde.interop import StateLayout as interop_layout
 
     assert interop_layout is StateLayout
+
+
+def test_affine_map_and_torchsde_view_share_the_layout():
+    """The exact analysis (``AffineMap.layout``, ``layout_of``, ``LinearSDE.layout``) and the
+    torchsde view flatten a state the same way: one class, the same columns."""
+    pytest.importorskip("torchsde")
+    from splitsde.analysis import affine_step, layout_of, linear_sde
+    from splitsde.interop import as_torchsde
+
+    system = sd.langevin.underdamped(sd.potentials.Harmonic(1.0), gamma=0.5)
+    integ = system.integrator("BAOAB")
+    # q of shape (batch, 3) and a scalar p: the layout the analysis would probe on
+    view = as_torchsde(system, like={"q": torch.zeros(4, 3), "p": torch.zeros(4)})
+    lay = layout_of(integ, {"q": 3})
+    assert type(lay) is type(view.layout) is StateLayout
+    assert lay == view.layout and lay.offsets == view.layout.offsets == {"q": (0, 3), "p": (3, 4)}
+    # a probed step (the step needs p shaped like q)
+    amap = affine_step(integ, 0.0, 0.1, {"q": 3, "p": 3})
+    view = as_torchsde(system, like={"q": (3,), "p": (3,)})
+    assert (
+        type(amap.layout) is type(view.layout) is type(linear_sde(integ, {"q": 3, "p": 3}).layout)
+    )
+    assert amap.layout == view.layout and amap.layout.offsets == {"q": (0, 3), "p": (3, 6)}
+    assert all(type(e) is BlockLayout for e in amap.layout)  # the one per-block view
+    gen = torch.Generator().manual_seed(0)
+    state = {b: torch.randn(5, 3, dtype=torch.float64, generator=gen) for b in ("q", "p")}
+    y = view.layout.flatten(state)
+    np.testing.assert_array_equal(amap.flatten(state), y.numpy())
+    # dq/dt = p: the view's q columns of f are the analysis' p columns of y
+    f = view.f(0.0, y).numpy()
+    np.testing.assert_array_equal(f[:, amap.index("q")], y.numpy()[:, amap.index("p")])
 
 
 def test_one_estimate_class():

@@ -97,8 +97,10 @@ def table(rows: list[dict], markdown: bool) -> str:
         sub = [r for r in rows if r["problem"] == case]
         hs = sub[0]["hs"]
         head = f"{case}: bias of <q2> (quadrature {sub[0]['reference_q2']:.8g})"
+        # backquotes in markdown: <q2> would be read as an HTML tag
+        o = [f"`<{k}>`" if markdown else f"<{k}>" for k in ("q2", "p2", "qp")]
         cols = [f"h = {h:g}" for h in hs]
-        cols += ["h^1 coeff. <q2>", "order <q2>", "order <p2>", "order <qp>"]
+        cols += [f"h^1 coeff. {o[0]}", *(f"order {x}" for x in o)]
         if markdown:
             out.append(f"**{case}: bias of `<q2>`** (quadrature {sub[0]['reference_q2']:.8g})\n")
             out.append("| word | " + " | ".join(cols) + " |")

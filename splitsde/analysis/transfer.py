@@ -142,12 +142,17 @@ def langevin_invariant_law(
     remaining change of the density (its L1 change over a block of steps, extrapolated with
     the observed contraction) is below ``tol``.
 
-    Raises ``ValueError`` for letters other than ``A``, ``B``, ``O``, non-positive ``h`` or
-    ``gamma``, and when the law reaches the edges of the box (the box is too small, or the
-    scheme is unstable at this step); ``RuntimeError`` when ``max_steps`` do not converge.
+    Raises ``ValueError`` for letters other than ``A``, ``B``, ``O``, Metropolized groups
+    ``{...}``, non-positive ``h`` or ``gamma``, and when the law reaches the edges of the box
+    (the box is too small, or the scheme is unstable at this step); ``RuntimeError`` when
+    ``max_steps`` do not converge.
     """
     w = word if isinstance(word, Word) else Word(word)
     w.check_alphabet("ABO")
+    if any(o.group is not None for o in w):
+        raise ValueError(
+            f"{str(w)!r} has a Metropolized group {{...}}: the grid law covers plain words only"
+        )
     if not (h > 0 and math.isfinite(h)):
         raise ValueError(f"h must be positive and finite, got {h}")
     if not (gamma > 0 and kT > 0 and mass > 0):

@@ -147,6 +147,8 @@ def test_grid_law_has_converged_in_the_grid_and_matches_monte_carlo():
 def test_transfer_law_refuses_bad_input():
     with pytest.raises(ValueError, match="letter"):
         langevin_invariant_law("BAOC", dw_force, 0.1, DW_BOX)
+    with pytest.raises(ValueError, match="Metropolized"):
+        langevin_invariant_law("O {B A B} O", dw_force, 0.1, DW_BOX)
     with pytest.raises(ValueError, match="h must be positive"):
         langevin_invariant_law("OBA", dw_force, 0.0, DW_BOX)
     with pytest.raises(ValueError, match="q_box"):

@@ -100,6 +100,14 @@ def test_verify_montecarlo_benchmark(tmp_path):
     assert res["variance_reduction"] > 1
 
 
+def test_verify_transfer_bias_benchmark(tmp_path):
+    out = tmp_path / "verify_transfer_bias.json"
+    run("verify_transfer_bias.py", "--quick", "--out", str(out))
+    rows = {r["word"]: r for r in json.loads(out.read_text())["rows"]}
+    assert abs(rows["BAOAB"]["local_order"]["q2"] - 2.0) < 0.05
+    assert abs(rows["OBA"]["local_order"]["qp"] - 1.0) < 0.05
+
+
 def test_verify_bias_tables_benchmark(tmp_path):
     out = tmp_path / "verify_bias_tables.json"
     run("verify_bias_tables.py", "--quick", "--walkers", "500", "--out", str(out))

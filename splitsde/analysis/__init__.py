@@ -17,7 +17,9 @@
 * :mod:`~splitsde.analysis.plot` -- figures of weak-order fits;
 * :mod:`~splitsde.analysis.certify` -- the certificate behind ``splitsde verify``;
 * :mod:`~splitsde.analysis.randomized` -- exact mean and covariance of randomized affine schemes
-  (per-walker random selections, the Poisson midpoint method).
+  (per-walker random selections, the Poisson midpoint method);
+* :mod:`~splitsde.analysis.transfer` -- the invariant law of a Langevin splitting word in one
+  dimension on a phase-space grid (no Monte Carlo): the reference for stationary biases.
 """
 
 from splitsde.analysis.affine import (
@@ -70,6 +72,7 @@ from splitsde.analysis.symbolic import (
     stationary_moments,
     symbolic_step,
 )
+from splitsde.analysis.transfer import GridLaw, langevin_invariant_law
 
 __all__ = [
     "ALPHA",
@@ -80,6 +83,7 @@ __all__ = [
     "Estimate",
     "FiniteTimeOrder",
     "FitAttempt",
+    "GridLaw",
     "LadderPoint",
     "LadderResult",
     "LeadingTerm",
@@ -105,6 +109,7 @@ __all__ = [
     "integrator_stability_bound",
     "is_autonomous",
     "ladder_cost",
+    "langevin_invariant_law",
     "layout_of",
     "leading_term",
     "linear_sde",

@@ -47,7 +47,10 @@ then certifies an integer order only if
    next to :math:`h^{n+1}`, and no :math:`h^{n-1}` coefficient is resolved in the richest
    accepted model with it (:math:`h^{n-1}, h^n, h^{n+1}`, else :math:`h^{n-1}, h^n`): a lower
    order with a small coefficient can masquerade as order :math:`n` when the later terms
-   dominate the ladder.
+   dominate the ladder. Unresolved is not excluded, so the largest :math:`h^{n-1}`
+   coefficient the data allow (the end of its confidence interval in the simplest accepted
+   model with it, :math:`h^{n-1}, h^n`, else :math:`h^{n-1}, h^n, h^{n+1}`) must also stay
+   below the :math:`h^n` term at three or more of the fitted steps.
 
 A certificate is a statement about the ladder it was computed on: a term of lower order that
 stays below the error bars at every step cannot be seen by any fit, so the smallest step and
@@ -440,8 +443,16 @@ def _verdict(best: dict[str, Any] | None, attempts: list[FitAttempt], alpha: flo
 def _power_z(r: dict[str, Any], powers: Sequence[int]) -> tuple[float, int, float]:
     """z-score of the first coefficient of the linear GLS fit ``v = r + sum_k c_k h^k`` over
     ``powers`` (fixed integers) on the fit's subset, its degrees of freedom and p-value."""
+    zk, dof, pv, _, _ = _power_fit(r, powers)
+    return zk, dof, pv
+
+
+def _power_fit(r: dict[str, Any], powers: Sequence[int]) -> tuple[float, int, float, float, float]:
+    """:func:`_power_z`, and the first coefficient and its standard error in the units of
+    the data (the coefficient of ``h^powers[0]``)."""
     h, v, cov, ref, _ = r["data"]
-    x = h / float(np.exp(np.mean(np.log(h))))
+    hscale = float(np.exp(np.mean(np.log(h))))
+    x = h / hscale
     Linv = np.linalg.inv(np.linalg.cholesky(cov))
     cols = ([np.ones_like(x)] if ref is None else []) + [x**k for k in powers]
     X = Linv @ np.stack(cols, axis=1)
@@ -453,7 +464,9 @@ def _power_z(r: dict[str, Any], powers: Sequence[int]) -> tuple[float, int, floa
     se = np.sqrt(np.abs(np.diag(np.linalg.pinv(X.T @ X))) * s)
     k = 0 if ref is not None else 1
     zk = float(beta[k] / se[k]) if se[k] > 0 else math.inf
-    return zk, dof, float(scipy.stats.chi2.sf(float(res @ res), dof)) if dof > 0 else math.nan
+    pv = float(scipy.stats.chi2.sf(float(res @ res), dof)) if dof > 0 else math.nan
+    scale = hscale ** powers[0]
+    return zk, dof, pv, float(beta[k]) / scale, float(se[k]) / scale
 
 
 def _resolved_steps(r: dict[str, Any], z: float) -> int:
@@ -473,15 +486,17 @@ def _integer_check(r: dict[str, Any], n: int) -> str:
     """Why the integer order ``n`` cannot be certified from this fit's data, or ``""``: the
     :math:`h^n` term must be resolved next to :math:`h^{n+1}`, and no :math:`h^{n-1}` term may
     be resolved next to :math:`h^n, h^{n+1}` (a lower order with a small coefficient, masked
-    over the ladder by the larger terms after it)."""
+    over the ladder by the larger terms after it) -- nor allowed by the data to outweigh the
+    :math:`h^n` term on all but two of the fitted steps."""
     z = float(scipy.stats.norm.ppf(0.5 + r["data"][4] / 2))
+    h = r["data"][0]
     k = _resolved_steps(r, z)
     if k < 3:
         return (
             f"the fitted bias is resolved at only {k} of the steps it was fitted on (a power "
             "law needs three: the order would rest on the largest steps alone)"
         )
-    zn, dof, _ = _power_z(r, [n, n + 1])
+    zn, dof, _, cn, _ = _power_fit(r, [n, n + 1])
     if dof >= 1 and abs(zn) <= z:
         return (
             f"the h^{n} term is not resolved when h^{n + 1} is fitted next to it "
@@ -498,6 +513,25 @@ def _integer_check(r: dict[str, Any], n: int) -> str:
                         f"an h^{n - 1} term is resolved next to the higher ones (|z| = "
                         f"{abs(zl):.2g}): the order may be {n - 1} with a small leading "
                         "coefficient, masked on this ladder by the terms after it"
+                    )
+                break
+        # not resolved is not excluded: the h^(n-1) term the data still allow (the end of
+        # its confidence interval in the simplest accepted model with it) must stay below
+        # the h^n term at three or more of the fitted steps (as the bias itself must be
+        # resolved at three), or order n-1 with a small coefficient describes the ladder too
+        for powers in ([n - 1, n], [n - 1, n, n + 1]):
+            _, dof, pv, cl, cl_se = _power_fit(r, powers)
+            if dof >= 1 and pv >= r.get("alpha", ALPHA):
+                allowed = abs(cl) + z * cl_se
+                crossover = allowed / abs(cn) if cn != 0 else math.inf
+                above = int(np.sum(h > crossover))
+                if above < 3:
+                    return (
+                        f"an h^{n - 1} term is not excluded: up to {allowed:.2g} h^{n - 1} is "
+                        f"allowed by the data, larger than the h^{n} term ({abs(cn):.2g} "
+                        f"h^{n}) for h <= {crossover:.2g}, so the h^{n} term dominates at only "
+                        f"{above} of the fitted steps (three are needed): order {n - 1} with "
+                        "a small coefficient fits this ladder as well"
                     )
                 break
     return ""

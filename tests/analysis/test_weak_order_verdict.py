@@ -67,6 +67,27 @@ def test_fit_selects_the_asymptotic_subset_and_certifies_the_true_order():
     assert any(not a.accepted for a in fit.attempts)
 
 
+def test_an_unexcluded_lower_order_is_not_certified():
+    """The stationary <q^2> biases of O B A on the double well (first order, about
+    -0.013 h - 0.15 h^2: grid laws of ``splitsde.analysis.transfer``, see
+    ``test_order_properties_nonlinear.py``) at the error bars of 50 000 Monte Carlo walkers,
+    which cannot resolve the h term: the order interval contains only 2 and no h^1 term is
+    resolved, but neither is one excluded (its interval allows a term that outweighs h^2 on
+    all but the largest steps), so no order is certified (an earlier rule certified 2). The
+    biases of A B O B A (second order) at the same error bars are certified 2: the rule does
+    not refuse an order the data establish."""
+    hs = np.array([0.025, 0.05, 0.1, 0.2])
+    se = np.full(4, 4.2e-4)
+    oba = np.array([-4.3301e-04, -1.0633e-03, -2.9759e-03, -9.9992e-03])
+    masked = fit_order(hs, 1.0 + oba, se, 1.0)
+    assert masked.contains(2.0) and not masked.contains(1.0)
+    assert masked.verdict.order is None and not masked.verdict.certified
+    assert "h^1 term is not excluded" in masked.verdict.reason
+    aboba = np.array([-2.643e-04, -1.060e-03, -4.281e-03, -1.789e-02])
+    clean = fit_order(hs, 1.0 + aboba, se, 1.0)
+    assert clean.verdict.certified and clean.certified_order == 2, str(clean)
+
+
 def test_no_resolved_bias_is_not_an_order():
     rng = np.random.default_rng(1)
     hs = np.array([0.1, 0.2, 0.3, 0.4])

@@ -47,6 +47,7 @@ from splitsde.analysis.affine import (
 from splitsde.runtime.layout import StateLayout
 from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.numeric import forced_response, van_loan
+from splitsde.symbolic.spellings import lambdify as spell_lambdify
 from splitsde.symbolic.symbols import Block, Parameter, t
 
 __all__ = [
@@ -184,11 +185,13 @@ def linear_sde(integrator: Any, shapes: Mapping[str, Any] | None = None) -> Line
                 )
             timed |= f.time
             arg_fns = [
-                sympy.lambdify([*blocks, t, *P], a, modules="torch")
-                for a in app.args[: len(f.depends)]
+                spell_lambdify([*blocks, t, *P], a, "torch") for a in app.args[: len(f.depends)]
             ]
-            app_fns.append((f, out, arg_fns, app.args[len(f.depends)] if f.time else None))
-        fn = sympy.lambdify([*blocks, t, *P, *dummies], e_plain, modules="torch")
+            label = app.args[len(f.depends)] if f.time else None
+            # the time label of a time-dependent field, compiled once (None: the time itself)
+            label_fn = spell_lambdify([t], label, "math") if label is not None else None
+            app_fns.append((f, out, arg_fns, label_fn))
+        fn = spell_lambdify([*blocks, t, *P, *dummies], e_plain, "torch")
         compiled.append((fn, app_fns))
     var_fns = []
     for b in blocks:
@@ -199,7 +202,7 @@ def linear_sde(integrator: Any, shapes: Mapping[str, Any] | None = None) -> Line
                 "not linear-Gaussian"
             )
         timed |= t in v.free_symbols
-        var_fns.append(sympy.lambdify([t, *P], v, modules="torch"))
+        var_fns.append(spell_lambdify([t, *P], v, "torch"))
 
     rng = np.random.default_rng(4321)
     n_check = 2
@@ -224,10 +227,10 @@ def linear_sde(integrator: Any, shapes: Mapping[str, Any] | None = None) -> Line
         with torch.no_grad():
             for (fn, app_fns), x in zip(compiled, states):
                 vals = []
-                for f, out, arg_fns, label in app_fns:
+                for f, out, arg_fns, label_fn in app_fns:
                     args = [as_tensor(af(*states, tt_t, *pvals), states[0]) for af in arg_fns]
                     if f.time:
-                        lab = float(sympy.lambdify([t], label)(tt)) if label is not None else tt
+                        lab = float(label_fn(tt)) if label_fn is not None else tt
                         res = bound[f](*args, lab)
                     else:
                         res = bound[f](*args)

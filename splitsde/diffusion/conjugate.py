@@ -97,7 +97,7 @@ from splitsde.symbolic.expint import GridTooShortError, _semilinear
 from splitsde.symbolic.field import field_of
 from splitsde.symbolic.history import Lagged
 from splitsde.symbolic.solve import Solver, noise_symbol
-from splitsde.symbolic.spellings import lambdify_modules
+from splitsde.symbolic.spellings import lambdify as spell_lambdify
 from splitsde.symbolic.symbols import Coefficient, t
 from splitsde.symbolic.update import CoefficientDef, NoiseSpec, NumericCoefficients, Update
 
@@ -162,9 +162,8 @@ class PointFlowFrame:
         subs = {p: v for p, v in process.params.items()}
         F = process.drift.xreplace(subs)
         g2 = [sympy.expand(g**2).xreplace(subs) for g in process.diffusion]
-        mods = lambdify_modules("numpy")
-        self._F = [[sympy.lambdify([t], e, modules=mods) for e in row] for row in F.tolist()]
-        self._g2 = [sympy.lambdify([t], e, modules=mods) for e in g2]
+        self._F = [[spell_lambdify([t], e, "numpy") for e in row] for row in F.tolist()]
+        self._g2 = [spell_lambdify([t], e, "numpy") for e in g2]
         self._v0 = np.diag(process.initial_variance)
         self._cache: dict[float, dict[str, np.ndarray]] = {}
 

@@ -274,7 +274,7 @@ def evaluation_labels(integrator: Integrator, tau: Any) -> list[tuple[Eval, floa
             coefficients = {s: v.tolist() for s, v in zip(symbols, vals) if np.ndim(v) == 1}
             rows = np.asarray(inverse).tolist()
         known = all(s in (coefficients or {}) for s in syms)
-        fn = sympy.lambdify((t, h, *syms), label, modules="math") if known else None
+        fn = _spell_lambdify((t, h, *syms), label, "math") if known else None
         cols = [coefficients[s] for s in syms] if known and syms else []
         fns.append((ev, fn, cols))
     out: list[tuple[Eval, float | None]] = []

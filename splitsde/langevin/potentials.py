@@ -25,6 +25,7 @@ import torch
 
 from splitsde.base.errors import SplitsdeError
 from splitsde.symbolic.parse import as_expression, parse_expression
+from splitsde.symbolic.spellings import lambdify as spell_lambdify
 
 __all__ = [
     "DoubleWell",
@@ -412,10 +413,10 @@ class SympyPotential(_Separable1D):
         self.name = name
         self._support = support
         self._force_expr = -sympy.diff(expr, _Q)
-        self._u_t = sympy.lambdify([_Q], expr, modules="torch")
-        self._f_t = sympy.lambdify([_Q], self._force_expr, modules="torch")
-        self._lap_t = sympy.lambdify([_Q], sympy.diff(expr, _Q, 2), modules="torch")
-        self._u_np = sympy.lambdify([_Q], expr, modules="numpy")
+        self._u_t = spell_lambdify([_Q], expr, "torch")
+        self._f_t = spell_lambdify([_Q], self._force_expr, "torch")
+        self._lap_t = spell_lambdify([_Q], sympy.diff(expr, _Q, 2), "torch")
+        self._u_np = spell_lambdify([_Q], expr, "numpy")
         xs = np.linspace(-support, support, 20001)
         self._umin = float(np.min(self._u_np(xs)))
 

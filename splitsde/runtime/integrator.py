@@ -58,6 +58,7 @@ from splitsde.symbolic.field import Field
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import SolverStrategy
 from splitsde.symbolic.spellings import check_functions, namespace
+from splitsde.symbolic.spellings import lambdify as spell_lambdify
 from splitsde.symbolic.symbols import Block, Parameter
 
 __all__ = ["BoundField", "Integrator", "NonFiniteError", "PreparedRun", "StateError"]
@@ -110,12 +111,38 @@ def _dispatch(tfn: Callable[..., Any], mfn: Callable[..., Any]) -> Callable[...,
     return lambda *a: tfn(*a) if any(isinstance(x, torch.Tensor) for x in a) else mfn(*a)
 
 
-#: Elementwise functions for lowering symbolic field definitions (tensors or Python floats):
-#: the torch spelling on tensors, the math one on floats.
+def _fold(op: Callable[..., Any]) -> Callable[..., Any]:
+    """``Max``/``Min`` of any number of tensors and numbers, elementwise."""
+
+    def fold(*a: Any) -> Any:
+        like = next(x for x in a if isinstance(x, torch.Tensor))
+        out = torch.as_tensor(a[0], dtype=like.dtype, device=like.device)
+        for x in a[1:]:
+            out = op(out, torch.as_tensor(x, dtype=like.dtype, device=like.device))
+        return out
+
+    return fold
+
+
+def _heaviside(x: torch.Tensor, at_zero: Any) -> torch.Tensor:
+    return torch.heaviside(x, torch.as_tensor(float(at_zero), dtype=x.dtype, device=x.device))
+
+
+#: Functions for lowering symbolic field definitions, which are evaluated on tensors (a batch of
+#: walkers) and on Python floats: the torch spelling on tensors, the math one on floats. Every
+#: function of the table, and sympy's Max, Min and Heaviside (which the math printer writes
+#: with Python's ``max``/``min`` and conditionals, one number at a time).
 _ELEMENTWISE = {
-    name: _dispatch(fn, namespace("math")[name])
-    for name, fn in namespace("torch").items()
-    if name in namespace("math")
+    **{
+        name: _dispatch(fn, namespace("math")[name])
+        for name, fn in namespace("torch").items()
+        if name in namespace("math")
+    },
+    "Max": _dispatch(_fold(torch.maximum), max),
+    "Min": _dispatch(_fold(torch.minimum), min),
+    "Heaviside": _dispatch(
+        _heaviside, lambda x, h: float(h) if x == 0 else (1.0 if x > 0 else 0.0)
+    ),
 }
 
 
@@ -129,7 +156,7 @@ def _definition_callable(f: Field, params: Mapping[Parameter, Any]) -> Callable[
     tensor_ps = [p for p in ps if p not in scalar]
     exprs = [e.xreplace({p: sympy.Float(v) for p, v in scalar.items()}) for e in exprs]
     check_functions(exprs, "torch")  # the arguments are tensors
-    fns = [sympy.lambdify([*f.args, *tensor_ps], e, modules=[_ELEMENTWISE, "math"]) for e in exprs]
+    fns = [spell_lambdify([*f.args, *tensor_ps], e, "math", _ELEMENTWISE) for e in exprs]
     values = [params[p] for p in tensor_ps]
 
     def call(*args: Any) -> Any:

@@ -33,6 +33,7 @@ from splitsde.compose.program import GroupInfo, SubstepInfo
 from splitsde.runtime.observers import Observer
 from splitsde.symbolic.energy import EnergyTerm
 from splitsde.symbolic.field import field_applications, field_of
+from splitsde.symbolic.spellings import lambdify as spell_lambdify
 
 __all__ = ["WorkAndHeat", "energy_function"]
 
@@ -45,7 +46,7 @@ def _term_function(term: EnergyTerm, integrator: Any, counter: list[int]) -> Cal
     apps = sorted(field_applications(term.expr), key=sympy.default_sort_key)
     dummies = [sympy.Dummy(f"w{i}") for i in range(len(apps))]
     expr = term.expr.xreplace(dict(zip(apps, dummies)))
-    fn = sympy.lambdify([*blocks, *dummies, *params], expr, modules="torch")
+    fn = spell_lambdify([*blocks, *dummies, *params], expr, "torch")
     calls = []
     for app in apps:
         f, out = field_of(app)

@@ -21,7 +21,6 @@ import scipy.linalg
 import sympy
 
 __all__ = [
-    "NUMPY_FUNCTIONS",
     "forced_response",
     "gauss_legendre",
     "phi1",
@@ -65,10 +64,6 @@ def phi1_numpy(x):
     small = np.abs(x) < 1e-5
     safe = np.where(small, 1.0, x)
     return np.where(small, 1.0 + x / 2.0 + x * x / 6.0, np.expm1(safe) / safe)
-
-
-#: Extra functions for ``sympy.lambdify(..., modules=[NUMPY_FUNCTIONS, "numpy"])``.
-NUMPY_FUNCTIONS = {"phi1": phi1_numpy}
 
 
 def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:

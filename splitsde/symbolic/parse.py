@@ -68,6 +68,9 @@ FUNCTIONS: dict[str, object] = {
     "sinh": sympy.sinh,
     "atan": sympy.atan,
     "abs": sympy.Abs,
+    "sign": sympy.sign,
+    "erf": sympy.erf,
+    "erfc": sympy.erfc,
     "pi": sympy.pi,
     "E": sympy.E,
 }

@@ -50,7 +50,7 @@ import sympy
 from splitsde.symbolic.field import field_of
 from splitsde.symbolic.selection import Indicator, Selected
 from splitsde.symbolic.solve import ExponentialEuler, Solver, SolverStrategy
-from splitsde.symbolic.spellings import lambdify_modules
+from splitsde.symbolic.spellings import lambdify as spell_lambdify
 from splitsde.symbolic.symbols import Block, Coefficient, NoiseSymbol, Parameter, Temporary, h, t
 from splitsde.symbolic.update import CoefficientDef, NoiseSpec, NumericCoefficients, Update
 
@@ -127,17 +127,14 @@ class _BaseValues:
             if dd.expr is not None:
                 params |= {s for s in dd.expr.free_symbols if isinstance(s, Parameter)}
         self.P = sorted(params, key=str)
-        mods = lambdify_modules("numpy")
         self._defs = [
             (
                 dd,
-                sympy.lambdify([t, h, *self.P], dd.expr, modules=mods)
-                if dd.expr is not None
-                else None,
+                spell_lambdify([t, h, *self.P], dd.expr, "numpy") if dd.expr is not None else None,
             )
             for dd in defs
         ]
-        self._entries = sympy.lambdify([t, h, *self.P, *coefs], entries, modules=mods)
+        self._entries = spell_lambdify([t, h, *self.P, *coefs], entries, "numpy")
         self.n, self.nu, self.nxi = len(base.blocks), len(base.apps), len(base.noises)
 
     def at(

@@ -4,7 +4,8 @@ One table, :data:`FUNCTIONS`, maps a sympy function (by its class name, the name
 printers use) to its spelling in every backend:
 
 ``torch``
-    a torch callable (the generated step source and ``lambdify`` over tensors);
+    a torch callable (the generated step source, and :func:`lambdify` over tensors: energies,
+    observables, potentials);
 ``numpy``
     a callable on float64 arrays (coefficients evaluated on a time grid);
 ``math``
@@ -16,12 +17,17 @@ printers use) to its spelling in every backend:
 function :math:`\operatorname{erfi}(x) = -i\,\operatorname{erf}(ix)`); asking for it, or for a
 function the table does not know, raises :class:`UnsupportedFunctionError` naming the backend
 and the function -- before any code runs, instead of a ``NameError`` in generated code.
+
+:func:`lambdify` prints every function of the table as a call into the table's namespace, so
+the table is the spelling actually used: sympy's own printers have spellings of their own
+(the math printer writes :math:`\operatorname{sign}` with ``math.copysign``, which takes one
+number; the torch printer knows no :math:`\operatorname{erfc}`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -35,7 +41,6 @@ __all__ = [
     "UnsupportedFunctionError",
     "check_functions",
     "lambdify",
-    "lambdify_modules",
     "lepton_call",
     "namespace",
     "spelling",
@@ -94,6 +99,43 @@ FUNCTIONS: dict[str, dict[str, str | None]] = {
         "math": "math.tanh",
         "lepton": "tanh({0})",
     },
+    "asinh": {
+        "torch": "torch.asinh",
+        "numpy": "numpy.arcsinh",
+        "math": "math.asinh",
+        "lepton": "log(({0}) + sqrt(({0})^2 + 1))",
+    },
+    "acosh": {
+        "torch": "torch.acosh",
+        "numpy": "numpy.arccosh",
+        "math": "math.acosh",
+        "lepton": "log(({0}) + sqrt(({0})^2 - 1))",
+    },
+    "atanh": {
+        "torch": "torch.atanh",
+        "numpy": "numpy.arctanh",
+        "math": "math.atanh",
+        "lepton": "(0.5*log((1 + ({0}))/(1 - ({0}))))",
+    },
+    # two arguments: atan2(y, x), the angle of the point (x, y)
+    "atan2": {
+        "torch": "torch.atan2",
+        "numpy": "numpy.arctan2",
+        "math": "math.atan2",
+        "lepton": "atan2({0}, {1})",
+    },
+    "floor": {
+        "torch": "torch.floor",
+        "numpy": "numpy.floor",
+        "math": "math.floor",
+        "lepton": "floor({0})",
+    },
+    "ceiling": {
+        "torch": "torch.ceil",
+        "numpy": "numpy.ceil",
+        "math": "math.ceil",
+        "lepton": "ceil({0})",
+    },
     "Abs": {"torch": "torch.abs", "numpy": "numpy.abs", "math": "math.fabs", "lepton": "abs({0})"},
     # Lepton's step(x) is 1 for x >= 0, so step(x) - step(-x) is 0 at 0 like sign
     "sign": {
@@ -118,6 +160,13 @@ FUNCTIONS: dict[str, dict[str, str | None]] = {
         "torch": None,
         "numpy": "scipy.special.erfi",
         "math": "scipy.special.erfi",
+        "lepton": None,
+    },
+    # log Gamma(x) for x > 0
+    "loggamma": {
+        "torch": "torch.special.gammaln",
+        "numpy": "scipy.special.gammaln",
+        "math": "math.lgamma",
         "lepton": None,
     },
     # phi1(a) = (e^a - 1)/a with its limit 1 at a = 0; in torch only as a hoisted coefficient
@@ -197,26 +246,104 @@ def check_functions(exprs: sympy.Basic | Sequence[sympy.Basic], backend: str) ->
             spelling(backend, name)
 
 
-def lambdify_modules(backend: str) -> list[Any]:
-    """``modules=`` for ``sympy.lambdify``: the registry's namespace first, then the backend's
-    module for what sympy prints itself (arrays, ``Piecewise``)."""
-    return [namespace(backend), backend]
-
-
 def lepton_call(name: str, args: Sequence[str]) -> str:
     """A Lepton call of sympy function ``name`` on printed arguments ``args``."""
     return spelling("lepton", name).format(*args)
 
 
-def lambdify(args: Any, expr: Any, backend: str) -> Callable[..., Any]:
-    """``sympy.lambdify(args, expr)`` for ``backend`` (numpy or math), after checking that the
-    backend spells every function of ``expr``."""
-    check_functions(expr if isinstance(expr, sympy.Basic) else list(_flat(expr)), backend)
-    return sympy.lambdify(args, expr, modules=lambdify_modules(backend))
+def _sympy_printer(backend: str) -> type:
+    """sympy's code printer for ``backend`` (what ``sympy.lambdify`` would pick)."""
+    if backend == "torch":
+        from sympy.printing.pytorch import TorchPrinter
+
+        return TorchPrinter
+    if backend == "numpy":
+        from sympy.printing.numpy import NumPyPrinter
+
+        return NumPyPrinter
+    from sympy.printing.pycode import PythonCodePrinter
+
+    return PythonCodePrinter
+
+
+@cache
+def _printer_class(backend: str) -> type:
+    base = _sympy_printer(backend)
+
+    class _TablePrinter(base):  # type: ignore[misc, valid-type]
+        """sympy's printer for the backend, except that every function named in the
+        namespace is printed as a plain call ``name(args)`` resolved in that namespace."""
+
+        def __init__(self, names: frozenset[str], settings: dict[str, Any]) -> None:
+            super().__init__(settings)
+            self._table_names = names
+
+        def _print(self, expr: Any, **kwargs: Any) -> str:
+            if isinstance(expr, sympy.Function) and type(expr).__name__ in self._table_names:
+                args = ", ".join(self._print(a) for a in expr.args)
+                return f"{type(expr).__name__}({args})"
+            return super()._print(expr, **kwargs)
+
+    _TablePrinter.__name__ = f"_{backend.capitalize()}TablePrinter"
+    return _TablePrinter
+
+
+def lambdify(
+    args: Any,
+    expr: Any,
+    backend: str,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+) -> Callable[..., Any]:
+    """``sympy.lambdify(args, expr)`` for ``backend`` (torch, numpy or math) with the table's
+    spellings.
+
+    Every function of ``expr`` must be spelled by ``backend`` (else
+    :class:`UnsupportedFunctionError` before any code is generated), and every function of the
+    table is called through :func:`namespace` rather than through sympy's own spelling.
+    ``functions`` (name -> callable) replaces or extends that namespace for one caller (field
+    definitions evaluate on tensors or on floats and pass callables that dispatch on both).
+    """
+    if backend not in BACKENDS or backend == "lepton":
+        raise ValueError(f"lambdify backends are torch, numpy and math; got {backend!r}")
+    check_functions(list(_flat(expr)), backend)
+    ns = dict(namespace(backend))
+    if backend == "torch":
+        # torch functions take tensors only: a call on numbers (erfc(1/2) in a coefficient,
+        # atan2(q, 2)) gets float64 scalars, which broadcast on any device
+        ns = {k: _on_tensors(fn) for k, fn in ns.items()}
+    if functions is not None:
+        ns.update(functions)
+    printer = _printer_class(backend)(
+        frozenset(ns),
+        {
+            # the settings sympy.lambdify gives its own printer
+            "fully_qualified_modules": False,
+            "inline": True,
+            "allow_unknown_functions": True,
+            "user_functions": {k: k for k in ns},
+        },
+    )
+    return sympy.lambdify(args, expr, modules=[ns, backend], printer=printer)
+
+
+def _on_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    import torch
+
+    def call(*args: Any) -> Any:
+        return fn(
+            *(
+                a if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=torch.float64)
+                for a in args
+            )
+        )
+
+    return call
 
 
 def _flat(x: Any) -> Any:
-    if isinstance(x, sympy.Basic):
+    if isinstance(x, sympy.MatrixBase):
+        yield from x
+    elif isinstance(x, sympy.Basic):
         yield x
     elif isinstance(x, list | tuple):
         for y in x:

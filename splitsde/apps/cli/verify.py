@@ -267,10 +267,9 @@ def _parse_y0(text: str | None, integ: Any, walkers: int, device: Any) -> dict[s
 
 def _observable(text: str | None, integ: Any, prob: Any) -> tuple[Any, str, Any]:
     """(torch callable, name, numpy function for quadrature or None)."""
-    import sympy
-
     from splitsde.apps.cli import CLIError
     from splitsde.symbolic.parse import parse_expression
+    from splitsde.symbolic.spellings import lambdify as spell_lambdify
 
     first = integ.block_names[0]
     if text is None:
@@ -283,7 +282,7 @@ def _observable(text: str | None, integ: Any, prob: Any) -> tuple[Any, str, Any]
     free = expr.free_symbols - set(blocks)
     if free:
         raise CLIError(f"--observable {text!r} uses unknown names {sorted(map(str, free))}")
-    fn_t = sympy.lambdify(blocks, expr, modules="torch")
+    fn_t = spell_lambdify(blocks, expr, "torch")
     names = [b.name for b in blocks]
 
     def fn(state: Any) -> Any:
@@ -294,7 +293,7 @@ def _observable(text: str | None, integ: Any, prob: Any) -> tuple[Any, str, Any]
 
     quad = None
     if prob is not None and hasattr(prob, "u") and expr.free_symbols <= {blocks[0]}:
-        quad = sympy.lambdify([blocks[0]], expr, modules="numpy")
+        quad = spell_lambdify([blocks[0]], expr, "numpy")
     return fn, text, quad
 
 

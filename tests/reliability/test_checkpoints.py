@@ -74,8 +74,8 @@ class _StopAt(sd.Observer):
     def __init__(self, at):
         self.at = at
 
-    def on_step(self, k, t, state):
-        if k + 1 == self.at:
+    def on_step(self, step, t, state):
+        if step + 1 == self.at:
             raise KeyboardInterrupt
 
 
@@ -273,7 +273,7 @@ class _Count(sd.Observer):
     def __init__(self):
         self.steps = 0
 
-    def on_step(self, k, t, state):
+    def on_step(self, step, t, state):
         self.steps += 1
 
 
@@ -305,8 +305,8 @@ class _RemoveDirectory(sd.Observer):
     def __init__(self, directory, at):
         self.directory, self.at = directory, at
 
-    def on_step(self, k, t, state):
-        if k + 1 == self.at:
+    def on_step(self, step, t, state):
+        if step + 1 == self.at:
             for p in self.directory.iterdir():
                 p.unlink()
             self.directory.rmdir()

@@ -550,61 +550,120 @@ def _harmonic_certificate(
     reuse: str,
     ladder_steps: int,
 ) -> tuple[Certificate, Any]:
-    from splitsde import problems
-
-    if system == "harmonic":
-        prob = problems.harmonic(omega, gamma, kT, mass)
-        params = {"omega": omega, "gamma": gamma, "kT": kT, "M": mass}
-        name = "underdamped harmonic oscillator"
-    else:
-        prob = problems.overdamped_harmonic(omega, kT)
-        params = {"omega": omega, "kT": kT}
-        name = "overdamped harmonic oscillator"
+    prob, params, name = _harmonic_problem(system, omega, gamma, kT, mass)
     integ = prob.integrator(word, reduction=Reduction(reuse))
     scale = 1.0 / float(np.max(np.abs(np.linalg.eigvals(prob.A))))
     ladder, _ = _ladder(integ, prob.linear_sde, prob.dim, scale, ladder_steps)
     notes: list[str] = []
     amap = affine_step(integ, 0.0, h)
-    rho = amap.spectral_radius
     sym = symbolic_step(integ)
+    order, exact_split, method = _harmonic_order(sym, prob, notes)
+    moments = _HarmonicMoments(sym, prob, h)
+    stat, rel, cov_scale = moments.stationary(amap, notes)
+    # the stationary ladder and the stability scan are sized by the covariance scale of the
+    # last moment compared above when there is a stationary law, else by 1 / rate
+    scan = scale if cov_scale is None else cov_scale
+    phi_of_h = _lambdified_phi(sym, prob.params)
+    stat_ladder = moments.ladder(phi_of_h, scan)
+    bound, note = _bound(stability_bound(phi_of_h, scan * 1e-3, scan * 200.0, 240), scan)
+    return _exact_certificate(
+        integ,
+        name,
+        params,
+        h,
+        order,
+        exact_split,
+        method,
+        nfe_per_step=_measured_nfe(integ),
+        stationary=stat,
+        stationary_exact=moments.exact_values,
+        relative_bias=rel,
+        stationary_formulas=moments.formulas,
+        bias_leading_terms=moments.leads,
+        bias_orders=moments.orders,
+        spectral_radius=amap.spectral_radius,
+        stability_bound=bound,
+        stability_note=note,
+        ladder=ladder,
+        stationary_ladder=stat_ladder,
+        notes=notes,
+    ), integ
+
+
+def _harmonic_problem(
+    system: str, omega: float, gamma: float, kT: float, mass: float
+) -> tuple[Any, dict[str, float], str]:
+    """The problem, its parameters as reported and its name."""
+    from splitsde import problems
+
+    if system == "harmonic":
+        prob = problems.harmonic(omega, gamma, kT, mass)
+        params = {"omega": omega, "gamma": gamma, "kT": kT, "M": mass}
+        return prob, params, "underdamped harmonic oscillator"
+    prob = problems.overdamped_harmonic(omega, kT)
+    return prob, {"omega": omega, "kT": kT}, "overdamped harmonic oscillator"
+
+
+def _harmonic_order(sym: Any, prob: Any, notes: list[str]) -> tuple[int | None, bool, str]:
+    """(order, exact split, method) from the exact series of the modified generator."""
     fto = finite_time_order(sym, prob.sde, values=prob.params)
-    method = "exact series of the modified generator at these parameters"
-    order = fto.order
-    exact_split = fto.order is None
     if not fto.consistent:
         notes.append(
             "the word is inconsistent with the SDE (modified generator at h = 0 differs from "
             "the SDE's)"
         )
-    _, cov_f = stationary_moments(sym)
-    ex_f = prob.stationary_formulas()
-    keys = [k for k in _MOMENT_NAMES if k in ex_f]
-    values = {**prob.params, "h": h}
-    rep = {s: sympy.Float(values[s.name], 17) for s in cov_f.free_symbols | {H} if s.name in values}
-    formulas, leads, orders = {}, {}, {}
-    exact_values = {}
-    for k in keys:
-        i, j = _MOMENT_NAMES[k]
-        formulas[k] = sympy.sstr(cov_f[i, j])
-        lt = leading_term(cov_f[i, j] - ex_f[k])
-        leads[k] = str(lt)
-        orders[k] = lt.order
-        exact_values[k] = float(ex_f[k].xreplace(rep))
+    method = "exact series of the modified generator at these parameters"
+    return fto.order, fto.order is None, method
 
-    def denom(k: str) -> float:
+
+class _HarmonicMoments:
+    """The scheme's stationary second moments as formulas in :math:`h`, next to the SDE's
+    exact ones: the formulas, the leading terms of their bias and its values."""
+
+    def __init__(self, sym: Any, prob: Any, h: float):
+        self.h = h
+        _, self.cov_f = stationary_moments(sym)
+        ex_f = prob.stationary_formulas()
+        self.keys = [k for k in _MOMENT_NAMES if k in ex_f]
+        values = {**prob.params, "h": h}
+        self.rep = {
+            s: sympy.Float(values[s.name], 17)
+            for s in self.cov_f.free_symbols | {H}
+            if s.name in values
+        }
+        self.formulas: dict[str, str] = {}
+        self.leads: dict[str, str] = {}
+        self.orders: dict[str, int | None] = {}
+        self.exact_values: dict[str, Any] = {}
+        for k in self.keys:
+            i, j = _MOMENT_NAMES[k]
+            self.formulas[k] = sympy.sstr(self.cov_f[i, j])
+            lt = leading_term(self.cov_f[i, j] - ex_f[k])
+            self.leads[k] = str(lt)
+            self.orders[k] = lt.order
+            self.exact_values[k] = float(ex_f[k].xreplace(self.rep))
+
+    def denom(self, k: str) -> float:
+        """The scale of the relative bias of moment ``k``."""
         if k != "qp":
-            return exact_values[k]
-        return math.sqrt(exact_values["q2"] * exact_values["p2"])
+            return self.exact_values[k]
+        return math.sqrt(self.exact_values["q2"] * self.exact_values["p2"])
 
-    phi_of_h = _lambdified_phi(sym, prob.params)
-    stat: dict[str, Any] | None = None
-    rel: dict[str, Any] | None = None
-    if rho < 1.0 - 1e-12:
+    def stationary(
+        self, amap: Any, notes: list[str]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, float | None]:
+        """(moments at h, relative bias, covariance scale of the last moment), the formulas
+        checked against the probed map's discrete Lyapunov solution; Nones if unstable."""
+        rho = amap.spectral_radius
+        if not rho < 1.0 - 1e-12:
+            notes.append(f"no stationary law at h = {self.h:g}: spectral radius {rho:.6g} >= 1")
+            return None, None, None
         _, S_num = stationary(amap)
         stat, rel = {}, {}
-        for k in keys:
+        scale = None
+        for k in self.keys:
             i, j = _MOMENT_NAMES[k]
-            v = float(cov_f[i, j].xreplace(rep).evalf(17))
+            v = float(self.cov_f[i, j].xreplace(self.rep).evalf(17))
             # relative to the scale of the covariance (an off-diagonal entry may be 0) and
             # to the conditioning of the discrete Lyapunov equation, about 1 / (1 - rho)
             scale = max(1.0, abs(v), math.sqrt(abs(S_num[i, i] * S_num[j, j])))
@@ -613,25 +672,39 @@ def _harmonic_certificate(
                     f"symbolic and probed stationary {k} disagree: {v} vs {S_num[i, j]}"
                 )
             stat[k] = v
-            rel[k] = (v - exact_values[k]) / denom(k)
-    else:
-        notes.append(f"no stationary law at h = {h:g}: spectral radius {rho:.6g} >= 1")
-    # stationary bias over a ladder of steps (for the plot)
-    stat_ladder: dict[str, list[float]] = {"hs": [], **{k: [] for k in keys}}
-    fns = {
-        k: _spell_lambdify(
-            [H], cov_f[_MOMENT_NAMES[k]].xreplace({s: v for s, v in rep.items() if s != H}), "numpy"
-        )
-        for k in keys
-    }
-    for x in np.geomspace(scale / 50, scale, 12):
-        if np.max(np.abs(np.linalg.eigvals(phi_of_h(x)))) >= 1 - 1e-12:
-            continue
-        stat_ladder["hs"].append(float(x))
-        for k in keys:
-            stat_ladder[k].append(float((fns[k](x) - exact_values[k]) / denom(k)))
-    bound, note = _bound(stability_bound(phi_of_h, scale * 1e-3, scale * 200.0, 240), scale)
-    cert = Certificate(
+            rel[k] = (v - self.exact_values[k]) / self.denom(k)
+        return stat, rel, scale
+
+    def ladder(self, phi_of_h: Callable[[float], np.ndarray], scale: float) -> dict[str, list]:
+        """The relative stationary bias over a ladder of stable steps (for the plot)."""
+        stat_ladder: dict[str, list[float]] = {"hs": [], **{k: [] for k in self.keys}}
+        fixed = {s: v for s, v in self.rep.items() if s != H}
+        fns = {
+            k: _spell_lambdify([H], self.cov_f[_MOMENT_NAMES[k]].xreplace(fixed), "numpy")
+            for k in self.keys
+        }
+        for x in np.geomspace(scale / 50, scale, 12):
+            if np.max(np.abs(np.linalg.eigvals(phi_of_h(x)))) >= 1 - 1e-12:
+                continue
+            stat_ladder["hs"].append(float(x))
+            for k in self.keys:
+                stat_ladder[k].append(float((fns[k](x) - self.exact_values[k]) / self.denom(k)))
+        return stat_ladder
+
+
+def _exact_certificate(
+    integ: Any,
+    name: str,
+    params: dict[str, float],
+    h: float,
+    order: int | None,
+    exact_split: bool,
+    method: str,
+    **found: Any,
+) -> Certificate:
+    """The certificate of an exact analysis: the integrator's word, substeps and declared
+    order, the order found and its verdict, and what else was ``found``."""
+    return Certificate(
         word=str(integ.word),
         system=name,
         params=params,
@@ -641,22 +714,9 @@ def _harmonic_certificate(
         weak_order=order,
         weak_order_exact=exact_split,
         weak_order_method=method,
-        nfe_per_step=_measured_nfe(integ),
-        stationary=stat,
-        stationary_exact=exact_values,
-        relative_bias=rel,
-        stationary_formulas=formulas,
-        bias_leading_terms=leads,
-        bias_orders=orders,
-        spectral_radius=rho,
-        stability_bound=bound,
-        stability_note=note,
-        ladder=ladder,
-        stationary_ladder=stat_ladder,
-        notes=notes,
         verdict=_exact_verdict(order, exact_split, method),
+        **found,
     )
-    return cert, integ
 
 
 def _ladder(
@@ -707,125 +767,160 @@ def _linear_certificate(
     progress: bool | None,
     say: Callable[[str], None],
 ) -> Certificate:
-    from splitsde.analysis.affine import layout_of
-
+    plan = _LinearPlan(integ, ref, ladder_steps, symbolic)
+    plan.state_cost(say)
     notes: list[str] = []
-    D = ref.dim
-    n_moments = 1 + D + D * (D + 1) // 2
-    layout = layout_of(integ)
-    draws = sum(max(1, layout.entry(d.like.name).size) for d in integ.program.draws)
-    A0, _, _ = ref.coefficients(0.0)
-    rate = float(np.max(np.abs(np.linalg.eigvals(A0)))) or 1.0
-    scale = 1.0 / rate
-    autonomous = ref.autonomous
-    rounds = bisection_rounds(scale * 1e-3, scale * 200.0) if autonomous else 0
-    total = ladder_steps + 1 + rounds + 1
-    definitions = all(f.definition is not None for f in integ.program.fields)
-    forced = bool(symbolic)
-    if symbolic is None:
-        symbolic = D <= SYMBOLIC_MAX_BLOCKS and definitions and autonomous
-    elif symbolic and not definitions:
-        raise CertificateError(
-            "the exact series in h needs fields with symbolic definitions; this SDE has "
-            "fields given only as callables"
-        )
-    say(
-        f"cost: exact analysis of a {D}-dimensional affine step (probe batch of "
-        f"{1 + D + draws + 2} states), at most {total} lowerings of the step program "
-        f"({ladder_steps} for the weak-error ladder, 1 for the map at h, up to {rounds} for "
-        "the stability bound, 1 to measure the field evaluations)"
-    )
-    series_cost = f"moment system of {n_moments} unknowns"
-    if symbolic:
-        say(
-            "      plus, where the coefficients have closed forms, the exact series in h of the "
-            f"modified generator ({series_cost})"
-        )
-    else:
-        say(
-            f"      the exact series in h ({series_cost}) is not computed: the exact numeric "
-            "weak-error ladder decides the order instead (symbolic=True / --symbolic forces the "
-            "series)"
-        )
-    cost = _Cost(total, f"certificate {integ.word}", progress, say)
+    cost = _Cost(plan.total, f"certificate {integ.word}", progress, say)
     try:
-        ladder, lad = _ladder(integ, ref, D, scale, ladder_steps, tick=cost.step)
+        ladder, lad = _ladder(integ, ref, plan.D, plan.scale, ladder_steps, tick=cost.step)
         amap = affine_step(integ, 0.0, h)
         cost.step()
-        rho = amap.spectral_radius
-        exact_split = bool(np.max(lad.errors) < 1e-12)
-        method = "exact weak errors over a step ladder (log-log slope, no Monte Carlo)"
-        order = lad.order
-        if symbolic:
-            try:
-                fto = finite_time_order(symbolic_step(integ), integ.sde, values=_values(integ))
-            except SymbolicError as err:
-                if forced:
-                    raise CertificateError(
-                        f"the exact series in h is not available: {err}"
-                    ) from None
-                notes.append(
-                    "the exact series in h needs closed-form coefficients; this word has "
-                    "numerical ones (matrix exponentials), so the exact numeric ladder decides"
-                )
-            else:
-                method = "exact series of the modified generator at these parameters"
-                order, exact_split = fto.order, fto.order is None
-                if not fto.consistent:
-                    notes.append("the word is inconsistent with the SDE")
-        if order is None and not exact_split:
-            notes.append("the ladder slopes are not close to an integer: order not certified")
-        exact_values: dict[str, Any] = {}
-        stat: dict[str, Any] | None = None
-        rel: dict[str, Any] | None = None
-        if not autonomous:
-            notes.append("time-dependent coefficients: no stationary law or stability bound")
-            bound, note = None, "not applicable (time-dependent coefficients)"
-        else:
-            try:
-                me, cov_ex = ref.stationary()
-                exact_values = {"mean": me.tolist(), "cov": cov_ex.tolist()}
-                m, S = stationary(amap)
-                sec, sec_ex = second_moments(m, S), second_moments(me, cov_ex)
-                scale_m = np.sqrt(np.outer(np.diag(sec_ex), np.diag(sec_ex)))
-                stat = {"mean": m.tolist(), "cov": S.tolist()}
-                rb = (sec - sec_ex) / scale_m
-                rel = {"cov": rb.tolist(), "max": float(np.abs(rb).max())}
-            except UnstableError as err:
-                notes.append(str(err))
-            except np.linalg.LinAlgError:
-                notes.append("the SDE itself has no stationary law (its drift is not stable)")
-            bound, note = _bound(
-                integrator_stability_bound(
-                    integ, scale * 1e-3, scale * 200.0, progress=lambda n: cost.step()
-                ),
-                scale,
-            )
+        order, exact_split, method = _linear_order(integ, lad, plan, notes)
+        exact_values, stat, rel = _linear_stationary(ref, amap, plan, notes)
+        bound, note = _linear_bound(integ, plan, cost)
         nfe = _measured_nfe(integ)
         cost.step()
     finally:
         cost.close()
-    return Certificate(
-        word=str(integ.word),
-        system=name,
-        params=params,
-        h=float(h),
-        substeps=_substeps(integ),
-        declared_weak_order=integ.weak_order,
-        weak_order=order,
-        weak_order_exact=exact_split,
-        weak_order_method=method,
+    return _exact_certificate(
+        integ,
+        name,
+        params,
+        h,
+        order,
+        exact_split,
+        method,
         nfe_per_step=nfe,
         stationary=stat,
         stationary_exact=exact_values,
         relative_bias=rel,
-        spectral_radius=rho,
+        spectral_radius=amap.spectral_radius,
         stability_bound=bound,
         stability_note=note,
         ladder=ladder,
         notes=notes,
-        verdict=_exact_verdict(order, exact_split, method),
     )
+
+
+class _LinearPlan:
+    r"""The size of the exact analysis of a linear problem, decided before it runs: the
+    dimension, the time scale :math:`1/\max|\lambda(A)|`, the number of lowerings of the
+    step program, and whether the exact series in :math:`h` is attempted (``symbolic``) or
+    required (``forced``)."""
+
+    def __init__(self, integ: Any, ref: LinearSDE, ladder_steps: int, symbolic: bool | None):
+        from splitsde.analysis.affine import layout_of
+
+        self.ladder_steps = ladder_steps
+        self.D = D = ref.dim
+        self.n_moments = 1 + D + D * (D + 1) // 2
+        layout = layout_of(integ)
+        self.draws = sum(max(1, layout.entry(d.like.name).size) for d in integ.program.draws)
+        A0, _, _ = ref.coefficients(0.0)
+        rate = float(np.max(np.abs(np.linalg.eigvals(A0)))) or 1.0
+        self.scale = 1.0 / rate
+        self.autonomous = ref.autonomous
+        self.rounds = (
+            bisection_rounds(self.scale * 1e-3, self.scale * 200.0) if ref.autonomous else 0
+        )
+        self.total = ladder_steps + 1 + self.rounds + 1
+        definitions = all(f.definition is not None for f in integ.program.fields)
+        self.forced = bool(symbolic)
+        if symbolic is None:
+            symbolic = D <= SYMBOLIC_MAX_BLOCKS and definitions and ref.autonomous
+        elif symbolic and not definitions:
+            raise CertificateError(
+                "the exact series in h needs fields with symbolic definitions; this SDE has "
+                "fields given only as callables"
+            )
+        self.symbolic = symbolic
+
+    def state_cost(self, say: Callable[[str], None]) -> None:
+        """Say what the analysis will cost, before it runs."""
+        D = self.D
+        say(
+            f"cost: exact analysis of a {D}-dimensional affine step (probe batch of "
+            f"{1 + D + self.draws + 2} states), at most {self.total} lowerings of the step "
+            f"program ({self.ladder_steps} for the weak-error ladder, 1 for the map at h, up to "
+            f"{self.rounds} for the stability bound, 1 to measure the field evaluations)"
+        )
+        series_cost = f"moment system of {self.n_moments} unknowns"
+        if self.symbolic:
+            say(
+                "      plus, where the coefficients have closed forms, the exact series in h of "
+                f"the modified generator ({series_cost})"
+            )
+        else:
+            say(
+                f"      the exact series in h ({series_cost}) is not computed: the exact numeric "
+                "weak-error ladder decides the order instead (symbolic=True / --symbolic forces "
+                "the series)"
+            )
+
+
+def _linear_order(
+    integ: Any, lad: Any, plan: _LinearPlan, notes: list[str]
+) -> tuple[int | None, bool, str]:
+    """(order, exact split, method): from the exact series in h when planned and available,
+    else from the slopes of the exact weak-error ladder ``lad``."""
+    exact_split = bool(np.max(lad.errors) < 1e-12)
+    method = "exact weak errors over a step ladder (log-log slope, no Monte Carlo)"
+    order = lad.order
+    if plan.symbolic:
+        try:
+            fto = finite_time_order(symbolic_step(integ), integ.sde, values=_values(integ))
+        except SymbolicError as err:
+            if plan.forced:
+                raise CertificateError(f"the exact series in h is not available: {err}") from None
+            notes.append(
+                "the exact series in h needs closed-form coefficients; this word has "
+                "numerical ones (matrix exponentials), so the exact numeric ladder decides"
+            )
+        else:
+            method = "exact series of the modified generator at these parameters"
+            order, exact_split = fto.order, fto.order is None
+            if not fto.consistent:
+                notes.append("the word is inconsistent with the SDE")
+    if order is None and not exact_split:
+        notes.append("the ladder slopes are not close to an integer: order not certified")
+    return order, exact_split, method
+
+
+def _linear_stationary(
+    ref: LinearSDE, amap: Any, plan: _LinearPlan, notes: list[str]
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """(the SDE's stationary law, the scheme's, the relative bias of the second moments);
+    what does not exist is empty or None, with a note."""
+    exact_values: dict[str, Any] = {}
+    stat: dict[str, Any] | None = None
+    rel: dict[str, Any] | None = None
+    if not plan.autonomous:
+        notes.append("time-dependent coefficients: no stationary law or stability bound")
+        return exact_values, stat, rel
+    try:
+        me, cov_ex = ref.stationary()
+        exact_values = {"mean": me.tolist(), "cov": cov_ex.tolist()}
+        m, S = stationary(amap)
+        sec, sec_ex = second_moments(m, S), second_moments(me, cov_ex)
+        scale_m = np.sqrt(np.outer(np.diag(sec_ex), np.diag(sec_ex)))
+        stat = {"mean": m.tolist(), "cov": S.tolist()}
+        rb = (sec - sec_ex) / scale_m
+        rel = {"cov": rb.tolist(), "max": float(np.abs(rb).max())}
+    except UnstableError as err:
+        notes.append(str(err))
+    except np.linalg.LinAlgError:
+        notes.append("the SDE itself has no stationary law (its drift is not stable)")
+    return exact_values, stat, rel
+
+
+def _linear_bound(integ: Any, plan: _LinearPlan, cost: _Cost) -> tuple[float | None, str]:
+    """The stability bound in h and its note (each bisection round ticks ``cost``)."""
+    if not plan.autonomous:
+        return None, "not applicable (time-dependent coefficients)"
+    bound = integrator_stability_bound(
+        integ, plan.scale * 1e-3, plan.scale * 200.0, progress=lambda n: cost.step()
+    )
+    return _bound(bound, plan.scale)
 
 
 def _values(integ: Any) -> dict[str, float]:

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("word", nargs="?", help="splitting word or preset name")
+    _add_system_options(p)
+    _add_analysis_options(p)
+    _add_monte_carlo_options(p.add_argument_group("Monte Carlo"))
+    _add_output_options(p)
+    p.set_defaults(func=run)
+
+
+def _add_system_options(p: argparse.ArgumentParser) -> None:
+    """The system: built-in (and its parameters) or the user's own (``--sde``)."""
     p.add_argument(
         "--system",
         default="harmonic",
@@ -95,6 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma", type=friction, default=1.0, help="friction: 0 or 1e-6 to 1e6")
     p.add_argument("--kT", type=physical, default=1.0, help="temperature, 1e-6 to 1e6")
     p.add_argument("--mass", type=physical, default=1.0, help="mass, 1e-6 to 1e6")
+
+
+def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    """How the word is compiled and how a linear SDE is analysed."""
     p.add_argument(
         "--reuse",
         choices=["none", "exact", "per_step"],
@@ -116,7 +130,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="linear user SDE: only the exact numeric weak-error ladder",
     )
-    mc = p.add_argument_group("Monte Carlo")
+
+
+def _add_monte_carlo_options(mc: argparse._ArgumentGroup) -> None:
+    """The Monte Carlo weak-order estimate: walkers, ladder, observable, reference."""
     mc.add_argument(
         "--monte-carlo",
         action="store_true",
@@ -158,11 +175,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     mc.add_argument("--mc-seed", type=seed, default=0, help="seed of the noise (0 to 2**63 - 1)")
     mc.add_argument("--y0", help="initial state of a --sde without initial_state(), e.g. 'q=1,p=0'")
     mc.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """What is written: a figure, JSON instead of text."""
     p.add_argument(
         "--plot", type=plot_file, metavar="FILE", help="write a figure (PNG/PDF/SVG) of the fit"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,15 +397,38 @@ def _monte_carlo_options(args: argparse.Namespace, integ: Any, prob: Any, world:
 
 # ---------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from splitsde import problems
-    from splitsde.analysis.certify import certificate
     from splitsde.analysis.distributed import init_world
-    from splitsde.analysis.plot import ensure_writable, plot_certificate
     from splitsde.apps.cli import CLIError
-    from splitsde.apps.cli.common import print_json
     from splitsde.base.errors import SplitsdeError
-    from splitsde.compose.reduce import Reduction
     from splitsde.compose.word import WordError
+
+    _check_arguments(args)
+    world = init_world()
+
+    def say(msg: str) -> None:
+        if world.is_root:
+            print(msg, file=sys.stderr, flush=True)
+
+    monte_carlo = args.monte_carlo or args.system in NONLINEAR or args.stationary
+    try:
+        if args.sde is not None:
+            cert = _user_certificate(args, world, say, monte_carlo)
+        else:
+            cert = _builtin_certificate(args, world, say, monte_carlo)
+    except (WordError, CLIError):
+        raise  # reported by the CLI entry point (with the word's caret diagnostics)
+    except SplitsdeError as exc:
+        raise CLIError(str(exc)) from None
+    if world.is_root:
+        _report(cert, args)
+    return 0 if cert.certified else 1
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse unusable options before any computation; ``args.dim`` gets its default."""
+    from splitsde.analysis.plot import ensure_writable
+    from splitsde.apps.cli import CLIError
+    from splitsde.base.errors import SplitsdeError
 
     if args.plot:
         try:
@@ -405,79 +448,79 @@ def run(args: argparse.Namespace) -> int:
             f"the exact analysis of --dim {args.dim}",
             "use a smaller --dim",
         )
-    world = init_world()
 
-    def say(msg: str) -> None:
-        if world.is_root:
-            print(msg, file=sys.stderr, flush=True)
 
-    monte_carlo = args.monte_carlo or args.system in NONLINEAR or args.stationary
-    try:
-        options = None
-        if args.sde is not None:
-            obj = load_object(args.sde)
-            target = _user_target(obj, args.word)
-            from splitsde.analysis.certify import _as_integrator
+def _user_certificate(
+    args: argparse.Namespace, world: Any, say: Callable[[str], None], monte_carlo: bool
+) -> Any:
+    """The certificate of ``--sde MODULE:ATTR`` (with WORD unless it names an integrator)."""
+    from splitsde.analysis.certify import _as_integrator, certificate
 
-            integ, _ = _as_integrator(target, args.reuse)
-            target = integ
-            if monte_carlo:
-                options = _monte_carlo_options(args, integ, obj, world)
-            cert = certificate(
-                target,
-                h=args.h,
-                monte_carlo=options,
-                symbolic=args.symbolic,
-                progress=None if world.is_root else False,
-                say=say,
-            )
-        else:
-            prob = None
-            if monte_carlo:
-                if args.system == "linear":
-                    say(f"building a random stable linear SDE of dimension {args.dim} ...")
-                prob = {
-                    "harmonic": lambda: problems.harmonic(
-                        args.omega, args.gamma, args.kT, args.mass
-                    ),
-                    "overdamped-harmonic": lambda: problems.overdamped_harmonic(
-                        args.omega, args.kT
-                    ),
-                    "linear": lambda: problems.random_linear(args.dim, args.seed),
-                    "quartic": lambda: problems.quartic(
-                        gamma=args.gamma, kT=args.kT, mass=args.mass
-                    ),
-                    "double-well": lambda: problems.double_well(
-                        gamma=args.gamma, kT=args.kT, mass=args.mass
-                    ),
-                    "muller-brown": lambda: problems.muller_brown(
-                        gamma=args.gamma, kT=args.kT, mass=args.mass
-                    ),
-                }[args.system]()
-                integ = prob.integrator(args.word, reduction=Reduction(args.reuse))
-                options = _monte_carlo_options(args, integ, prob, world)
-            cert = certificate(
-                args.word,
-                args.system,
-                h=args.h,
-                omega=args.omega,
-                gamma=args.gamma,
-                kT=args.kT,
-                mass=args.mass,
-                dim=args.dim,
-                seed=args.seed,
-                reuse=args.reuse,
-                monte_carlo=options,
-                symbolic=args.symbolic,
-                progress=None if world.is_root else False,
-                say=say,
-            )
-    except (WordError, CLIError):
-        raise  # reported by the CLI entry point (with the word's caret diagnostics)
-    except SplitsdeError as exc:
-        raise CLIError(str(exc)) from None
-    if not world.is_root:
-        return 0 if cert.certified else 1
+    obj = load_object(args.sde)
+    integ, _ = _as_integrator(_user_target(obj, args.word), args.reuse)
+    options = _monte_carlo_options(args, integ, obj, world) if monte_carlo else None
+    return certificate(
+        integ,
+        h=args.h,
+        monte_carlo=options,
+        symbolic=args.symbolic,
+        progress=None if world.is_root else False,
+        say=say,
+    )
+
+
+def _builtin_certificate(
+    args: argparse.Namespace, world: Any, say: Callable[[str], None], monte_carlo: bool
+) -> Any:
+    """The certificate of WORD on ``--system``."""
+    from splitsde.analysis.certify import certificate
+    from splitsde.compose.reduce import Reduction
+
+    options = None
+    if monte_carlo:
+        if args.system == "linear":
+            say(f"building a random stable linear SDE of dimension {args.dim} ...")
+        prob = _builtin_problem(args)
+        integ = prob.integrator(args.word, reduction=Reduction(args.reuse))
+        options = _monte_carlo_options(args, integ, prob, world)
+    return certificate(
+        args.word,
+        args.system,
+        h=args.h,
+        omega=args.omega,
+        gamma=args.gamma,
+        kT=args.kT,
+        mass=args.mass,
+        dim=args.dim,
+        seed=args.seed,
+        reuse=args.reuse,
+        monte_carlo=options,
+        symbolic=args.symbolic,
+        progress=None if world.is_root else False,
+        say=say,
+    )
+
+
+def _builtin_problem(args: argparse.Namespace) -> Any:
+    """The problem of ``--system`` with its parameters (for the Monte Carlo options)."""
+    from splitsde import problems
+
+    kw = {"gamma": args.gamma, "kT": args.kT, "mass": args.mass}
+    return {
+        "harmonic": lambda: problems.harmonic(args.omega, args.gamma, args.kT, args.mass),
+        "overdamped-harmonic": lambda: problems.overdamped_harmonic(args.omega, args.kT),
+        "linear": lambda: problems.random_linear(args.dim, args.seed),
+        "quartic": lambda: problems.quartic(**kw),
+        "double-well": lambda: problems.double_well(**kw),
+        "muller-brown": lambda: problems.muller_brown(**kw),
+    }[args.system]()
+
+
+def _report(cert: Any, args: argparse.Namespace) -> None:
+    """Print the certificate (text or ``--json``) and write ``--plot``."""
+    from splitsde.analysis.plot import plot_certificate
+    from splitsde.apps.cli.common import print_json
+
     if args.plot:
         plot_certificate(cert, args.plot)
     if args.json:
@@ -489,4 +532,3 @@ def run(args: argparse.Namespace) -> int:
         print(cert.format())
         if args.plot:
             print(f"  figure: {args.plot}")
-    return 0 if cert.certified else 1

@@ -559,13 +559,16 @@ def _harmonic_certificate(
     sym = symbolic_step(integ)
     order, exact_split, method = _harmonic_order(sym, prob, notes)
     moments = _HarmonicMoments(sym, prob, h)
-    stat, rel, cov_scale = moments.stationary(amap, notes)
-    # the stationary ladder and the stability scan are sized by the covariance scale of the
-    # last moment compared above when there is a stationary law, else by 1 / rate
-    scan = scale if cov_scale is None else cov_scale
+    stat, rel, _ = moments.stationary(amap, notes)
+    # the stationary ladder and the stability scan are sized by the time scale 1 / rate (a
+    # covariance scale would miss the bound of a stiff oscillator, omega >> 1)
     phi_of_h = _lambdified_phi(sym, prob.params)
-    stat_ladder = moments.ladder(phi_of_h, scan)
-    bound, note = _bound(stability_bound(phi_of_h, scan * 1e-3, scan * 200.0, 240), scan)
+    stat_ladder = moments.ladder(phi_of_h, scale)
+    # the scan spans the fastest and the slowest time scale of the exact dynamics: a stiff
+    # oscillator (omega >> gamma) and an overdamped one (omega << gamma) both keep their bound
+    rates = np.abs(np.linalg.eigvals(prob.A))
+    lo, hi = 1e-3 * scale, 200.0 / float(np.min(rates[rates > 0], initial=1.0 / scale))
+    bound, note = _bound(stability_bound(phi_of_h, lo, hi, 240), lo, hi)
     return _exact_certificate(
         integ,
         name,
@@ -745,10 +748,11 @@ def _ladder(
     return ladder, res
 
 
-def _bound(bound: float | None, scale: float) -> tuple[float | None, str]:
+def _bound(bound: float | None, lo: float, hi: float) -> tuple[float | None, str]:
+    """The stability bound found by a scan over ``[lo, hi]`` and its note."""
     if bound is None:
-        return None, f"stable for every scanned h up to {scale * 200:.4g}"
-    if bound <= scale * 1e-3 * 1.0000001:
+        return None, f"stable for every scanned h up to {hi:.4g}"
+    if bound <= lo * 1.0000001:
         return None, "no stationary law even for small h (the scheme is not dissipative)"
     return bound, ""
 
@@ -920,7 +924,7 @@ def _linear_bound(integ: Any, plan: _LinearPlan, cost: _Cost) -> tuple[float | N
     bound = integrator_stability_bound(
         integ, plan.scale * 1e-3, plan.scale * 200.0, progress=lambda n: cost.step()
     )
-    return _bound(bound, plan.scale)
+    return _bound(bound, plan.scale * 1e-3, plan.scale * 200.0)
 
 
 def _values(integ: Any) -> dict[str, float]:

@@ -103,3 +103,18 @@ def test_certificate_at_the_corners_of_the_parameter_ranges():
 
     cert = certificate("BAOAB", "harmonic", h=0.1, omega=1e-6, gamma=1e6, kT=1e6, mass=1e-6)
     assert cert.to_json()["word"] == "BAOAB"
+
+
+@pytest.mark.parametrize("omega", [1e-3, 1.0, 1e4, 1e5])
+def test_certificate_finds_the_stability_bound_of_stiff_and_slow_oscillators(omega):
+    """BAOAB on the harmonic oscillator is stable exactly for h * omega < 2, whatever the
+    friction (Leimkuhler and Matthews, Appl. Math. Res. Express 2013). The scan must reach it
+    whether omega is far above the friction (stiff: the bound is far below 1) or far below it
+    (the slow mode sets the scale)."""
+    from splitsde.analysis.certify import certificate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ill-conditioned Lyapunov solves at the corners
+        cert = certificate("BAOAB", "harmonic", h=0.1 / max(omega, 1.0), omega=omega)
+    assert cert.stability_bound == pytest.approx(2.0 / omega, rel=1e-9)
+    assert cert.stability_note == ""

@@ -87,8 +87,12 @@ from splitsde.symbolic.field import field_applications, field_of
 from splitsde.symbolic.flow import Flow
 from splitsde.symbolic.sde import SDE
 from splitsde.symbolic.solve import Solver, noise_symbol
-from splitsde.symbolic.symbols import Coefficient
-from splitsde.symbolic.update import CoefficientDef, NoiseSpec, NumericCoefficients, Update
+from splitsde.symbolic.update import (
+    CoefficientSymbols,
+    NoiseSpec,
+    NumericCoefficients,
+    Update,
+)
 
 __all__ = [
     "CONJUGATE_SPLITTING_SAMPLERS",
@@ -199,12 +203,7 @@ class ConjugateOU:
             method=f"exact Ornstein-Uhlenbeck step of the Cholesky noise of {self.process.name}",
             autonomous=False,
         )
-        coefs: dict[Coefficient, CoefficientDef] = {}
-
-        def coef(key: tuple) -> Coefficient:
-            sym = Coefficient("o" + "_".join(map(str, key)))
-            coefs[sym] = CoefficientDef(numeric=group, key=key, method=group.method)
-            return sym
+        coef = CoefficientSymbols(group, lambda key: "o" + "_".join(map(str, key)))
 
         xis = [noise_symbol(b) for b in blocks]
         exprs = []
@@ -218,7 +217,7 @@ class ConjugateOU:
             exact=False,
             reason="data prediction frozen; the Cholesky noise relaxes by its exact "
             "Ornstein-Uhlenbeck law at the slice start: exact for data at a point",
-            update=Update(changed, tuple(exprs), noises, coefficients=coefs),
+            update=Update(changed, tuple(exprs), noises, coefficients=coef.defs),
             weak_order=1,
             strong_order=None,
             time=group.method,

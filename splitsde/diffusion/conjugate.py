@@ -98,8 +98,13 @@ from splitsde.symbolic.field import field_of
 from splitsde.symbolic.history import Lagged
 from splitsde.symbolic.solve import Solver, noise_symbol
 from splitsde.symbolic.spellings import lambdify as spell_lambdify
-from splitsde.symbolic.symbols import Coefficient, t
-from splitsde.symbolic.update import CoefficientDef, NoiseSpec, NumericCoefficients, Update
+from splitsde.symbolic.symbols import t
+from splitsde.symbolic.update import (
+    CoefficientSymbols,
+    NoiseSpec,
+    NumericCoefficients,
+    Update,
+)
 
 __all__ = [
     "CONJUGATE_SAMPLERS",
@@ -430,12 +435,7 @@ class ConjugateDEIS:
             autonomous=False,
             history=r,
         )
-        coefs: dict[Coefficient, CoefficientDef] = {}
-
-        def coef(key: tuple) -> Coefficient:
-            sym = Coefficient("c" + "_".join(map(str, key)))
-            coefs[sym] = CoefficientDef(numeric=group, key=key, method=group.method)
-            return sym
+        coef = CoefficientSymbols(group, lambda key: "c" + "_".join(map(str, key)))
 
         xis = [noise_symbol(b) for b in blocks]
         exprs = []
@@ -449,7 +449,7 @@ class ConjugateDEIS:
                 e += sum((coef(("N", i, c)) * xis[c] for c in range(n)), sympy.Integer(0))
             exprs.append(e)
         noises = tuple((xi, NoiseSpec(b)) for xi, b in zip(xis, blocks)) if self._stochastic else ()
-        upd = Update(tuple(blocks), tuple(exprs), noises, coefficients=coefs)
+        upd = Update(tuple(blocks), tuple(exprs), noises, coefficients=coef.defs)
         notes = [f"warm start: orders 0..{r - 1} on the first steps"] if r else []
         if self._stochastic:
             notes.append("stochastic: exact for data at a point, weak order 1")

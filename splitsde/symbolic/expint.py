@@ -68,7 +68,7 @@ from splitsde.symbolic.solve import (
 )
 from splitsde.symbolic.spellings import lambdify as _spell_lambdify
 from splitsde.symbolic.symbols import Block, Coefficient, Parameter, Temporary, h, t
-from splitsde.symbolic.update import CoefficientDef, NumericCoefficients, Update
+from splitsde.symbolic.update import CoefficientDef, CoefficientSymbols, NumericCoefficients, Update
 
 __all__ = [
     "ADAMS_BASHFORTH",
@@ -644,12 +644,7 @@ class ExponentialRungeKutta:
             method=f"exponential clock {self.clock.name} (closed form)",
             autonomous=False,
         )
-        coefs: dict[Coefficient, CoefficientDef] = {}
-
-        def coef(key: str) -> Coefficient:
-            sym = Coefficient(f"{key}_rk")
-            coefs[sym] = CoefficientDef(numeric=group, key=key, method=group.method)
-            return sym
+        coef = CoefficientSymbols(group, lambda key: f"{key}_rk")
 
         (zb,) = sl.changed
         (u,) = sl.fields
@@ -670,7 +665,7 @@ class ExponentialRungeKutta:
         new = coef("phi_end") * zb + sum(
             (coef(f"B{i}") * U[i] for i in range(len(b)) if b[i] != 0), sympy.Integer(0)
         )
-        upd = Update((zb,), (new,), (), tuple(lets), coefs)
+        upd = Update((zb,), (new,), (), tuple(lets), coef.defs)
         return Solver(
             method=what,
             exact=False,

@@ -52,7 +52,13 @@ from splitsde.symbolic.selection import Indicator, Selected
 from splitsde.symbolic.solve import ExponentialEuler, Solver, SolverStrategy
 from splitsde.symbolic.spellings import lambdify as spell_lambdify
 from splitsde.symbolic.symbols import Block, Coefficient, NoiseSymbol, Parameter, Temporary, h, t
-from splitsde.symbolic.update import CoefficientDef, NoiseSpec, NumericCoefficients, Update
+from splitsde.symbolic.update import (
+    CoefficientDef,
+    CoefficientSymbols,
+    NoiseSpec,
+    NumericCoefficients,
+    Update,
+)
 
 __all__ = ["PoissonMidpoint"]
 
@@ -216,7 +222,11 @@ class PoissonMidpoint:
         sel_terms = step.selections(u0, zhat)
         exprs = step.corrected(zhat, gauss, sel_terms)
         upd = Update(
-            base.blocks, tuple(exprs), (*step.noises, *step.uniforms), tuple(step.lets), step.coefs
+            base.blocks,
+            tuple(exprs),
+            (*step.noises, *step.uniforms),
+            tuple(step.lets),
+            step.coef.defs,
         )
         K = self.K
         notes = [
@@ -344,7 +354,7 @@ class _MidpointStep:
         self.group = NumericCoefficients(
             self._keys(), evaluate, method=f"{K} sub-steps of {method}", autonomous=False
         )
-        self.coefs: dict[Coefficient, CoefficientDef] = {}
+        self.coef = CoefficientSymbols(self.group, lambda key: "P_" + "_".join(map(str, key)))
         self.lets: list[tuple[Temporary, sympy.Expr]] = []
         self.uniforms: list[tuple[NoiseSymbol, NoiseSpec]] = []
         # Gaussians of the K fine steps (each standing for its part of the slice)
@@ -368,12 +378,6 @@ class _MidpointStep:
             keys += [("c", i, r, j) for r in range(n) for j in range(nxi)]
             keys += [("d", i, r) for r in range(n)]
         return tuple(keys)
-
-    def coef(self, key: tuple) -> Coefficient:
-        """The coefficient symbol of one entry of the numeric group."""
-        sym = Coefficient("P_" + "_".join(map(str, key)))
-        self.coefs[sym] = CoefficientDef(numeric=self.group, key=key, method=self.group.method)
-        return sym
 
     def _sum(self, terms: Any) -> sympy.Expr:
         return sum(terms, sympy.Integer(0))

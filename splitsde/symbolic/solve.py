@@ -53,7 +53,13 @@ from splitsde.symbolic.symbols import (
     h,
     t,
 )
-from splitsde.symbolic.update import CoefficientDef, NoiseSpec, NumericCoefficients, Update
+from splitsde.symbolic.update import (
+    CoefficientDef,
+    CoefficientSymbols,
+    NoiseSpec,
+    NumericCoefficients,
+    Update,
+)
 
 __all__ = [
     "Auto",
@@ -622,10 +628,7 @@ def _linear_family_update(
         autonomous=num.autonomous,
     )
 
-    def coef(key: tuple, label: str) -> Coefficient:
-        sym = Coefficient(label)
-        coefs[sym] = CoefficientDef(numeric=group, key=key, method=group.method)
-        return sym
+    coef = CoefficientSymbols(group, defs=coefs)
 
     xi = [noise_symbol(b) for b in Z]
     exprs = []

@@ -32,7 +32,7 @@ import sympy
 from splitsde.symbolic.field import field_applications
 from splitsde.symbolic.symbols import Block, Coefficient, NoiseSymbol, Temporary
 
-__all__ = ["CoefficientDef", "NoiseSpec", "NumericCoefficients", "Update"]
+__all__ = ["CoefficientDef", "CoefficientSymbols", "NoiseSpec", "NumericCoefficients", "Update"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,34 @@ class CoefficientDef:
     def __post_init__(self) -> None:
         if (self.expr is None) == (self.numeric is None):
             raise ValueError("a coefficient needs exactly one of expr and numeric")
+
+
+class CoefficientSymbols:
+    """Coefficient symbols standing for entries of one :class:`NumericCoefficients` group.
+
+    ``symbols(key)`` returns the symbol named ``name(key)`` (or the ``name`` given) and records
+    its :class:`CoefficientDef` in :attr:`defs`, the mapping an :class:`Update` holds as its
+    ``coefficients``; ``defs`` may be shared with other coefficients of the same update.
+    """
+
+    def __init__(
+        self,
+        group: NumericCoefficients,
+        name: Callable[[Any], str] | None = None,
+        defs: dict[Coefficient, CoefficientDef] | None = None,
+    ) -> None:
+        self.group = group
+        self.name = name
+        self.defs: dict[Coefficient, CoefficientDef] = {} if defs is None else defs
+
+    def __call__(self, key: Any, name: str | None = None) -> Coefficient:
+        if name is None:
+            if self.name is None:
+                raise ValueError("give the coefficient a name (this table has no naming rule)")
+            name = self.name(key)
+        sym = Coefficient(name)
+        self.defs[sym] = CoefficientDef(numeric=self.group, key=key, method=self.group.method)
+        return sym
 
 
 @dataclass(frozen=True)

@@ -559,7 +559,7 @@ def _harmonic_certificate(
     sym = symbolic_step(integ)
     order, exact_split, method = _harmonic_order(sym, prob, notes)
     moments = _HarmonicMoments(sym, prob, h)
-    stat, rel, _ = moments.stationary(amap, notes)
+    stat, rel = moments.stationary(amap, notes)
     # the stationary ladder and the stability scan are sized by the time scale 1 / rate (a
     # covariance scale would miss the bound of a stiff oscillator, omega >> 1)
     phi_of_h = _lambdified_phi(sym, prob.params)
@@ -654,16 +654,15 @@ class _HarmonicMoments:
 
     def stationary(
         self, amap: Any, notes: list[str]
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, float | None]:
-        """(moments at h, relative bias, covariance scale of the last moment), the formulas
-        checked against the probed map's discrete Lyapunov solution; Nones if unstable."""
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(moments at h, relative bias), the formulas checked against the probed map's
+        discrete Lyapunov solution; Nones if unstable."""
         rho = amap.spectral_radius
         if not rho < 1.0 - 1e-12:
             notes.append(f"no stationary law at h = {self.h:g}: spectral radius {rho:.6g} >= 1")
-            return None, None, None
+            return None, None
         _, S_num = stationary(amap)
         stat, rel = {}, {}
-        scale = None
         for k in self.keys:
             i, j = _MOMENT_NAMES[k]
             v = float(self.cov_f[i, j].xreplace(self.rep).evalf(17))
@@ -676,7 +675,7 @@ class _HarmonicMoments:
                 )
             stat[k] = v
             rel[k] = (v - self.exact_values[k]) / self.denom(k)
-        return stat, rel, scale
+        return stat, rel
 
     def ladder(self, phi_of_h: Callable[[float], np.ndarray], scale: float) -> dict[str, list]:
         """The relative stationary bias over a ladder of stable steps (for the plot)."""

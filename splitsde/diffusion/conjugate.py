@@ -53,6 +53,20 @@ DDIM with :math:`\eta` the matching variance. This is the generalised DDIM of Zh
 the point-data part of the flow trivial and the step is exponential Euler in the transformed
 variables.
 
+**Reference Gaussian frame** (``data_variance = v > 0``). The point-data flow is the
+probability flow of data :math:`N(\mu, v)` at :math:`v = 0`. Replacing :math:`S_t` by
+:math:`S^v_t = S_t + v\,a_t a_t^\top` (its Cholesky factor :math:`C^v_t`, and :math:`W`,
+:math:`E` built from it) gives the frame of the flow of Gaussian data of variance :math:`v`; the
+noise prediction enters through :math:`R_t^{-1} = C_t^{v\top} C_t^{-\top}`:
+
+.. math:: z_b = \Phi_{ba} z_a + \big(C^v_b E^v_{ba} - \Phi_{ba} C^v_a\big)R_a^{-1}
+          \varepsilon_a + C^v_b\,(I - E^v_{ba}E^{v\top}_{ba})^{1/2}\,\xi,
+
+exact for data :math:`N(\mu, v I)` at any step size (and, at :math:`v = 0`, the step above).
+It is Pandey, Rudolph & Mandt's observation that the conjugate transform may include part of the
+score's linear term. On data whose variances spread over decades no single :math:`v` makes the
+steps exact: the default is :math:`v = 0`.
+
 **Noise regulation.** ``csps`` is the stochastic conjugate step with the noise regulation of
 SPS (Pandey, Rudolph & Mandt 2024): noise only in the momentum (:math:`\lambda_m = 1`) and a
 data-block noise scale :math:`\lambda_s` (recommended value:
@@ -118,6 +132,7 @@ _GDDIM = "Zhang, Tao & Chen, gDDIM: generalized denoising diffusion implicit mod
 _CONJ = "Pandey, Rudolph & Mandt, Efficient integrators for diffusion generative models, ICLR 2024"
 _VARIABLES = ("log-rho", "t")
 _MAGNUS_C = (0.5 - math.sqrt(3) / 6, 0.5 + math.sqrt(3) / 6)
+_FRAME_CACHE = 20_000  # memoised times per frame (a 50-step multistep plan needs about 1,300)
 
 
 def _low(X: np.ndarray) -> np.ndarray:
@@ -157,8 +172,15 @@ class PointFlowFrame:
         slice over a factor 10 in :math:`t` is below :math:`10^{-9}` with the defaults).
     """
 
-    def __init__(self, process: ForwardProcess, nodes: int = 12, substeps: int = 64) -> None:
+    def __init__(
+        self,
+        process: ForwardProcess,
+        nodes: int = 12,
+        substeps: int = 64,
+        data_variance: float = 0.0,
+    ) -> None:
         self.process = process
+        self.data_variance = _check_data_variance(data_variance)
         self.n = len(process.blocks)
         self.nodes = int(nodes)
         self.substeps = int(substeps)
@@ -186,6 +208,10 @@ class PointFlowFrame:
         flat = times.reshape(-1)
         missing = np.array(sorted({float(x) for x in flat if float(x) not in self._cache}))
         if missing.size:
+            if len(self._cache) + missing.size > _FRAME_CACHE:
+                # bounded memory; cleared before, never between, computing and reading a call
+                self._cache.clear()
+                missing = np.unique(flat)
             self._compute(missing)
         keys = next(iter(self._cache.values())).keys() if self._cache else ()
         out = {}
@@ -200,14 +226,21 @@ class PointFlowFrame:
         phi, sigma = self.process.kernel(ts)
         S = sigma + phi @ self._v0 @ np.swapaxes(phi, -1, -2)  # S_t of ForwardProcess.data_kernel
         S = 0.5 * (S + np.swapaxes(S, -1, -2))
+        a = phi[..., :, 0]
+        # the reference law's covariance: the kernel plus data variance along a_t
+        S_ref = S + self.data_variance * a[:, :, None] * a[:, None, :]
         try:
-            C = np.linalg.cholesky(S)
+            Ck = np.linalg.cholesky(S)
+            C = np.linalg.cholesky(S_ref) if self.data_variance else Ck
         except np.linalg.LinAlgError:
             raise ValueError(
                 f"the kernel covariance of {self.process.name} is singular on this grid; use a "
                 "positive smallest time eps"
             ) from None
-        Ci = np.linalg.inv(C)
+        Cki = np.linalg.inv(Ck)
+        Ci = np.linalg.inv(C) if self.data_variance else Cki
+        # R^{-1} = C_ref^T C^{-T} converts a noise prediction to the reference coordinates
+        R_inv = C.transpose(0, 2, 1) @ Cki.transpose(0, 2, 1) if self.data_variance else None
         F = self._matrix(self._F, ts)
         g2 = np.stack([np.broadcast_to(np.asarray(f(ts), np.float64), ts.shape) for f in self._g2])
         GG = np.zeros((ts.size, self.n, self.n))
@@ -218,7 +251,6 @@ class PointFlowFrame:
         W = _low(K + np.swapaxes(K, -1, -2) + D) - K - 0.5 * D
         W = 0.5 * (W - np.swapaxes(W, -1, -2))  # skew up to round-off
         Sdot = F @ S + S @ np.swapaxes(F, -1, -2) + GG
-        a = phi[..., :, 0]
         adot = np.einsum("kij,kj->ki", F, a)
         rho2 = S[:, 0, 0] / a[:, 0] ** 2
         dlogrho = 0.5 * Sdot[:, 0, 0] / S[:, 0, 0] - adot[:, 0] / a[:, 0]
@@ -226,21 +258,22 @@ class PointFlowFrame:
             self._cache[float(x)] = {
                 "Phi0": phi[i],
                 "S": S[i],
-                "C": C[i],
-                "Cinv": Ci[i],
+                "C": Ck[i],
+                "Cinv": Cki[i],
+                "Cref": C[i],
+                "Cref_inv": Ci[i],
+                "R_inv": R_inv[i] if R_inv is not None else np.eye(self.n),
                 "W": W[i],
                 "D": D[i],
                 "g2": g2[:, i],
                 "log_rho": np.array(0.5 * math.log(rho2[i])),
                 "dlog_rho": np.array(dlogrho[i]),
             }
-        if len(self._cache) > 200_000:
-            self._cache.clear()
 
     # -- transports ---------------------------------------------------------------------------
     def _generator(self, q: dict[str, np.ndarray], lam2: np.ndarray, times: np.ndarray):
         r""":math:`B(x) = -t\,(W - \tfrac12 D^\Lambda)`, the generator in :math:`x = \log t`."""
-        Ci = q["Cinv"]
+        Ci = q["Cref_inv"]
         DL = np.einsum("...ij,...j,...kj->...ik", Ci, lam2 * q["g2"], Ci)
         return -times[..., None, None] * (q["W"] - 0.5 * DL)
 
@@ -310,12 +343,23 @@ class PointFlowFrame:
         return np.full(self.n, float(lam) ** 2)
 
 
-def point_flow_frame(process: ForwardProcess) -> PointFlowFrame:
-    """The (memoised) :class:`PointFlowFrame` of a process."""
+def point_flow_frame(process: ForwardProcess, data_variance: float = 0.0) -> PointFlowFrame:
+    """The (memoised) :class:`PointFlowFrame` of a process for a reference data variance."""
     cache = process.__dict__.setdefault("_point_flow_frame", {})
-    if "frame" not in cache:
-        cache["frame"] = PointFlowFrame(process)
-    return cache["frame"]
+    key = _check_data_variance(data_variance)
+    if key not in cache:
+        cache[key] = PointFlowFrame(process, data_variance=key)
+    return cache[key]
+
+
+def _check_data_variance(v: Any) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"data_variance must be a number >= 0, got {v!r}") from None
+    if not (v >= 0.0 and math.isfinite(v)):
+        raise ValueError(f"data_variance must be a finite number >= 0, got {v!r}")
+    return v
 
 
 def _check_options(order: Any, variable: str, stochastic: bool) -> None:
@@ -365,6 +409,9 @@ class ConjugateDEIS:
     1--3 in ``variable`` (``"log-rho"`` or ``"t"``; deterministic only). See the module
     docstring for the update.
 
+    ``data_variance`` :math:`v \ge 0` builds the frame of Gaussian data :math:`N(\mu, v I)`
+    instead of data at a point (module docstring); the step is then exact for such data.
+
     Weak order: ``order + 1`` for the deterministic flow (:math:`\lambda = 0`), 1 with noise.
     One field evaluation per step.
     """
@@ -375,9 +422,13 @@ class ConjugateDEIS:
     lam: float | Mapping[str, float] = 0.0
     name: str = ""
     frame: PointFlowFrame | None = field(default=None, compare=False)
+    data_variance: float = 0.0
 
     def __post_init__(self) -> None:
         _check_options(self.order, self.variable, self._stochastic)
+        _check_data_variance(self.data_variance)
+        if self.frame is not None and self.frame.data_variance != self.data_variance:
+            raise ValueError("the frame was built for another data_variance")
 
     @property
     def _stochastic(self) -> bool:
@@ -473,7 +524,9 @@ class ConjugateDEIS:
         )
 
     def _frame(self) -> PointFlowFrame:
-        return self.frame if self.frame is not None else point_flow_frame(self.process)
+        if self.frame is not None:
+            return self.frame
+        return point_flow_frame(self.process, self.data_variance)
 
     # -- coefficients -------------------------------------------------------------------------
     def _u(self, q: dict[str, np.ndarray], times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -515,13 +568,13 @@ class ConjugateDEIS:
         wg = 0.5 * wg
         stops = np.exp(np.log(ta)[:, None] + frac[None, :] * np.log(tb / ta)[:, None])
         E, E_stops = fr.transport(ta, tb, self._lam_by_index(), stops=stops if r else None)
-        Cb, Ca = qb["C"], qa["C"]
+        Cb, Ca = qb["Cref"], qa["Cref"]
         K = [np.zeros((rows, n, n)) for _ in range(r + 1)]
-        K[0] = Cb @ E - Phi @ Ca
+        K[0] = (Cb @ E - Phi @ Ca) @ qa["R_inv"]
         if r:
             qg = fr.at(stops)  # (rows, G)
             Pg = (
-                qb["Phi0"][:, None] @ np.linalg.inv(qg["Phi0"]) @ qg["C"] @ E_stops
+                qb["Phi0"][:, None] @ np.linalg.inv(qg["Phi0"]) @ qg["Cref"] @ E_stops
             )  # P at the nodes
             Pa, Pb = Phi @ Ca, Cb @ E
             ua, _ = self._u(qa, ta)
@@ -536,7 +589,9 @@ class ConjugateDEIS:
                     continue
                 starts_tau = np.concatenate([[tau0[row]], past[row, :q]])
                 t_nodes = T - starts_tau
-                un = self._u(fr.at(t_nodes), t_nodes)[0]
+                q_nodes = fr.at(t_nodes)
+                un = self._u(q_nodes, t_nodes)[0]
+                R_inv_nodes = q_nodes["R_inv"]
                 ell_a, _ = _lagrange(un, np.array([ua[row]]))
                 ell_b, _ = _lagrange(un, np.array([ub[row]]))
                 _, dell = _lagrange(un, ug[row])  # (q+1, G)
@@ -544,7 +599,7 @@ class ConjugateDEIS:
                 for j in range(q + 1):
                     integral = dx * np.einsum("g,gik->ik", wg * dell[j] * dug[row], Pg[row])
                     Ij = Pb[row] * ell_b[j, 0] - Pa[row] * ell_a[j, 0] - integral
-                    K[j][row] = Ij @ back[row][j]
+                    K[j][row] = Ij @ back[row][j] @ R_inv_nodes[j]
         for j in range(r + 1):
             for i in range(n):
                 for c in range(n):
@@ -554,7 +609,7 @@ class ConjugateDEIS:
                 out[("Phi", i, k)] = Phi[:, i, k]
         if self._stochastic:
             I = np.eye(n)
-            N = Cb @ _psd_sqrt(I - E @ np.swapaxes(E, -1, -2))
+            N = Cb @ _psd_sqrt(I - E @ np.swapaxes(E, -1, -2))  # Cb: the reference factor
             for i in range(n):
                 for c in range(n):
                     out[("N", i, c)] = N[:, i, c]
@@ -603,10 +658,12 @@ def conjugate(
     variable: str = "log-rho",
     lam: float | Mapping[str, float] = 0.0,
     name: str = "",
+    data_variance: float = 0.0,
 ) -> ExponentialSampler:
     r"""A conjugate exponential-integrator sampler: the conjugate DDIM step (``order = 0``;
     ``lam > 0`` stochastic, one number or per block name, e.g. ``{"x": 0, "m": 1}`` for noise
-    in the momentum only) or the conjugate multistep DEIS of ``order`` 1--3."""
+    in the momentum only) or the conjugate multistep DEIS of ``order`` 1--3. ``data_variance``
+    chooses the frame of Gaussian data of that variance instead of data at a point."""
     if isinstance(lam, Mapping):
         lam = {str(k): float(v) for k, v in lam.items()}
         if all(v == 0.0 for v in lam.values()):  # blocks left out would have lambda = 1
@@ -618,10 +675,13 @@ def conjugate(
         deterministic = lam == 0.0
         lam_txt = f"{lam:g}"
     _check_options(order, variable, not deterministic)
+    dv = _check_data_variance(data_variance)
     if order == 0:
         default = "cddim" if deterministic else f"cddim-sde{lam_txt}"
     else:
         default = f"cdeis{order}" if variable == "log-rho" else f"cdeis-t{order}"
+    if dv:
+        default += f"-v{dv:g}"
     what = (
         "conjugate DDIM: exponential Euler with the noise prediction frozen in the frame of "
         "the point-data flow (exact for data at a point)"
@@ -631,12 +691,14 @@ def conjugate(
     )
     if not deterministic:
         what += f"; stochastic, lambda = {lam_txt}"
+    if dv:
+        what += f"; frame of Gaussian data of variance {dv:g} (exact for such data)"
     return ExponentialSampler(
         name or default,
         "epsilon",
         "R",
         lam,
-        make=lambda p, lam_: ConjugateDEIS(p, order, variable, lam_),
+        make=lambda p, lam_: ConjugateDEIS(p, order, variable, lam_, data_variance=dv),
         scalar_only=False,
         order=_declared_order(order) if deterministic else 1,
         description=what,

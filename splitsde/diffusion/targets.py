@@ -177,7 +177,8 @@ class GaussianMixture:
             L_inv = torch.linalg.solve_triangular(L, eye_D, upper=False)
             out["prec"] = L_inv.transpose(-1, -2) @ L_inv
             out["logdet"] = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-        if len(per_process) > 20_000:
+        # bounded memory (about 200 MB of float64 matrices per process; a plan reuses its times)
+        if len(per_process) >= max(256, 200_000_000 // (24 * C.shape[-1] ** 2 * len(C))):
             per_process.clear()
         per_process[float(t)] = out
         return out

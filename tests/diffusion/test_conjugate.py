@@ -159,3 +159,35 @@ def test_options_are_validated():
     y0 = proc.prior(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with pytest.raises(ValueError, match="needs at least 4 steps"):
         p.run(y0)
+
+
+@pytest.mark.parametrize("proc_name", ["psld-cifar10", "cld"])
+@pytest.mark.parametrize("order, lam", [(0, 0.0), (0, 0.5), (3, 0.0)])
+def test_reference_gaussian_frame_is_exact_for_data_of_that_variance(proc_name, order, lam):
+    """With ``data_variance = v`` the step is exact for Gaussian data N(mu, v I): the output law
+    (from the exact marginal at T, no denoising step) is the exact marginal at eps on a coarse
+    grid, to round-off; the point-data frame (v = 0) is not."""
+    proc = dm.process(proc_name)
+    v = 0.3
+    data = dm.GaussianData(torch.tensor([0.4, -0.2, 0.1]), torch.tensor(v))
+    m0, c0 = data.law(proc, proc.T)
+    m_eps, c_eps = data.law(proc, proc.eps)
+    for dv, exact in [(v, True), (0.0, False)]:
+        s = dm.conjugate(order, lam=lam, data_variance=dv)
+        p = dm.plan(s, proc, data.score(proc), steps=6, grid="cubic", denoise=False,
+                    check_stability=False)  # fmt: skip
+        law = p.exact_law(m0, c0)
+        err = max(float((law.mean - m_eps).abs().max()), float((law.cov - c_eps).abs().max()))
+        if exact:
+            assert err < 1e-8 * float(c_eps.abs().max()), err
+        else:
+            assert err > 1e-3 * float(c_eps.abs().max()), err
+
+
+def test_reference_frame_rejects_bad_variances():
+    with pytest.raises(ValueError, match="data_variance"):
+        dm.conjugate(0, data_variance=-1.0)
+    with pytest.raises(ValueError, match="data_variance"):
+        ConjugateDEIS(dm.process("cld"), data_variance=float("nan"))
+    with pytest.raises(ValueError, match="another data_variance"):
+        ConjugateDEIS(dm.process("cld"), data_variance=0.5, frame=point_flow_frame(dm.process("cld")))

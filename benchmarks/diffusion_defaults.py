@@ -6,12 +6,13 @@
 For every registered sampler, every process of splitsde.diffusion.defaults.SELECTION where it
 applies (VP; VE; CLD and PSLD in its CIFAR-10 configuration), every Gaussian target (8-D and
 64-D, random covariances of condition 100), every NFE budget (10, 20, 50), every candidate grid
-(uniform, quadratic, cubic, log-SNR, EDM rho = 7) and every candidate noise scale (SPS's
-lambda_s, cddim-sde's lambda), the exact KL divergence of the sampler's output law to the data
-(splitsde.analysis propagates the compiled steps; no Monte Carlo). splitsde.diffusion.defaults
-.select then picks the grid per sampler and process family with the smallest mean log10 KL;
-the code's RECOMMENDED_GRIDS / RECOMMENDED_LAM must equal these winners (checked by
-tests/diffusion/test_defaults.py against the committed JSON).
+(uniform, quadratic, cubic, log-SNR, EDM rho = 7; and the sampler's stored optimized schedule,
+splitsde.diffusion.schedules, where it has one for the process) and every candidate noise scale
+(SPS's lambda_s, cddim-sde's lambda), the exact KL divergence of the sampler's output law to the
+data (splitsde.analysis propagates the compiled steps; no Monte Carlo).
+splitsde.diffusion.defaults .select then picks the grid per sampler and process family with the
+smallest mean log10 KL; the code's RECOMMENDED_GRIDS / RECOMMENDED_LAM must equal these winners
+(checked by tests/diffusion/test_defaults.py against the committed JSON).
 
 Also written: the stability bound h* of every sampler on the stationary linearisation (VP, CLD,
 PSLD; splitsde.diffusion.stability), and a sample-based section on the 8-mode ring under PSLD
@@ -36,6 +37,7 @@ import torch
 import splitsde.diffusion as dm
 from splitsde.apps.cli.common import to_jsonable
 from splitsde.diffusion import defaults as dd
+from splitsde.diffusion.schedules import has_optimized_schedule
 from splitsde.diffusion.stability import StabilityWarning
 
 #: Samplers left out of the grid selection, with the reason.
@@ -68,6 +70,12 @@ def applicable(name: str, proc: dm.ForwardProcess) -> bool:
     return True
 
 
+def candidate_grids(name: str, proc: dm.ForwardProcess) -> tuple[str, ...]:
+    """The named candidates, and the stored optimized schedule where the sampler has one."""
+    extra = ("optimized",) if has_optimized_schedule(name, proc) else ()
+    return tuple(dd.CANDIDATE_GRIDS) + extra
+
+
 def run_selection(args: argparse.Namespace) -> list[dict[str, Any]]:
     sel = dd.SELECTION
     procs = sel["processes"]
@@ -93,7 +101,7 @@ def run_selection(args: argparse.Namespace) -> list[dict[str, Any]]:
                     started = time.perf_counter()
                     for lam in dd.CANDIDATE_LAM.get(name, (None,)):
                         s = dm.sampler(name) if lam is None else dm.sampler(name, lam=lam)
-                        for grid in dd.CANDIDATE_GRIDS:
+                        for grid in candidate_grids(name, proc):
                             for nfe in nfes:
                                 with warnings.catch_warnings(record=True) as caught:
                                     warnings.simplefilter("always", StabilityWarning)
@@ -159,6 +167,8 @@ def run_ring(args: argparse.Namespace, selection: dict[str, Any] | None) -> list
     for name in names:
         sel = (selection or {}).get(name)
         grid = sel["grids"].get("augmented") if sel else None
+        if sel and sel.get("optimized", {}).get("psld-cifar10", {}).get("wins"):
+            grid = "optimized"
         s = dm.sampler(name) if not sel or sel["lam"] is None else dm.sampler(name, lam=sel["lam"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StabilityWarning)

@@ -15,6 +15,7 @@ __all__ = [
     "langevin_nfe_table",
     "method_table",
     "ode_method_table",
+    "optimized_schedules_tables",
     "presets_table",
     "solver_gallery",
 ]
@@ -245,8 +246,9 @@ def diffusers_peers_tables() -> str:
 def diffusion_defaults_tables() -> str:
     """The committed run of ``benchmarks/diffusion_defaults.py``
     (``benchmarks/results/diffusion_defaults.json``): per process, every sampler's recommended
-    grid and its exact KL against the uniform grid at each NFE budget; the stability bounds
-    :math:`h^*`; the PSLD ring run against its finite-sample floor."""
+    grid (its optimized schedule where that won) and its exact KL against the uniform grid at
+    each NFE budget; the stability bounds :math:`h^*`; the PSLD ring run against its
+    finite-sample floor."""
     import json
     from pathlib import Path
 
@@ -273,6 +275,8 @@ def diffusion_defaults_tables() -> str:
                 g = sel["grids"].get(fam)
                 if g is None:
                     continue
+                if sel.get("optimized", {}).get(pname, {}).get("wins"):
+                    g = "optimized"
                 lk = None if sel["lam"] is None else _lam_key(sel["lam"])
                 cell = {
                     (r["grid"], r["nfe_budget"]): r.get("kl")
@@ -331,4 +335,92 @@ def diffusion_defaults_tables() -> str:
                     cells.append(f"{_fmt(r.get('sliced_w2'))} ± {r.get('sliced_w2_se', 0):.1g}")
             grid = next(r["grid"] for r in ring if r["sampler"] == name)
             out.append(f"| {name} | {grid} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def optimized_schedules_tables() -> str:
+    """The committed run of ``benchmarks/optimized_schedules.py``
+    (``benchmarks/results/optimized_schedules.json``): per sampler and process, the exact KL on
+    the 64-D evaluation Gaussian (not the training data) of the optimized schedule against the
+    named grids at each NFE (``*``: interpolated from a stored schedule); the KL on the other
+    evaluation Gaussians at the stored NFEs; the sensitivity to perturbing the schedule."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks/results/optimized_schedules.json"
+    data = json.loads(path.read_text())
+    ev = data["evaluation"]
+    out = []
+    pairs = list(dict.fromkeys((r["sampler"], r["process"]) for r in ev))
+    nfes = sorted({r["nfe"] for r in ev})
+    grids = list(dict.fromkeys(r["grid"] for r in ev))
+    grids = ["optimized"] + [g for g in grids if g != "optimized"]
+    main = "gaussian-64"
+    for name, proc in pairs:
+        cell = {(r["grid"], r["nfe"]): r for r in ev
+                if (r["sampler"], r["process"], r["data"]) == (name, proc, main)}  # fmt: skip
+        out += [
+            f"**{name} on {proc}, {main}: exact KL by grid** (`*`: interpolated schedule)",
+            "",
+            "| grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+            "|---|" + "---:|" * len(nfes),
+        ]
+        for g in grids:
+            cells = []
+            for n in nfes:
+                r = cell.get((g, n))
+                mark = "*" if r and r.get("interpolated") else ""
+                cells.append(_fmt(r["kl"] if r else None) + mark)
+            out.append(f"| {g} | " + " | ".join(cells) + " |")
+        out.append("")
+    stored = {(s["sampler"], s["process"], s["steps"] + 1) for s in data["searches"]}
+    others = [d for d in dict.fromkeys(r["data"] for r in ev) if d != main]
+    if others:
+        out += [
+            "**Other evaluation Gaussians, at the stored NFEs: optimized / best named grid**",
+            "",
+            "| sampler | process | NFE | " + " | ".join(others) + " |",
+            "|---|---|---:|" + "---:|" * len(others),
+        ]
+        for name, proc, nfe in sorted(stored):
+            cells = []
+            for d in others:
+                key = (name, proc, d, nfe)
+                kl = {
+                    r["grid"]: r["kl"]
+                    for r in ev
+                    if (r["sampler"], r["process"], r["data"], r["nfe"]) == key
+                }
+                named = [v for g, v in kl.items() if g != "optimized" and v == v]
+                cells.append(f"{_fmt(kl.get('optimized'))} / {_fmt(min(named) if named else None)}")
+            out.append(f"| {name} | {proc} | {nfe} | " + " | ".join(cells) + " |")
+        out.append("")
+    sens = data.get("sensitivity", [])
+    if sens:
+        amps = sorted({r["relative_perturbation"] for r in sens})
+        out += [
+            f"**Sensitivity: {main} KL after perturbing each log-time step by a relative "
+            "amount (median and largest of the draws)**",
+            "",
+            "| sampler | process | NFE | unperturbed | "
+            + " | ".join(f"±{a:.0%}" for a in amps) + " |",
+            "|---|---|---:|---:|" + "---:|" * len(amps),
+        ]
+        for name, proc, nfe in sorted(stored):
+            key = (name, proc, main, nfe, "optimized")
+            base = next(
+                (
+                    r["kl"]
+                    for r in ev
+                    if (r["sampler"], r["process"], r["data"], r["nfe"], r["grid"]) == key
+                ),
+                None,
+            )
+            cells = []
+            for a in amps:
+                (r,) = [r for r in sens if (r["sampler"], r["process"], r["steps"] + 1,
+                        r["relative_perturbation"]) == (name, proc, nfe, a)]  # fmt: skip
+                kls = sorted(r["kl"])
+                cells.append(f"{_fmt(kls[len(kls) // 2])} / {_fmt(kls[-1])}")
+            out.append(f"| {name} | {proc} | {nfe} | {_fmt(base)} | " + " | ".join(cells) + " |")
     return "\n".join(out)

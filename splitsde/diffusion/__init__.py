@@ -14,7 +14,7 @@ the generated samples.
 (20, (256, 2))
 """
 
-from splitsde.diffusion.comparison import Comparison, compare, target
+from splitsde.diffusion.comparison import Comparison, compare, exact_kl, target
 from splitsde.diffusion.conjugate import (
     CONJUGATE_SAMPLERS,
     ConjugateDEIS,
@@ -31,7 +31,13 @@ from splitsde.diffusion.exponential import (
     ipndm,
     rhork,
 )
-from splitsde.diffusion.grids import GRIDS, GridError, check_grid, time_grid
+from splitsde.diffusion.grids import (
+    GRIDS,
+    GridError,
+    check_grid,
+    optimized_schedule,
+    time_grid,
+)
 from splitsde.diffusion.metrics import (
     Estimate,
     energy_distance,
@@ -66,6 +72,7 @@ from splitsde.diffusion.protocols import (
 from splitsde.diffusion.registry import SAMPLERS, sampler
 from splitsde.diffusion.reverse import PARTS, SPLITS, ReverseSDE
 from splitsde.diffusion.samplers import Plan, Sampler
+from splitsde.diffusion.schedule_search import ScheduleSearch, optimize_schedule
 from splitsde.diffusion.scores import (
     PARAMETRISATIONS,
     ScoreModel,
@@ -110,6 +117,7 @@ __all__ = [
     "SampleResult",
     "Sampler",
     "SamplerProtocol",
+    "ScheduleSearch",
     "ScoreModel",
     "StabilityBound",
     "StabilityWarning",
@@ -123,12 +131,15 @@ __all__ = [
     "energy_distance",
     "eps_from_score",
     "epsilon_sde",
+    "exact_kl",
     "exact_law",
     "gaussian_kl",
     "gaussian_w2",
     "ipndm",
     "mixture_metrics",
     "mode_weight_error",
+    "optimize_schedule",
+    "optimized_schedule",
     "plan",
     "poisson_midpoint",
     "process",

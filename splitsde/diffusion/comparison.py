@@ -47,7 +47,7 @@ from splitsde.diffusion.stability import StabilityWarning
 from splitsde.diffusion.targets import GaussianData, GaussianMixture
 from splitsde.symbolic.expint import GridTooShortError
 
-__all__ = ["Comparison", "compare", "has_exact_analysis", "target"]
+__all__ = ["Comparison", "compare", "exact_kl", "has_exact_analysis", "target"]
 
 _TARGET = re.compile(r"(gaussian|ring|mixture)-(\d+)(?:x(\d+))?\Z")
 
@@ -264,7 +264,7 @@ def compare(
         row: dict[str, Any] = {
             "sampler": s.name,
             "nfe_budget": int(budget),
-            "grid": grid or recommended_grid(s.name, proc),
+            "grid": grid or recommended_grid(s.name, proc, eps),
         }
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -272,6 +272,8 @@ def compare(
                 p = plan(s, proc, score, nfe=budget, grid=grid, eps=eps)
             _record_warnings(row, caught)
             row.update(steps=p.steps, nfe=p.nfe, weak_order=p.weak_order)
+            if grid is None:  # the recommended grid may depend on the number of steps
+                row["grid"] = recommended_grid(s.name, proc, eps, p.steps)
             if exact:
                 row.update(_exact_row(p, proc, tgt, prior))
             else:
@@ -303,6 +305,20 @@ def _prior_law(
     d = tgt.dim
     var = torch.tensor([v for v in proc.prior_variance() for _ in range(d)], dtype=torch.float64)
     return torch.zeros(len(var), dtype=torch.float64), torch.diag(var)
+
+
+def exact_kl(
+    p: PlanProtocol, target_: str | GaussianData, prior: str = "stationary", seed: int = 0
+) -> float:
+    """The exact KL divergence of a plan's output law (data block) to Gaussian data, started
+    from the prior (``"stationary"`` or ``"exact"``); ``inf`` when the law is not finite or
+    its covariance is not positive definite."""
+    tgt = target(target_, seed)
+    if not isinstance(tgt, GaussianData):
+        raise ValueError("the exact KL needs Gaussian data (a gaussian-D target)")
+    if prior not in ("stationary", "exact"):
+        raise ValueError("prior must be 'stationary' or 'exact'")
+    return float(_exact_row(p, p.process, tgt, prior)["kl"])
 
 
 def _exact_row(

@@ -26,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from splitsde.diffusion.schedules import OPTIMIZED_SCHEDULES
+
 if TYPE_CHECKING:
     from splitsde.diffusion.processes import ForwardProcess
 
@@ -35,6 +37,7 @@ __all__ = [
     "FAMILIES",
     "RECOMMENDED_GRIDS",
     "RECOMMENDED_LAM",
+    "RECOMMENDED_OPTIMIZED",
     "SELECTION",
     "family",
     "recommended_grid",
@@ -99,6 +102,8 @@ RECOMMENDED_GRIDS: dict[str, dict[str, str]] = {
     "reduced-vv": {"augmented": "uniform"},
     "sps": {"augmented": "quadratic"},
     "csps": {"augmented": "cubic"},
+    "conj-op": {"augmented": "cubic"},
+    "conj-reduced-op": {"augmented": "quadratic"},
 }
 
 #: Recommended noise scale per sampler (winners of benchmarks/diffusion_defaults.py).
@@ -109,6 +114,15 @@ RECOMMENDED_LAM: dict[str, Any] = {
 }
 
 
+#: Processes on which a sampler's stored optimized schedule (:mod:`splitsde.diffusion.schedules`)
+#: beats its recommended named grid: the mean log10 KL over the selection cases of that process
+#: is lower (winners of benchmarks/diffusion_defaults.py; ``select(...)[name]["optimized"]``).
+RECOMMENDED_OPTIMIZED: dict[str, tuple[str, ...]] = {
+    "cdeis2": ("psld-cifar10",),
+    "cdeis3": ("cld", "psld-cifar10"),
+}
+
+
 def family(process: ForwardProcess) -> str:
     """``"augmented"`` (several blocks), ``"vp"`` (one block with a stationary law) or ``"ve"``."""
     if len(process.blocks) > 1:
@@ -116,9 +130,21 @@ def family(process: ForwardProcess) -> str:
     return "vp" if process.stationary_variance is not None else "ve"
 
 
-def recommended_grid(name: str, process: ForwardProcess) -> str:
-    """The recommended grid of sampler ``name`` on ``process`` (``"uniform"`` when none is
-    recorded, e.g. for a sampler the selection does not cover)."""
+def recommended_grid(
+    name: str, process: ForwardProcess, eps: float | None = None, steps: int | None = None
+) -> str:
+    """The recommended grid of sampler ``name`` on ``process``: ``"optimized"`` where its stored
+    schedule won (:data:`RECOMMENDED_OPTIMIZED`) and was computed for this smallest time
+    ``eps`` (default: the process's) and for this number of ``steps`` (interpolated schedules
+    are not recommended: they keep only part of the gain), else the family's named grid
+    (``"uniform"`` when none is recorded, e.g. for a sampler the selection does not cover)."""
+    stored = OPTIMIZED_SCHEDULES.get(name, {}).get(process.name, {})
+    if (
+        process.name in RECOMMENDED_OPTIMIZED.get(name, ())
+        and (eps is None or float(eps) == process.eps)
+        and (steps is None or int(steps) in stored)
+    ):
+        return "optimized"
     return RECOMMENDED_GRIDS.get(name, {}).get(family(process), "uniform")
 
 
@@ -147,6 +173,11 @@ def select(rows: Iterable[Mapping[str, Any]], diverged: float | None = None) -> 
     :math:`\lambda`. Ties go to the earlier candidate (:data:`CANDIDATE_GRIDS` order, then the
     order of :data:`CANDIDATE_LAM`). Returns ``{sampler: {"lam": ..., "grids": {family: grid},
     "scores": {family: {grid: score}}}}``.
+
+    Rows on the grid ``"optimized"`` (a stored schedule, :mod:`splitsde.diffusion.schedules`)
+    do not enter the family choice: per process, the optimized schedule's score over that
+    process's cases is compared with the recommended named grid's over the same cases, and the
+    sampler's entry gets ``"optimized": {process: {"score": ..., "named": ..., "wins": ...}}``.
     """
     diverged = SELECTION["diverged_kl"] if diverged is None else diverged
     kls: dict[tuple, list] = defaultdict(list)
@@ -184,4 +215,31 @@ def select(rows: Iterable[Mapping[str, Any]], diverged: float | None = None) -> 
                 for f in fams
             },
         }
+        opt = _optimized_scores(rows, name, lk, out[name]["grids"], diverged)
+        if opt:
+            out[name]["optimized"] = opt
+    return out
+
+
+def _optimized_scores(
+    rows: Iterable[Mapping[str, Any]],
+    name: str,
+    lk: str | None,
+    grids: Mapping[str, str],
+    diverged: float,
+) -> dict[str, dict[str, Any]]:
+    """Per process: the optimized schedule's score against the recommended named grid's."""
+    by: dict[tuple[str, str], list] = defaultdict(list)
+    for r in rows:
+        if r["sampler"] != name or (None if r.get("lam") is None else _lam_key(r["lam"])) != lk:
+            continue
+        if r["grid"] == "optimized" or r["grid"] == grids.get(r["family"]):
+            by[(r["process"], "optimized" if r["grid"] == "optimized" else "named")].append(
+                r.get("kl")
+            )
+    out = {}
+    for proc in dict.fromkeys(p for p, kind in by if kind == "optimized"):
+        s_opt = _score(by[(proc, "optimized")], diverged)
+        s_named = _score(by.get((proc, "named"), []), diverged)
+        out[proc] = {"score": s_opt, "named": s_named, "wins": s_opt < s_named}
     return out

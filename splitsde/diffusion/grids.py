@@ -15,6 +15,9 @@ the sampler runs in reverse time :math:`\tau_i = T - t_i` (increasing from 0 to
                 2022), on the noise level :math:`\sigma(t)` of the process
 ``logsnr``      uniform in :math:`\log\sigma(t)` (uniform log-SNR, :math:`\mathrm{SNR} =
                 \sigma^{-2}`; Lu et al., DPM-Solver, NeurIPS 2022)
+``optimized``   the sampler's own schedule, optimized by the exact analysis on Gaussian data
+                and stored per process (:mod:`splitsde.diffusion.schedules`; Sabour et al.,
+                Align Your Steps, ICML 2024); needs the sampler's name
 ==============  ==============================================================================
 
 The noise level is :meth:`~splitsde.diffusion.processes.ForwardProcess.noise_level`
@@ -30,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from splitsde.base.errors import SplitsdeError
+from splitsde.diffusion.schedules import OPTIMIZED_SCHEDULES, interpolate_schedule
 
 if TYPE_CHECKING:
     from splitsde.diffusion.processes import ForwardProcess
 
-__all__ = ["GRIDS", "GridError", "check_grid", "time_grid"]
+__all__ = ["GRIDS", "GridError", "check_grid", "optimized_schedule", "time_grid"]
 
-GRIDS = ("uniform", "quadratic", "cubic", "edm", "logsnr")
+GRIDS = ("uniform", "quadratic", "cubic", "edm", "logsnr", "optimized")
 
 
 class GridError(SplitsdeError, ValueError):
@@ -44,14 +48,25 @@ class GridError(SplitsdeError, ValueError):
 
 
 def time_grid(
-    process: ForwardProcess, kind: str, steps: int, eps: float | None = None, *, rho: float = 7.0
+    process: ForwardProcess,
+    kind: str,
+    steps: int,
+    eps: float | None = None,
+    *,
+    rho: float = 7.0,
+    sampler: str | None = None,
 ) -> np.ndarray:
-    """A grid of ``steps`` steps (``steps + 1`` diffusion times from ``T`` down to ``eps``)."""
+    """A grid of ``steps`` steps (``steps + 1`` diffusion times from ``T`` down to ``eps``);
+    ``"optimized"`` is the stored schedule of the sampler named ``sampler``."""
     if kind not in GRIDS:
         raise GridError(f"unknown grid {kind!r}; grids: {', '.join(GRIDS)}")
     if int(steps) != steps or steps < 1:
         raise GridError(f"a grid needs at least one step, got {steps}")
     steps = int(steps)
+    if kind == "optimized":
+        if sampler is None:
+            raise GridError("the optimized grid belongs to a sampler: give sampler=<name>")
+        return optimized_schedule(sampler, process, steps, eps)
     T = process.T
     eps = process.eps if eps is None else float(eps)
     if not 0 < eps < T:
@@ -78,6 +93,35 @@ def time_grid(
         ts = np.concatenate([[T], ts, [eps]])
     ts[0], ts[-1] = T, eps
     return check_grid(process, ts, eps)
+
+
+def optimized_schedule(
+    sampler: str, process: ForwardProcess, steps: int, eps: float | None = None
+) -> np.ndarray:
+    """The optimized schedule of ``sampler`` on ``process`` with ``steps`` steps
+    (:mod:`splitsde.diffusion.schedules`): the stored one, or the stored one with the nearest
+    number of steps interpolated in log t."""
+    stored = OPTIMIZED_SCHEDULES.get(sampler, {}).get(process.name, {})
+    if not stored:
+        have = sorted(f"{s} on {p}" for s, by in OPTIMIZED_SCHEDULES.items() for p in by)
+        raise GridError(
+            f"no optimized schedule of {sampler} on {process.name} is stored (optimized "
+            f"schedules: {', '.join(have) or 'none'}); compute one with "
+            "splitsde.diffusion.optimize_schedule or choose a named grid"
+        )
+    if int(steps) != steps or steps < 1:
+        raise GridError(f"a grid needs at least one step, got {steps}")
+    nearest = min(stored, key=lambda k: (abs(k - steps), -k))
+    grid = np.array(stored[nearest], np.float64)
+    want = process.eps if eps is None else float(eps)
+    if abs(grid[0] - process.T) > 1e-12 * max(1.0, process.T) or abs(grid[-1] - want) > (
+        1e-12 * want
+    ):
+        raise GridError(
+            f"the optimized schedule of {sampler} on {process.name} runs from T = {grid[0]:g} "
+            f"to eps = {grid[-1]:g}; this plan asks for T = {process.T:g}, eps = {want:g}"
+        )
+    return check_grid(process, interpolate_schedule(grid, int(steps)), want)
 
 
 def _invert_noise_level(

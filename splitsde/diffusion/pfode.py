@@ -349,7 +349,7 @@ class PFODESampler:
             ts = check_grid(proc, [proc.T, proc.eps if eps is None else eps], eps)
             return PFODEPlan(self, proc, score, ts, nfe, denoise)
         if grid is None:
-            grid = recommended_grid(self.name, proc)
+            grid = recommended_grid(self.name, proc, eps)
         if isinstance(grid, str):
             if (nfe is None) == (steps is None):
                 raise ValueError("give exactly one of nfe= and steps=")
@@ -361,7 +361,7 @@ class PFODESampler:
                         f"{per} score evaluations"
                         + (" plus 1 for the denoising step" if denoise else "")
                     )
-            ts = time_grid(proc, grid, steps, eps)
+            ts = time_grid(proc, grid, steps, eps, sampler=self.name)
         else:
             ts = check_grid(proc, grid, eps)
         return PFODEPlan(self, proc, score, ts, nfe, denoise)

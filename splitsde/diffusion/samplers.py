@@ -234,17 +234,17 @@ class Sampler:
         ``integrator_options`` go to both :class:`~splitsde.runtime.integrator.Integrator`
         objects."""
         proc = get_process(process)
-        if grid is None:
-            grid = recommended_grid(self.name, proc)
         score = bind_kernels(score)  # kernel terms of score conversions: one table per plan
         integ = self.integrator(proc, score, **integrator_options)
         den = self.denoiser(proc, score, **integrator_options) if denoise else None
-        if isinstance(grid, str):
+        if grid is None or isinstance(grid, str):
             if (nfe is None) == (steps is None):
                 raise ValueError("give exactly one of nfe= and steps=")
             if nfe is not None:
                 steps = steps_for_budget(integ, nfe, denoise, self.name)
-            ts = time_grid(proc, grid, steps, eps)
+            if grid is None:
+                grid = recommended_grid(self.name, proc, eps, steps)
+            ts = time_grid(proc, grid, steps, eps, sampler=self.name)
         else:
             if nfe is not None or steps is not None:
                 raise ValueError("an explicit grid fixes the steps; do not give nfe= or steps=")

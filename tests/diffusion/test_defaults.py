@@ -34,6 +34,12 @@ def test_recommendations_are_the_winners_of_the_committed_selection(committed):
     assert committed["selection_cases"] == json.loads(json.dumps(dd.SELECTION))
     assert {k: v["grids"] for k, v in sel.items()} == dd.RECOMMENDED_GRIDS
     assert {k: v["lam"] for k, v in sel.items() if v["lam"] is not None} == dd.RECOMMENDED_LAM
+    optimized = {
+        k: tuple(p for p, o in v["optimized"].items() if o["wins"])
+        for k, v in sel.items()
+        if any(o["wins"] for o in v.get("optimized", {}).values())
+    }
+    assert optimized == dd.RECOMMENDED_OPTIMIZED
     # the default never loses to the uniform grid on the selection's score, for any sampler
     for name, s in sel.items():
         for fam, scores in s["scores"].items():
@@ -79,14 +85,14 @@ def test_plan_and_sample_use_the_recommended_grid():
     tgt = dm.GaussianData.random(2, seed=0)
     score = tgt.score(proc)
     for name in ("cdeis3", "em", "sps"):
-        g = dd.recommended_grid(name, proc)
-        assert g in dd.CANDIDATE_GRIDS
+        g = dd.recommended_grid(name, proc, steps=8)
+        assert g in dd.CANDIDATE_GRIDS or g == "optimized"
         p = dm.plan(name, proc, score, steps=8, check_stability=False)
-        assert np.array_equal(p.grid, time_grid(proc, g, 8))
+        assert np.array_equal(p.grid, time_grid(proc, g, 8, sampler=name))
     assert dd.recommended_grid("cdeis3", proc) != "uniform"
     res = dm.sample("cdeis3", proc, score, 4, shape=2, nfe=10)
-    g = dd.recommended_grid("cdeis3", proc)
-    assert np.array_equal(res.grid, time_grid(proc, g, res.steps))
+    g = dd.recommended_grid("cdeis3", proc, steps=res.steps)
+    assert np.array_equal(res.grid, time_grid(proc, g, res.steps, sampler="cdeis3"))
     assert not np.array_equal(res.grid, time_grid(proc, "uniform", res.steps))
     # sps carries its recommended noise scale
     assert dm.sampler("sps").lam == dd.RECOMMENDED_LAM["sps"]
@@ -94,15 +100,15 @@ def test_plan_and_sample_use_the_recommended_grid():
 
 
 def test_psld_gaussian64_conjugate_at_nfe10_beats_em_at_nfe50():
-    """Issue target: exact KL of cdeis3 at NFE 10 on the quadratic grid below EM's at NFE 50,
-    on EM's default grid and on the uniform grid (cdeis3's default, chosen over CLD and PSLD and
-    NFE 10-50, is the cubic grid, which does not reach it at NFE 10)."""
+    """Issue target: exact KL of cdeis3 at NFE 10 on its recommended grid (its optimized
+    schedule, searched on other Gaussian data) below EM's at NFE 50, on EM's default grid and
+    on the uniform grid."""
     proc = dm.process("psld-cifar10")
     tgt = dm.target("gaussian-64", seed=0)
+    assert dd.recommended_grid("cdeis3", proc) == "optimized"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dm.StabilityWarning)
-        (c,) = dm.compare(proc, tgt, ["cdeis3"], [10], grid="quadratic", exact=True,
-                          progress=False).rows  # fmt: skip
+        (c,) = dm.compare(proc, tgt, ["cdeis3"], [10], exact=True, progress=False).rows
         em = dm.compare(proc, tgt, ["em"], [50], exact=True, progress=False).rows[0]
         em_u = dm.compare(proc, tgt, ["em"], [50], grid="uniform", exact=True,
                           progress=False).rows[0]  # fmt: skip

@@ -9,8 +9,8 @@ stationary prior, the exact score; the exact KL of the output law to the data
 (:func:`splitsde.diffusion.compare` with ``exact=True``) at NFE 5, 10, 20 and 50 (a sampler
 with two score evaluations per step uses the most steps that fit). Every baseline runs on its
 recommended grid (for cdeis3 at NFE 10 and 20: its optimized schedule), the conjugate splitting
-samplers on the uniform, quadratic and cubic grids. The issue's target is recorded as ``issue_target``: the best
-conjugate splitting KL, and the best conjugate (cddim ... cdeis3) KL, at NFE 10 against EM's at
+samplers on the uniform, quadratic and cubic grids. The issue's target is recorded as
+``issue_target``: the best conjugate splitting KL, and the best conjugate (cddim ... cdeis3) KL, at NFE 10 against EM's at
 NFE 50 on EM's recommended grid.
 Writes ``benchmarks/results/conjugate_splitting.json``.
 """

@@ -189,5 +189,6 @@ def test_reference_frame_rejects_bad_variances():
         dm.conjugate(0, data_variance=-1.0)
     with pytest.raises(ValueError, match="data_variance"):
         ConjugateDEIS(dm.process("cld"), data_variance=float("nan"))
+    cld = dm.process("cld")
     with pytest.raises(ValueError, match="another data_variance"):
-        ConjugateDEIS(dm.process("cld"), data_variance=0.5, frame=point_flow_frame(dm.process("cld")))
+        ConjugateDEIS(cld, data_variance=0.5, frame=point_flow_frame(cld))

@@ -4,14 +4,14 @@ conjugate exponential integrators.
     OMP_NUM_THREADS=1 python benchmarks/conjugate_splitting.py          # full run
     OMP_NUM_THREADS=1 python benchmarks/conjugate_splitting.py --quick  # 8-D smoke test
 
-PSLD (CIFAR-10 configuration), Gaussian data in 64-D (``gaussian-64``, seed 0), the
-stationary prior, the exact score; the exact KL of the output law to the data
-(:func:`splitsde.diffusion.compare` with ``exact=True``) at NFE 5, 10, 20 and 50 (a sampler
-with two score evaluations per step uses the most steps that fit). Every baseline runs on its
+PSLD (CIFAR-10 configuration), Gaussian data in 64-D (``gaussian-64``, seed 0), the stationary
+prior, the exact score; the exact KL of the output law to the data
+(:func:`splitsde.diffusion.compare` with ``exact=True``) at NFE 5, 10, 20 and 50 (a sampler with
+two score evaluations per step uses the most steps that fit). Every baseline runs on its
 recommended grid (for cdeis3 at NFE 10 and 20: its optimized schedule), the conjugate splitting
 samplers on the uniform, quadratic and cubic grids. The issue's target is recorded as
-``issue_target``: the best conjugate splitting KL, and the best conjugate (cddim ... cdeis3) KL, at NFE 10 against EM's at
-NFE 50 on EM's recommended grid.
+``issue_target``: the best conjugate splitting KL, and the best conjugate (cddim ... cdeis3) KL,
+at NFE 10 against EM's at NFE 50 on EM's recommended grid.
 Writes ``benchmarks/results/conjugate_splitting.json``.
 """
 

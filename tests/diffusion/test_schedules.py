@@ -150,6 +150,16 @@ def test_psld_recommends_the_optimized_schedule_for_cdeis3():
     assert np.array_equal(p.grid, optimized_schedule("cdeis3", proc, p.steps))
 
 
+def test_compare_on_the_optimized_grid_marks_samplers_without_a_schedule():
+    comp = dm.compare("psld-cifar10", "gaussian-4", ["cdeis3", "em"], [10], grid="optimized",
+                      exact=True, progress=False)  # fmt: skip
+    c, e = comp.rows
+    assert c["grid"] == "optimized" and c["kl"] > 0 and "error" not in c
+    assert e["error_short"] == "no schedule" and "no optimized schedule of em" in e["error"]
+    with pytest.raises(GridError, match="unknown grid"):
+        dm.compare("psld-cifar10", "gaussian-4", ["em"], [10], grid="bogus", progress=False)
+
+
 def test_another_eps_falls_back_to_the_named_grid():
     """A plan with its own smallest time keeps working on the recommended grid: the stored
     schedule (computed for the process's eps) gives way to the family's named grid."""

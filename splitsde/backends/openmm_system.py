@@ -26,8 +26,9 @@ __all__ = [
     "kinetic_temperature",
 ]
 
-#: Molar Boltzmann constant in kJ/(mol K).
-BOLTZMANN = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+#: Molar Boltzmann constant in kJ/(mol K): the one value of :data:`splitsde.langevin.units
+#: .OPENMM_UNITS` (equal to OpenMM's ``MOLAR_GAS_CONSTANT_R``; tests/md/test_openmm_backend.py).
+BOLTZMANN = OPENMM_UNITS.boltzmann
 
 # forces that contribute no energy or force (they act between steps, in updateContextState)
 NO_FORCE = (

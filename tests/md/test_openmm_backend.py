@@ -28,6 +28,13 @@ from splitsde.base.stats import walker_batch_means
 KT1 = 1.0 / BOLTZMANN  # temperature (K) at which kT = 1 kJ/mol
 
 
+def test_the_boltzmann_constant_is_openmms():
+    """One value of k_B (splitsde.langevin.units), equal to OpenMM's own molar gas constant."""
+    ref = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+    assert BOLTZMANN == pytest.approx(ref, rel=1e-15)
+    assert BOLTZMANN == sd.langevin.units.OPENMM_UNITS.boltzmann
+
+
 def test_listing_names_every_substep_and_the_constants_block():
     integ = LangevinSplittingIntegrator("BAOAB", 0.002, 300, 1.0)
     text = integ.listing()

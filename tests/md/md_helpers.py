@@ -72,23 +72,17 @@ def within(a: float, sa: float, b: float, sb: float = 0.0, sigmas: float = 4.0) 
     return abs(a - b) <= sigmas * math.hypot(sa, sb)
 
 
-def basin_restraint(system: openmm.System, topology) -> None:
-    """Add flat-bottom restraints that keep alanine dipeptide's backbone dihedrals in the
-    extended/C7eq basin: phi within 90 deg of -100 deg, psi within 100 deg of 110 deg (walls of
-    100 kJ/mol/rad^2 beyond). Rare excursions elsewhere (phi ~ -150, psi ~ -50 deg: about
-    20 kJ/mol higher, one visit of ~50 ps seen in a 0.6 ns GHMC run) otherwise dominate the
-    standard error of the mean potential energy in runs of CI length."""
-    import mdtraj
+def _benchmark(name: str):
+    """A module of ``benchmarks/`` (the tests reuse its setup rather than a copy of it)."""
+    import importlib.util
+    from pathlib import Path
 
-    top = mdtraj.Topology.from_openmm(topology)
-    frame = mdtraj.Trajectory(np.zeros((1, top.n_atoms, 3)), top)
-    (phi,), (psi,) = mdtraj.compute_phi(frame)[0], mdtraj.compute_psi(frame)[0]
-    f = openmm.CustomTorsionForce(
-        "0.5*k*max(0, d - w)^2; d = min(a, 6.283185307179586 - a); a = abs(theta - theta0)"
-    )
-    f.addGlobalParameter("k", 100.0)
-    f.addPerTorsionParameter("theta0")
-    f.addPerTorsionParameter("w")
-    f.addTorsion(*map(int, phi), [math.radians(-100.0), math.radians(90.0)])
-    f.addTorsion(*map(int, psi), [math.radians(110.0), math.radians(100.0)])
-    system.addForce(f)
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+#: Flat-bottom dihedral walls for alanine dipeptide (benchmarks/ghmc_constraints.py).
+basin_restraint = _benchmark("ghmc_constraints").basin_restraint

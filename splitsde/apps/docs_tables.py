@@ -53,9 +53,7 @@ def _gallery_flows() -> list[tuple[str, object]]:
         (
             "PSLD forward process (coupled, common clock)",
             Flow(
-                linear_drift(
-                    [[-beta * G / 2, beta * Mi / 2], [-beta / 2, -beta * nu / 2]], [x, m]
-                ),
+                linear_drift([[-beta * G / 2, beta * Mi / 2], [-beta / 2, -beta * nu / 2]], [x, m]),
                 {x: sympy.sqrt(G * beta), m: sympy.sqrt(nu * beta / Mi)},
             ),
         ),
@@ -403,7 +401,8 @@ def optimized_schedules_tables() -> str:
             "amount (median and largest of the draws)**",
             "",
             "| sampler | process | NFE | unperturbed | "
-            + " | ".join(f"±{a:.0%}" for a in amps) + " |",
+            + " | ".join(f"±{a:.0%}" for a in amps)
+            + " |",
             "|---|---|---:|---:|" + "---:|" * len(amps),
         ]
         for name, proc, nfe in sorted(stored):

@@ -397,11 +397,11 @@ def optimized_schedules_tables() -> str:
     if sens:
         amps = sorted({r["relative_perturbation"] for r in sens})
         out += [
-            f"**Sensitivity: {main} KL after perturbing each log-time step by a relative "
-            "amount (median and largest of the draws)**",
+            f"**Sensitivity: {main} KL after multiplying each log-time step by 1 + σξ, ξ standard "
+            "normal, rescaled to keep the end points (median and largest of six draws)**",
             "",
             "| sampler | process | NFE | unperturbed | "
-            + " | ".join(f"±{a:.0%}" for a in amps)
+            + " | ".join(f"σ = {a:.0%}" for a in amps)
             + " |",
             "|---|---|---:|---:|" + "---:|" * len(amps),
         ]
@@ -420,6 +420,8 @@ def optimized_schedules_tables() -> str:
                 (r,) = [r for r in sens if (r["sampler"], r["process"], r["steps"] + 1,
                         r["relative_perturbation"]) == (name, proc, nfe, a)]  # fmt: skip
                 kls = sorted(r["kl"])
-                cells.append(f"{_fmt(kls[len(kls) // 2])} / {_fmt(kls[-1])}")
+                mid = len(kls) // 2
+                median = kls[mid] if len(kls) % 2 else 0.5 * (kls[mid - 1] + kls[mid])
+                cells.append(f"{_fmt(median)} / {_fmt(kls[-1])}")
             out.append(f"| {name} | {proc} | {nfe} | {_fmt(base)} | " + " | ".join(cells) + " |")
     return "\n".join(out)

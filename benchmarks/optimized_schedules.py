@@ -16,7 +16,8 @@ on other data: the exact KL on the selection's 64-D Gaussian (gaussian-64, seed 
 over [0.01, 1]) and on three more random Gaussians (seeds 1-3, condition 10, 100 and 1000), at
 the stored step counts and at interpolated ones, against the named grids; and the sensitivity of
 the KL to a random relative perturbation of the optimized log-time increments (normal, relative
-standard deviation 1 %, 3 %, 10 %, rescaled to keep the end points; six draws each, seed 0). Writes benchmarks/results/optimized_schedules.json;
+standard deviation 1 %, 3 %, 10 %, rescaled to keep the end points; six draws each, seed 0).
+Writes benchmarks/results/optimized_schedules.json;
 splitsde.diffusion.schedules.OPTIMIZED_SCHEDULES holds its grids
 (tests/diffusion/test_schedules.py checks that they agree).
 """

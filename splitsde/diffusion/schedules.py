@@ -4,7 +4,7 @@ data, stored per sampler and process (grid ``"optimized"``, resolved by
 
 The named grids of :mod:`splitsde.diffusion.grids` are one-parameter families; the best
 sampler on PSLD (``cdeis3``) is so sensitive to where its few steps fall that at 10 NFE the
-difference between two of them is a factor 10 in KL. Following *Align Your Steps* (Sabour,
+difference between two of them is more than a factor 10 in KL. Following *Align Your Steps* (Sabour,
 Fidler & Kreis, ICML 2024), which optimises the schedule of a given sampler and model instead
 of fixing a formula, an optimized schedule here is the grid
 :math:`T = t_0 > t_1 > \dots > t_N = \varepsilon` that minimises the **exact** KL divergence of
@@ -12,7 +12,9 @@ the sampler's output law (:mod:`splitsde.diffusion.metrics`, no Monte Carlo) on 
 Gaussian data (:func:`splitsde.diffusion.schedule_search.training_data`: 32-D, variances
 log-spaced over :math:`[0.002, 2]`), found by :func:`splitsde.diffusion.schedule_search
 .optimize_schedule`. The grids are then **evaluated on other data** (the 64-D Gaussian of the
-selection, the 8-mode ring): ``docs/diffusion-conjugate.md`` has the tables and the command.
+selection, three more random Gaussians, the 8-mode ring): ``docs/diffusion-conjugate.md`` has
+the tables and the command. The recommended grid of a sampler is its optimized schedule only
+at the stored numbers of steps (:func:`splitsde.diffusion.defaults.recommended_grid`).
 
 A stored schedule has a fixed number of steps. For another number of steps the nearest stored
 schedule is interpolated linearly in :math:`\log t` against the fraction of steps taken (the

@@ -21,6 +21,7 @@ import torch
 import splitsde.diffusion as dm
 from splitsde.diffusion.conjsplit import ConjugateOU, conjugate_split_sde
 from splitsde.diffusion.metrics import exact_law
+from tests.diffusion.law_helpers import law_error_slope
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks/results/conjugate_splitting.json"
 
@@ -101,19 +102,8 @@ def test_nfe_per_step():
 def test_convergence_order_on_gaussian_data(name):
     """Law error at t = 0.1 from the exact law at T against the exact marginal: the fitted slope
     over 32, 64, 128 quadratic steps is the declared weak order (within 0.3)."""
-    proc = dm.process("psld-cifar10")
-    tgt = dm.GaussianData.random(2, seed=1, condition=10)
-    score = tgt.score(proc)
-    m0, c0 = tgt.law(proc, proc.T)
-    me, ce = tgt.law(proc, 0.1)
-    Ns = np.array([32, 64, 128])
-    errs = []
-    for N in Ns:
-        p = dm.plan(name, proc, score, steps=int(N), grid="quadratic", eps=0.1, denoise=False)
-        m, c = exact_law(p, m0, c0)
-        errs.append(float((m - me).abs().max() + (c - ce).abs().max()))
-    slope = -np.polyfit(np.log(Ns), np.log(errs), 1)[0]
-    declared = dm.sampler(name).weak_order_for(proc)
+    slope, errs, p = law_error_slope(name)
+    declared = dm.sampler(name).weak_order_for(dm.process("psld-cifar10"))
     assert declared == p.weak_order == 1
     assert abs(slope - declared) < 0.3, (errs, slope)
 
